@@ -1,0 +1,5 @@
+//! AMD-specific parts: the register database, IP discovery, VBIOS images.
+
+pub mod discovery;
+pub mod regs;
+pub mod vbios;

@@ -1,0 +1,169 @@
+//! One error type for the library, with structured fields.
+//!
+//! Messages never repeat their `source`; the CLI prints the whole chain on one
+//! line (`a: b: c`). [`Error::exit_code`] maps every variant onto the exit-code
+//! table documented in `docs/cli.md`.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Exit codes of the `resetlab` binary (documented in `docs/cli.md`).
+pub mod exit {
+    /// Everything asked for was done.
+    pub const OK: i32 = 0;
+    /// The operation ran and did not succeed (reset chain exhausted, health check failed).
+    pub const FAILED: i32 = 1;
+    /// Bad input: a malformed argument or file, a device that does not exist.
+    pub const USAGE: i32 = 2;
+    /// A safety guard refused: not root, the device is in use, a lock is held.
+    pub const REFUSED: i32 = 3;
+    /// A bounded wait ran out.
+    pub const TIMEOUT: i32 = 4;
+    /// The system said no: an I/O error, a permission, a kernel errno.
+    pub const SYSTEM: i32 = 5;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation on a path failed.
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Text that does not parse as what it should be.
+    #[error("invalid {what} '{input}': {reason}")]
+    Parse {
+        what: &'static str,
+        input: String,
+        reason: String,
+    },
+    /// A file that does not parse, with the place of the fault.
+    #[error("{path}:{line}:{column}: {reason}")]
+    FileParse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    /// A named thing that is not there.
+    #[error("no {what} '{name}'")]
+    NotFound { what: &'static str, name: String },
+    /// A selector that had to match exactly one device matched several.
+    #[error("selector '{selector}' matches {} devices ({}); name one", matches.len(), matches.join(", "))]
+    Ambiguous {
+        selector: String,
+        matches: Vec<String>,
+    },
+    /// Config space could not be read in full (non-root reads stop at 64 bytes).
+    #[error("{path}: config space truncated: read {got} of {wanted} bytes (reading past 64 bytes needs root)")]
+    ConfigTruncated {
+        path: PathBuf,
+        got: usize,
+        wanted: usize,
+    },
+    /// Config space reads back all-ones: the device is gone, powered off or not responding.
+    #[error("{bdf}: config space reads all-ones at {offset:#05x} (device absent, in D3cold or not responding)")]
+    AllOnes { bdf: String, offset: u16 },
+    /// A capability list that loops or points outside config space.
+    #[error("{bdf}: {kind} capability chain {reason} at {offset:#05x}")]
+    CapChain {
+        bdf: String,
+        kind: &'static str,
+        reason: &'static str,
+        offset: u16,
+    },
+    /// An access outside the bounds of a region.
+    #[error("{what}: access at {offset:#x} width {width} is outside the {len:#x}-byte region")]
+    OutOfBounds {
+        what: String,
+        offset: u64,
+        width: usize,
+        len: u64,
+    },
+    /// A safety guard refused the operation.
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+    /// A bounded wait ran out; the bound is part of the message.
+    #[error("timed out after {bound_ms} ms waiting for {what}")]
+    Timeout { what: String, bound_ms: u64 },
+    /// The operation ran and did not achieve what it should.
+    #[error("{what}")]
+    Failed { what: String },
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn parse(what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Parse {
+            what,
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            what,
+            name: name.into(),
+        }
+    }
+
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Error::Refused {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn failed(what: impl Into<String>) -> Self {
+        Error::Failed { what: what.into() }
+    }
+
+    /// The errno behind an I/O error, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Parse { .. }
+            | Error::FileParse { .. }
+            | Error::NotFound { .. }
+            | Error::Ambiguous { .. } => exit::USAGE,
+            Error::Refused { .. } => exit::REFUSED,
+            Error::Timeout { .. } => exit::TIMEOUT,
+            Error::Failed { .. } => exit::FAILED,
+            Error::Io { .. }
+            | Error::ConfigTruncated { .. }
+            | Error::AllOnes { .. }
+            | Error::CapChain { .. }
+            | Error::OutOfBounds { .. } => exit::SYSTEM,
+        }
+    }
+
+    /// The whole chain on one line: `message: source: source...`.
+    pub fn one_line(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s.replace('\n', " ")
+    }
+}

@@ -1,0 +1,3 @@
+//! The register-level experiment language and its runner.
+
+pub mod parse;

@@ -1,0 +1,3 @@
+//! Proxmox hookscript backend.
+
+pub mod pveconf;

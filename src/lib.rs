@@ -1,0 +1,12 @@
+//! resetlab: reset PCI devices from Linux userspace.
+//!
+//! Layers, top to bottom (data flows down, never back up):
+//! `cli` → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci`; `sim` is the twin.
+
+pub mod amd;
+pub mod cli;
+pub mod error;
+pub mod experiment;
+pub mod hook;
+
+pub use error::{Error, Result};
