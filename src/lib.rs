@@ -8,5 +8,10 @@ pub mod cli;
 pub mod error;
 pub mod experiment;
 pub mod hook;
+pub mod inventory;
+pub mod pci;
+pub mod reset;
+pub mod sim;
+pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -1,5 +1,206 @@
-//! The thin command-line layer: parse, call the library, print, map errors to exit codes.
+//! The thin command-line layer: parse, call the library, print (human or
+//! `--json`), map errors to the exit codes of `docs/cli.md`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{exit, Error, Result};
+use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
+
+mod list;
+mod snapshot;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "resetlab",
+    version,
+    about = "Reset PCI devices from Linux userspace (first: the AMD Radeon 780M, 1002:1900)",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// sysfs root to work on: a directory, or a snapshot file to replay.
+    #[arg(long, global = true, env = "RESETLAB_SYSFS", value_name = "DIR|FILE")]
+    pub sysfs: Option<PathBuf>,
+    /// Run against the built-in twin of the seed's UM880 Pro host (a fresh temp dir).
+    #[arg(long, global = true, conflicts_with = "sysfs")]
+    pub sim: bool,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Every PCI device by IOMMU group, with what can reset it and why not.
+    List(list::ListArgs),
+    /// One device in full: every method's verdict with the registers behind it.
+    Probe(list::ProbeArgs),
+    /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
+    Snapshot(snapshot::SnapshotArgs),
+}
+
+/// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DevArgs {
+    /// The device: 0000:c5:00.0 or c5:00.0.
+    #[arg(value_name = "DEV")]
+    pub dev: Option<String>,
+    /// lspci-style slot selector [[domain:]bus:]device.function.
+    #[arg(short = 's', value_name = "SLOT")]
+    pub slot: Option<String>,
+    /// lspci-style id selector vendor:device[:class].
+    #[arg(short = 'd', value_name = "ID")]
+    pub id: Option<String>,
+}
+
+impl DevArgs {
+    /// Resolves to one device of the topology.
+    pub fn resolve<'t>(&self, topo: &'t Topology) -> Result<&'t Device> {
+        if let Some(d) = &self.dev {
+            let bdf: Bdf = d.parse()?;
+            return topo
+                .get(&bdf)
+                .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()));
+        }
+        if self.slot.is_none() && self.id.is_none() {
+            return Err(Error::parse(
+                "device",
+                "",
+                "name a device: DEV (0000:c5:00.0), -s SLOT or -d VENDOR:DEVICE",
+            ));
+        }
+        let m = select(topo, self.slot.as_deref(), self.id.as_deref())?;
+        let label = [self.slot.as_deref(), self.id.as_deref()]
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        match m.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Error::not_found("PCI device matching", label)),
+            many => Err(Error::Ambiguous {
+                selector: label,
+                matches: many.iter().map(|d| d.bdf.to_string()).collect(),
+            }),
+        }
+    }
+}
+
+/// Devices matching optional `-s` and `-d` selectors.
+pub fn select<'t>(
+    topo: &'t Topology,
+    slot: Option<&str>,
+    id: Option<&str>,
+) -> Result<Vec<&'t Device>> {
+    let s: Option<SlotSelector> = slot.map(str::parse).transpose()?;
+    let i: Option<IdSelector> = id.map(str::parse).transpose()?;
+    Ok(topo
+        .devices
+        .values()
+        .filter(|d| s.as_ref().is_none_or(|s| s.matches(&d.bdf)))
+        .filter(|d| {
+            i.as_ref()
+                .is_none_or(|i| i.matches(d.vendor, d.device, d.class))
+        })
+        .collect())
+}
+
+/// What a command runs against; holds the twin or unpacked snapshot alive.
+pub struct Ctx {
+    pub host: Host,
+    pub json: bool,
+    _twin: Option<crate::sim::Twin>,
+    _snapshot: Option<crate::snapshot::Unpacked>,
+}
+
+impl Ctx {
+    pub fn new(cli: &Cli) -> Result<Ctx> {
+        if cli.sim {
+            let twin = crate::sim::Twin::new()?;
+            return Ok(Ctx {
+                host: Host::new(&twin.sysfs),
+                json: cli.json,
+                _twin: Some(twin),
+                _snapshot: None,
+            });
+        }
+        let path = cli
+            .sysfs
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io("open sysfs root", &path, e))?;
+        if meta.is_file() {
+            let un = crate::snapshot::unpack(&path)?;
+            return Ok(Ctx {
+                host: Host::new(&un.sysfs),
+                json: cli.json,
+                _twin: None,
+                _snapshot: Some(un),
+            });
+        }
+        if !path.join("bus/pci/devices").is_dir() {
+            return Err(Error::not_found(
+                "PCI sysfs tree at",
+                format!("{} (no bus/pci/devices)", path.display()),
+            ));
+        }
+        Ok(Ctx {
+            host: Host::new(path),
+            json: cli.json,
+            _twin: None,
+            _snapshot: None,
+        })
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx::new(&cli)?;
+    match &cli.cmd {
+        Cmd::List(a) => list::list(&ctx, a),
+        Cmd::Probe(a) => list::probe(&ctx, a),
+        Cmd::Snapshot(a) => snapshot::run(&ctx, a),
+    }
+}
 
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    exit::USAGE
+                } else {
+                    exit::OK
+                };
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("resetlab: {first} (see resetlab --help)");
+            return exit::USAGE;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("resetlab: {}", e.one_line());
+            e.exit_code()
+        }
+    }
 }

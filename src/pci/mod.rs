@@ -1,0 +1,14 @@
+//! The vendor-neutral PCI layer: addresses, the sysfs tree, config space,
+//! capabilities, resources, names, and who holds a device.
+
+pub mod addr;
+pub mod caps;
+pub mod config;
+pub mod holders;
+pub mod names;
+pub mod regs;
+pub mod resource;
+pub mod sysfs;
+
+pub use addr::{Bdf, IdSelector, SlotSelector};
+pub use sysfs::{Device, Host, Topology};

@@ -1,0 +1,55 @@
+//! `pm`: D3hot → D0 through PMCSR (`pci_pm_reset` in drivers/pci/pci.c).
+
+use super::{no_config, Analysis, MethodDef, RegValue, Verdict};
+use crate::pci::regs::*;
+use crate::pci::sysfs::Parent;
+
+pub const DEF: MethodDef = MethodDef {
+    name: "pm",
+    summary: "D3hot then D0 through PMCSR (a reset only when No_Soft_Reset is 0)",
+    probe,
+};
+
+/// `quirk_no_pm_reset` (drivers/pci/quirks.c) sets PCI_DEV_FLAGS_NO_PM_RESET
+/// for every ATI/AMD (0x1002) VGA-class device not on the root bus: their
+/// D3hot→D0 transition does not reset them.
+pub fn kernel_refuses(vendor: u16, class: u32, parent: &Parent) -> bool {
+    vendor == PCI_VENDOR_ID_ATI
+        && (class >> 8) as u16 == PCI_CLASS_DISPLAY_VGA
+        && matches!(parent, Parent::Bridge(_))
+}
+
+pub fn probe(a: &Analysis) -> Verdict {
+    let cfg = match a.cfg() {
+        Ok(c) => c,
+        Err(e) => return no_config(e),
+    };
+    let Some(pm) = cfg.pm else {
+        return Verdict::no("no PM capability");
+    };
+    let regs = vec![
+        RegValue::new("PMC", pm.offset + PCI_PM_PMC, 2, pm.pmc as u32),
+        RegValue::new("PMCSR", pm.offset + PCI_PM_CTRL, 2, pm.pmcsr as u32),
+    ];
+    if pm.no_soft_reset() {
+        return Verdict::no("PMCSR.No_Soft_Reset is 1: D3hot→D0 keeps the function's state")
+            .with_regs(regs);
+    }
+    if kernel_refuses(a.dev.vendor, a.dev.class, &a.dev.parent) {
+        let why = "the kernel refuses PM reset for AMD (1002) VGA-class devices off the root bus \
+                   (quirk_no_pm_reset): D3hot→D0 does not reset them";
+        return if a.force {
+            Verdict::yes(format!("forced although {why}")).with_regs(regs)
+        } else {
+            Verdict::no(why).with_regs(regs)
+        };
+    }
+    if pm.state() != 0 {
+        return Verdict::no(format!(
+            "the function is in D{} (PMCSR); a PM reset starts from D0",
+            pm.state()
+        ))
+        .with_regs(regs);
+    }
+    Verdict::yes("PM capability with No_Soft_Reset 0").with_regs(regs)
+}
