@@ -124,6 +124,14 @@ impl Serialize for Bdf {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Bdf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
 impl Serialize for PciTarget {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)
