@@ -306,6 +306,9 @@ fn malformed_lines_name_file_line_and_column() {
     let (_, _, _, reason) = parse_err("hostpci16: c5:00.0\n");
     assert!(reason.contains("hostpci15"), "{reason}");
 
+    let (_, _, _, reason) = parse_err("hostpci01: c5:00.0\n");
+    assert!(reason.contains("hostpci15"), "{reason}");
+
     let (_, _, _, reason) = parse_err("hostpci0: c5:00.0,driver=other\n");
     assert!(reason.contains("driver"), "{reason}");
 

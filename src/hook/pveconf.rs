@@ -666,16 +666,17 @@ impl VmConfig {
                 .map_err(|(off, r)| file_err(path, lineno, column(line, off), r))?;
             if let Some(n) = key.strip_prefix("hostpci") {
                 if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-                    let index = n
-                        .parse::<u8>()
-                        .ok()
+                    // `hostpci01` is no key of qemu-server's schema (`hostpci1` is).
+                    let index = Some(n)
+                        .filter(|n| n.len() == 1 || !n.starts_with('0'))
+                        .and_then(|n| n.parse::<u8>().ok())
                         .filter(|i| *i < MAX_HOSTPCI_DEVICES)
                         .ok_or_else(|| {
                             file_err(
                                 path,
                                 lineno,
                                 1,
-                                format!("'{key}': at most {MAX_HOSTPCI_DEVICES} hostpci entries (hostpci0..hostpci{})", MAX_HOSTPCI_DEVICES - 1),
+                                format!("'{key}' is not a hostpci key (qemu-server allows hostpci0..hostpci{})", MAX_HOSTPCI_DEVICES - 1),
                             )
                         })?;
                     let hp = HostPci::parse_value(index, value, lineno).map_err(|(off, r)| {
