@@ -353,6 +353,12 @@ fn split_property_string(value: &str) -> std::result::Result<Vec<Prop<'_>>, (usi
                 if k.is_empty() {
                     return Err((this, format!("'{part}' has no key before '='")));
                 }
+                if !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err((this, format!("invalid option name '{k}'")));
+                }
                 if v.is_empty() {
                     return Err((this, format!("option '{k}' has no value")));
                 }
@@ -1382,6 +1388,7 @@ mod tests {
         assert!(split_property_string("a=1,a=2").is_err());
         assert!(split_property_string("a=").is_err());
         assert!(split_property_string("=a").is_err());
+        assert!(split_property_string("x, pcie=1").is_err());
         assert_eq!(split_property_string("x,, ,a=b").unwrap().len(), 2);
     }
 }
