@@ -1,3 +1,5 @@
 //! Proxmox hookscript backend.
 
+pub mod policy;
 pub mod pveconf;
+pub mod state;
