@@ -999,6 +999,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
 
 fn duration(cur: &mut Cur<'_, '_>, what: &str) -> PResult<u64> {
     let (w, col) = cur.word(&format!("{what} like 100ms"))?;
+    if !w.starts_with(|c: char| c.is_ascii_digit()) {
+        return perr(col, format!("expected {what} like 100ms, found '{w}'"));
+    }
     parse_duration(w).or_else(|why| {
         perr(
             col,
