@@ -816,3 +816,58 @@ proptest! {
         parse_and_resolve_never_panic(&mutate(base, &edits));
     }
 }
+
+#[test]
+fn smu_nowait_without_argument() {
+    match only_step("smu TestMessage nowait") {
+        Step::Smu { arg, wait, .. } => {
+            assert!(arg.is_none());
+            assert!(!wait);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ops(&plan("smu TestMessage nowait")),
+        ["smu 0x1 (TestMessage) arg 0x00000000 nowait"]
+    );
+}
+
+#[test]
+fn docs_first_example_dry_run() {
+    let text = "# Mode-2 reset with a before/after snapshot.\nlet SMU_OK = 0x1\n\n\
+                snapshot before MP1_SMN_C2PMSG_66 MP1_SMN_C2PMSG_82 MP1_SMN_C2PMSG_90\n\
+                smu GfxDeviceDriverReset 2 nowait             # post only; the poll times the answer\n\
+                poll MP1_SMN_C2PMSG_90 0xffffffff $SMU_OK 2s\n\
+                snapshot after MP1_SMN_C2PMSG_66 MP1_SMN_C2PMSG_82 MP1_SMN_C2PMSG_90\n";
+    let shown = plan(text).to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines[1],
+        "    2  line 5    smu 0x11 (GfxDeviceDriverReset) arg 0x00000002 nowait"
+    );
+    assert_eq!(
+        lines[2],
+        "    3  line 6    poll BAR5+0x58a68 (MP1_SMN_C2PMSG_90) & 0xffffffff == 0x00000001 within 2s"
+    );
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let good = dir.path().join("ok.rlx");
+    std::fs::write(&good, E1000E).unwrap_or_else(|e| panic!("{e}"));
+    let e = resetlab::experiment::load(&good).unwrap_or_else(|e| panic!("{}", e.one_line()));
+    assert_eq!(e.path, good);
+    let bad = dir.path().join("bad.rlx");
+    std::fs::write(&bad, "sleep 1ms\nsleep x\n").unwrap_or_else(|e| panic!("{e}"));
+    let msg = resetlab::experiment::load(&bad).err().map(|e| e.one_line());
+    assert_eq!(
+        msg,
+        Some(format!(
+            "{}:2:7: expected a duration like 100ms, found 'x'",
+            bad.display()
+        ))
+    );
+    let missing = resetlab::experiment::load(&dir.path().join("nope.rlx"));
+    assert!(matches!(missing, Err(Error::Io { .. })));
+}

@@ -7,8 +7,9 @@ pub mod parse;
 pub mod resolve;
 
 pub use parse::{
-    parse, parse_duration, parse_number, CapKind, CfgLoc, CfgRef, Experiment, FieldRef, FieldSet,
-    Loc, MsgRef, RegRef, Span, Step, Stmt, Value, Width, MAX_DEPTH, MAX_DURATION_US, MAX_STEPS,
+    load, parse, parse_duration, parse_number, CapKind, CfgLoc, CfgRef, Experiment, FieldRef,
+    FieldSet, Loc, MsgRef, RegRef, Span, Step, Stmt, Value, Width, MAX_DEPTH, MAX_DURATION_US,
+    MAX_STEPS,
 };
 pub use resolve::{
     format_duration, resolve, BarInfo, BarReg, FieldInfo, MapResolver, Op, Pass, Plan, PlanStep,

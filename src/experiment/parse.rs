@@ -291,6 +291,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Experiment> {
     .run(text)
 }
 
+/// Read and parse an experiment file.
+pub fn load(path: &Path) -> Result<Experiment> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    parse(path, &text)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lexer
 

@@ -532,6 +532,13 @@ impl Res<'_> {
                 for fs in fields {
                     let (shift, width, label) = match &fs.field.item {
                         FieldRef::Bits { hi, lo } => {
+                            if hi < lo {
+                                return Err(self.err(
+                                    line,
+                                    fs.field.column,
+                                    "bit range must be written [high:low]",
+                                ));
+                            }
                             let label = if hi == lo {
                                 format!("[{hi}]")
                             } else {
