@@ -940,6 +940,53 @@ impl Asic {
     }
 }
 
+/// How a segment base of the regs file compares with the device's discovery table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BaseCheck {
+    pub ip: String,
+    pub instance: u8,
+    pub base_idx: u8,
+    /// The value in the loaded regs files.
+    pub file: u32,
+    pub file_confirmed: bool,
+    /// The value the device reports (None: the table has no such IP/segment).
+    pub device: Option<u32>,
+}
+
+impl BaseCheck {
+    /// `agrees`, `differs` or `absent`.
+    pub fn verdict(&self) -> &'static str {
+        match self.device {
+            Some(d) if d == self.file => "agrees",
+            Some(_) => "differs",
+            None => "absent",
+        }
+    }
+}
+
+impl Asic {
+    /// Compare every segment base of this file with a discovered table.
+    pub fn check_bases(&self, d: &crate::amd::discovery::Discovery) -> Vec<BaseCheck> {
+        self.file
+            .bases
+            .iter()
+            .map(|b| {
+                let device = hw_id_by_name(&b.ip)
+                    .and_then(|id| d.find(id, b.instance))
+                    .and_then(|ip| ip.bases.get(usize::from(b.base_idx)).copied());
+                BaseCheck {
+                    ip: b.ip.clone(),
+                    instance: b.instance,
+                    base_idx: b.base_idx,
+                    file: b.base,
+                    file_confirmed: b.confirmed,
+                    device,
+                }
+            })
+            .collect()
+    }
+}
+
 /// `regs show ASIC [--json]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegsShow {
