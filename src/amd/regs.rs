@@ -524,8 +524,9 @@ impl Asic {
                 // The merged value has no spans: point at the offending literal if the message
                 // quotes one (`-1`, `unknown field `x``), else at the top of the overlay.
                 let (line, column) = msg
-                    .split('`')
+                    .split(['`', '"'])
                     .nth(1)
+                    .filter(|lit| !lit.is_empty())
                     .and_then(|lit| last.text.find(lit))
                     .map_or((1, 1), |pos| line_col(&last.text, pos));
                 Error::FileParse {
