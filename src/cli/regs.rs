@@ -1,0 +1,328 @@
+//! `resetlab regs`: the register database (list, show) and the device's IP discovery bases.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::amd::discovery::{self, Discovery, Mode};
+use crate::amd::regs::{BaseCheck, RegsDb};
+use crate::error::{exit, Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct RegsArgs {
+    /// Add or override register files from DIR (repeatable; see docs/regs.md for the rule).
+    #[arg(long = "regs", value_name = "DIR", global = true)]
+    pub regs: Vec<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: RegsCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RegsCmd {
+    /// List the known ASICs and their PCI ids.
+    List,
+    /// Show an ASIC's registers with their BAR byte offsets, the SMU mailbox and messages.
+    Show {
+        /// ASIC name (e.g. phoenix).
+        asic: String,
+    },
+    /// Read the device's IP discovery table (sysfs while amdgpu is bound, or a dump) and compare
+    /// its segment bases with the register file; optionally write them as an overlay.
+    Bases {
+        /// PCI address (0000:c5:00.0 or c5:00.0).
+        dev: String,
+        /// Root of sysfs.
+        #[arg(long, value_name = "DIR", default_value = "/sys")]
+        sysfs: PathBuf,
+        /// Parse this IP discovery binary instead of sysfs.
+        #[arg(long, value_name = "FILE")]
+        blob: Option<PathBuf>,
+        /// Accept a binary with bad checksums (reported as warnings).
+        #[arg(long)]
+        lenient: bool,
+        /// ASIC name; by default found from the device's vendor:device.
+        #[arg(long)]
+        asic: Option<String>,
+        /// Write DIR/<asic>.toml: the discovered bases as a confirmed overlay for --regs DIR.
+        #[arg(long, value_name = "DIR")]
+        write_overlay: Option<PathBuf>,
+    },
+}
+
+/// Canonical `dddd:bb:dd.f` form (adds the 0000 domain).
+fn canonical_bdf(dev: &str) -> Result<String> {
+    let d = dev.trim();
+    let full = if d.matches(':').count() == 1 {
+        format!("0000:{d}")
+    } else {
+        d.to_string()
+    };
+    let ok = full.len() == 12
+        && full.chars().enumerate().all(|(i, c)| match i {
+            4 | 7 => c == ':',
+            10 => c == '.',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !ok {
+        return Err(Error::parse("PCI address", dev, "expected [dddd:]bb:dd.f"));
+    }
+    Ok(full.to_ascii_lowercase())
+}
+
+fn read_hex_u16(path: &Path) -> Result<u16> {
+    let s = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let t = s.trim();
+    u16::from_str_radix(t.trim_start_matches("0x"), 16)
+        .map_err(|_| Error::parse("PCI id", format!("{}: {t}", path.display()), "not hex"))
+}
+
+#[derive(Debug, Serialize)]
+struct BasesReport {
+    device: String,
+    asic: String,
+    from: String,
+    mp1_version: Option<String>,
+    warnings: Vec<String>,
+    ips: Vec<discovery::DiscoveredIp>,
+    bases: Vec<BaseCheck>,
+    overlay: Option<String>,
+}
+
+pub fn run(args: &RegsArgs, json: bool) -> Result<i32> {
+    let db = RegsDb::load(&args.regs)?;
+    match &args.cmd {
+        RegsCmd::List => {
+            #[derive(Serialize)]
+            struct Row {
+                asic: String,
+                name: String,
+                pci_ids: Vec<String>,
+                files: Vec<String>,
+            }
+            let rows: Vec<Row> = db
+                .asics()
+                .iter()
+                .map(|a| Row {
+                    asic: a.asic_name().to_string(),
+                    name: a.file.name.clone(),
+                    pci_ids: a
+                        .file
+                        .pci_ids
+                        .iter()
+                        .map(|p| format!("{:04x}:{:04x}", p.vendor, p.device))
+                        .collect(),
+                    files: a
+                        .origins()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                })
+                .collect();
+            if json {
+                print_json(&rows)?;
+            } else {
+                for r in rows {
+                    println!("{:<10} {:<28} {}", r.asic, r.pci_ids.join(" "), r.name);
+                }
+            }
+        }
+        RegsCmd::Show { asic } => {
+            let show = db.asic(asic)?.show()?;
+            if json {
+                print_json(&show)?;
+            } else {
+                print!("{}", show.to_text());
+            }
+        }
+        RegsCmd::Bases {
+            dev,
+            sysfs,
+            blob,
+            lenient,
+            asic,
+            write_overlay,
+        } => {
+            let bdf = canonical_bdf(dev)?;
+            let dev_dir = sysfs.join("bus/pci/devices").join(&bdf);
+            let (disc, from): (Discovery, String) = match blob {
+                Some(f) => {
+                    let bytes = fs::read(f).map_err(|e| Error::io("read", f, e))?;
+                    let mode = if *lenient {
+                        Mode::Lenient
+                    } else {
+                        Mode::Strict
+                    };
+                    (discovery::parse(&bytes, mode)?, f.display().to_string())
+                }
+                None => (
+                    discovery::parse_sysfs(&dev_dir)?,
+                    dev_dir.join("ip_discovery").display().to_string(),
+                ),
+            };
+            let a = match asic {
+                Some(n) => db.asic(n)?,
+                None => {
+                    let v = read_hex_u16(&dev_dir.join("vendor"))?;
+                    let d = read_hex_u16(&dev_dir.join("device"))?;
+                    db.by_pci_id(v, d).ok_or_else(|| {
+                        Error::not_found(
+                            "register database for PCI id",
+                            format!("{v:04x}:{d:04x} (name one with --asic)"),
+                        )
+                    })?
+                }
+            };
+            let mut overlay = None;
+            if let Some(dir) = write_overlay {
+                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+                let path = dir.join(format!("{}.toml", a.asic_name()));
+                let text = discovery::overlay_from_bases(
+                    a.asic_name(),
+                    &disc,
+                    &format!("ip discovery on {bdf}"),
+                );
+                fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+                overlay = Some(path.display().to_string());
+            }
+            let report = BasesReport {
+                device: bdf,
+                asic: a.asic_name().to_string(),
+                from,
+                mp1_version: disc.mp1_version(),
+                warnings: disc.warnings.clone(),
+                ips: disc.ips().cloned().collect(),
+                bases: a.check_bases(&disc),
+                overlay,
+            };
+            if json {
+                print_json(&report)?;
+            } else {
+                print_bases(&report);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_bases(r: &BasesReport) {
+    println!("{} ({}) from {}", r.device, r.asic, r.from);
+    if let Some(v) = &r.mp1_version {
+        println!("MP1 version {v}");
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    println!("\ndiscovered IPs (bases in dwords):");
+    for ip in &r.ips {
+        let bases: Vec<String> = ip.bases.iter().map(|b| format!("{b:#x}")).collect();
+        println!(
+            "  {:<10} inst {} v{:<9} {}",
+            ip.name,
+            ip.instance,
+            ip.version(),
+            bases.join(" ")
+        );
+    }
+    println!("\nregister file bases vs device:");
+    for b in &r.bases {
+        let dev = b.device.map_or("-".to_string(), |d| format!("{d:#x}"));
+        println!(
+            "  {:<6} inst {} idx {}  file {:#x} ({})  device {}  {}",
+            b.ip,
+            b.instance,
+            b.base_idx,
+            b.file,
+            if b.file_confirmed {
+                "confirmed"
+            } else {
+                "unconfirmed"
+            },
+            dev,
+            b.verdict()
+        );
+    }
+    if let Some(p) = &r.overlay {
+        println!(
+            "\nwrote {p}; use it with --regs {}",
+            Path::new(p)
+                .parent()
+                .map_or(String::new(), |d| d.display().to_string())
+        );
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> std::result::Result<RegsArgs, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let cmd = RegsArgs::augment_args(clap::Command::new("regs"));
+        cmd.clone().debug_assert();
+        let m = cmd.try_get_matches_from(argv)?;
+        RegsArgs::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn clap_shape_parses() {
+        let a = parse(&["regs", "show", "phoenix", "--regs", "/tmp/x"]).unwrap();
+        assert!(matches!(a.cmd, RegsCmd::Show { ref asic } if asic == "phoenix"));
+        assert_eq!(a.regs, vec![PathBuf::from("/tmp/x")]);
+        let a = parse(&["regs", "bases", "c5:00.0", "--write-overlay", "o"]).unwrap();
+        assert!(
+            matches!(a.cmd, RegsCmd::Bases { ref write_overlay, .. } if write_overlay.is_some())
+        );
+        assert!(parse(&["regs", "show"]).is_err());
+    }
+
+    #[test]
+    fn bdf_forms() {
+        assert_eq!(canonical_bdf("c5:00.0").unwrap(), "0000:c5:00.0");
+        assert_eq!(canonical_bdf("0000:C5:00.0").unwrap(), "0000:c5:00.0");
+        assert!(canonical_bdf("c5:00").is_err());
+        assert!(canonical_bdf("../../x").is_err());
+    }
+
+    #[test]
+    fn bases_from_a_twin_sysfs_writes_an_overlay_that_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let dev = root.path().join("bus/pci/devices/0000:c5:00.0");
+        fs::create_dir_all(&dev).unwrap();
+        fs::write(dev.join("vendor"), "0x1002\n").unwrap();
+        fs::write(dev.join("device"), "0x1900\n").unwrap();
+        let d = discovery::parse(&discovery::build_phoenix_blob(), Mode::Strict).unwrap();
+        discovery::write_sysfs(&dev, &d).unwrap();
+        let out = root.path().join("overlay");
+        let args = RegsArgs {
+            regs: vec![],
+            cmd: RegsCmd::Bases {
+                dev: "c5:00.0".into(),
+                sysfs: root.path().to_path_buf(),
+                blob: None,
+                lenient: false,
+                asic: None,
+                write_overlay: Some(out.clone()),
+            },
+        };
+        assert_eq!(run(&args, true).unwrap(), 0);
+        let db = RegsDb::load(&[out]).unwrap();
+        let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
+        assert!(m.base_confirmed);
+        assert_eq!(m.msg, 0x58A08);
+        // MP1 segment 0 of the synthetic table is 0x16200: the overlay corrected the guess.
+        let m11 = db
+            .asic("phoenix")
+            .unwrap()
+            .mailbox(Some("13.0.11"))
+            .unwrap();
+        assert_eq!(m11.msg, (0x16200 + 0x282) * 4);
+    }
+}
