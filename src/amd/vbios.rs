@@ -574,7 +574,7 @@ fn check_vfct_image(img: &mut VfctImage, what: &str) {
         return;
     }
     let rom_what = format!(
-        "VFCT image {} ROM (table offset {:#x})",
+        "VFCT image {} (ROM at table offset {:#x}): ROM",
         img.index, img.content_offset
     );
     let mut rom = inspect_rom_as(&img.content, &rom_what);
@@ -766,7 +766,7 @@ pub fn check_rom(bytes: &[u8]) -> Result<RomInfo> {
 
 fn code_type_name(t: u8) -> &'static str {
     match t {
-        0x00 => "x86 legacy (PC-AT)",
+        0x00 => "x86 legacy",
         0x01 => "Open Firmware",
         0x02 => "PA-RISC",
         0x03 => "EFI",

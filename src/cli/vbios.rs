@@ -66,7 +66,7 @@ pub struct CheckArgs {
 pub fn run(args: &VbiosArgs, sysfs: &Path, json: bool) -> Result<i32> {
     match &args.cmd {
         VbiosCmd::Dump(d) => match &d.from_rom {
-            Some(dev) => dump_from_rom(d, dev, sysfs, json),
+            Some(dev) => dump_from_rom(d, dev, sysfs, json, nix::unistd::geteuid().is_root()),
             None => dump_vfct_cmd(d, sysfs, json),
         },
         VbiosCmd::Check(c) => check(c, json),
@@ -261,7 +261,7 @@ fn print_atom(a: &AtomInfo, ind: &str) {
     }
 }
 
-fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool) -> Result<i32> {
+fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: bool) -> Result<i32> {
     let bdf = parse_bdf(dev)?;
     let mut attr = SysfsRomAttr::new(sysfs, &bdf);
     let path = crate::amd::vbios::RomAttr::path(&attr).to_path_buf();
@@ -271,7 +271,7 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool) -> Result<i3
             path.display().to_string(),
         ));
     }
-    if !d.dry_run && !nix::unistd::geteuid().is_root() {
+    if !d.dry_run && !is_root {
         return Err(Error::refused(format!(
             "reading {} writes '1' and '0' to it, which needs root (see --dry-run)",
             path.display()
@@ -438,5 +438,139 @@ fn print_diff(d: &RomDiff) {
             r.differing,
             r.regions.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amd::vbios::{build_rom, build_vfct, SyntheticImage};
+
+    fn dump_args(vfct: Option<PathBuf>, out: &Path) -> DumpArgs {
+        DumpArgs {
+            vfct,
+            out: out.to_path_buf(),
+            from_rom: None,
+            dry_run: false,
+            ignore_checksum: false,
+        }
+    }
+
+    fn run_dump(d: DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
+        run(
+            &VbiosArgs {
+                cmd: VbiosCmd::Dump(d),
+            },
+            sysfs,
+            json,
+        )
+    }
+
+    fn run_check(file: PathBuf, file2: Option<PathBuf>, json: bool) -> Result<i32> {
+        run(
+            &VbiosArgs {
+                cmd: VbiosCmd::Check(CheckArgs {
+                    file,
+                    file2,
+                    strings: true,
+                }),
+            },
+            Path::new("/nonexistent-sysfs"),
+            json,
+        )
+    }
+
+    #[test]
+    fn dump_reads_the_vfct_under_the_sysfs_root() {
+        let sys = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let tables = sys.path().join("firmware/acpi/tables");
+        fs::create_dir_all(&tables).unwrap();
+        let t = build_vfct(&[SyntheticImage::seed_igpu()]);
+        fs::write(tables.join("VFCT"), &t).unwrap();
+        for json in [false, true] {
+            assert_eq!(run_dump(dump_args(None, out.path()), sys.path(), json).unwrap(), exit::OK);
+        }
+        let rom = fs::read(out.path().join("vbios_1002_1900.bin")).unwrap();
+        assert_eq!(rom, build_rom(0x1002, 0x1900, false));
+    }
+
+    #[test]
+    fn dump_without_a_vfct_is_not_found() {
+        let sys = tempfile::tempdir().unwrap();
+        let e = run_dump(dump_args(None, sys.path()), sys.path(), false).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn dump_with_a_bad_image_exits_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut img = SyntheticImage::seed_igpu();
+        img.rom[0] = 0;
+        let f = dir.path().join("VFCT");
+        fs::write(&f, build_vfct(&[img])).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        assert_eq!(run_dump(dump_args(Some(f), &out), dir.path(), false).unwrap(), exit::FAILED);
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn check_exit_codes_follow_validity_and_sameness() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        let b = dir.path().join("b.bin");
+        let bad = dir.path().join("bad.bin");
+        fs::write(&a, build_rom(0x1002, 0x1900, true)).unwrap();
+        fs::write(&b, build_rom(0x1002, 0x15bf, true)).unwrap();
+        fs::write(&bad, b"not a rom").unwrap();
+        for json in [false, true] {
+            assert_eq!(run_check(a.clone(), None, json).unwrap(), exit::OK);
+            assert_eq!(run_check(a.clone(), Some(a.clone()), json).unwrap(), exit::OK);
+            assert_eq!(run_check(a.clone(), Some(b.clone()), json).unwrap(), exit::FAILED);
+            assert_eq!(run_check(bad.clone(), None, json).unwrap(), exit::FAILED);
+        }
+        let e = run_check(dir.path().join("missing"), None, false).unwrap_err();
+        assert_eq!(e.exit_code(), exit::SYSTEM);
+    }
+
+    fn rom_device(sys: &Path) -> PathBuf {
+        let d = sys.join("bus/pci/devices/0000:c5:00.0");
+        fs::create_dir_all(&d).unwrap();
+        let rom = d.join("rom");
+        fs::write(&rom, build_rom(0x1002, 0x1900, false)).unwrap();
+        rom
+    }
+
+    #[test]
+    fn from_rom_dry_run_touches_nothing() {
+        let sys = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let rom = rom_device(sys.path());
+        let before = fs::read(&rom).unwrap();
+        let mut d = dump_args(None, out.path());
+        d.from_rom = Some("c5:00.0".into());
+        d.dry_run = true;
+        assert_eq!(dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap(), exit::OK);
+        assert_eq!(dump_from_rom(&d, "c5:00.0", sys.path(), true, false).unwrap(), exit::OK);
+        assert_eq!(fs::read(&rom).unwrap(), before);
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn from_rom_needs_root_and_an_existing_device() {
+        let sys = tempfile::tempdir().unwrap();
+        let rom = rom_device(sys.path());
+        let before = fs::read(&rom).unwrap();
+        let mut d = dump_args(None, sys.path());
+        d.from_rom = Some("c5:00.0".into());
+        let e = dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert_eq!(fs::read(&rom).unwrap(), before);
+        let e = dump_from_rom(&d, "c6:00.0", sys.path(), false, true).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        let e = dump_from_rom(&d, "c5:00", sys.path(), false, true).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e}");
     }
 }
