@@ -46,7 +46,10 @@ fn valid_table_parses_with_every_field() {
     let img = &v.images[0];
     assert_eq!(img.header_offset as u64, H0);
     assert_eq!(img.content_offset as u64, C0);
-    assert_eq!((img.pci_bus, img.pci_device, img.pci_function), (0xc5, 0, 0));
+    assert_eq!(
+        (img.pci_bus, img.pci_device, img.pci_function),
+        (0xc5, 0, 0)
+    );
     assert_eq!(img.bdf(), "0000:c5:00.0");
     assert_eq!((img.vendor_id, img.device_id), (0x1002, 0x1900));
     assert_eq!((img.ssvid, img.ssid), (0x1f4c, 0xb016));
@@ -77,12 +80,25 @@ fn bad_table_checksum_names_the_checksum_byte() {
     let mut t = seed_table();
     t[0x30] = t[0x30].wrapping_add(1); // inside TableUUID: only the sum changes
     let (what, field, offset, reason) = layout(parse_vfct(&t).unwrap_err());
-    assert_eq!((what.as_str(), field, offset), ("VFCT table", "Checksum", 9));
+    assert_eq!(
+        (what.as_str(), field, offset),
+        ("VFCT table", "Checksum", 9)
+    );
     assert!(reason.contains("sum to 0x01"), "{reason}");
     // --ignore-checksum accepts it and says so.
-    let v = parse_vfct_with(&t, VfctOptions { ignore_checksum: true }).expect("accepted");
+    let v = parse_vfct_with(
+        &t,
+        VfctOptions {
+            ignore_checksum: true,
+        },
+    )
+    .expect("accepted");
     assert!(!v.checksum_ok);
-    assert!(v.notes.iter().any(|n| n.contains("Checksum")), "{:?}", v.notes);
+    assert!(
+        v.notes.iter().any(|n| n.contains("Checksum")),
+        "{:?}",
+        v.notes
+    );
 }
 
 #[test]
@@ -94,9 +110,18 @@ fn image_length_past_the_end_names_the_field_and_table_end() {
     let e = parse_vfct(&t).unwrap_err();
     let line = e.to_string();
     let (what, field, offset, reason) = layout(e);
-    assert_eq!((what.as_str(), field, offset), ("VFCT image 0 at 0x4c", "ImageLength", 0x64));
-    assert!(reason.contains(&format!("past the table end ({:#x})", t.len())), "{reason}");
-    assert!(line.starts_with("VFCT image 0 at 0x4c: ImageLength at 0x64: 65536 bytes"), "{line}");
+    assert_eq!(
+        (what.as_str(), field, offset),
+        ("VFCT image 0 at 0x4c", "ImageLength", 0x64)
+    );
+    assert!(
+        reason.contains(&format!("past the table end ({:#x})", t.len())),
+        "{reason}"
+    );
+    assert!(
+        line.starts_with("VFCT image 0 at 0x4c: ImageLength at 0x64: 65536 bytes"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -152,21 +177,36 @@ fn partial_image_header_at_the_end_is_an_error_unless_zero_padding() {
     t[4..8].copy_from_slice(&len.to_le_bytes());
     fix_acpi_checksum(&mut t);
     let v = parse_vfct(&t).expect("padding is fine");
-    assert!(v.notes.iter().any(|n| n.contains("padding")), "{:?}", v.notes);
+    assert!(
+        v.notes.iter().any(|n| n.contains("padding")),
+        "{:?}",
+        v.notes
+    );
 }
 
 #[test]
 fn all_zero_headers_are_skipped_like_amdgpu() {
     // An all-zero header (ImageLength 0) before the real image: amdgpu skips it and goes on.
     let mut empty = SyntheticImage::seed_igpu();
-    (empty.bus, empty.vendor_id, empty.device_id, empty.ssvid, empty.ssid, empty.revision) = (0, 0, 0, 0, 0, 0);
+    (
+        empty.bus,
+        empty.vendor_id,
+        empty.device_id,
+        empty.ssvid,
+        empty.ssid,
+        empty.revision,
+    ) = (0, 0, 0, 0, 0, 0);
     empty.rom.clear();
     let t = build_vfct(&[empty, SyntheticImage::seed_igpu()]);
     let v = parse_vfct(&t).expect("valid");
     assert_eq!(v.images.len(), 1);
     assert_eq!(v.images[0].header_offset, 0x4c + 0x1c);
     assert!(v.images[0].is_valid());
-    assert!(v.notes.iter().any(|n| n.contains("skipped")), "{:?}", v.notes);
+    assert!(
+        v.notes.iter().any(|n| n.contains("skipped")),
+        "{:?}",
+        v.notes
+    );
 }
 
 #[test]
@@ -201,7 +241,10 @@ fn pcir_ids_must_match_the_image_header() {
     let v = parse_vfct(&build_vfct(&[img])).expect("table parses");
     let p = only_problem(&v.images[0]);
     assert_eq!((p.field, p.offset), ("DeviceID", H0 + 0x0e));
-    assert!(p.reason.contains("0x1900") && p.reason.contains("0x15bf"), "{p}");
+    assert!(
+        p.reason.contains("0x1900") && p.reason.contains("0x15bf"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -230,7 +273,10 @@ fn pcir_image_length_past_the_rom_end() {
     rom[0x1d0..0x1d2].copy_from_slice(&3u16.to_le_bytes()); // 3 x 512 > 1024
     let (_, field, offset, reason) = layout(check_rom(&rom).unwrap_err());
     assert_eq!((field, offset), ("PCIR ImageLength", 0x1d0));
-    assert!(reason.contains("past the end of the ROM (0x400)"), "{reason}");
+    assert!(
+        reason.contains("past the end of the ROM (0x400)"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -259,7 +305,11 @@ fn out_of_range_pci_numbers_are_named() {
     img.device = 0x20;
     img.function = 9;
     let v = parse_vfct(&build_vfct(&[img])).expect("table parses");
-    let fields: Vec<_> = v.images[0].problems.iter().map(|p| (p.field, p.offset)).collect();
+    let fields: Vec<_> = v.images[0]
+        .problems
+        .iter()
+        .map(|p| (p.field, p.offset))
+        .collect();
     assert_eq!(fields, vec![("PCIDevice", H0 + 4), ("PCIFunction", H0 + 8)]);
 }
 
@@ -298,7 +348,10 @@ fn dump_writes_the_exact_bytes_and_check_agrees() {
     assert_eq!(written, v.images[0].content);
     assert_eq!(&written[..], &t[C0 as usize..]);
     let info = check_rom(&written).expect("check agrees");
-    assert_eq!((info.images[0].vendor_id, info.images[0].device_id), (0x1002, 0x1900));
+    assert_eq!(
+        (info.images[0].vendor_id, info.images[0].device_id),
+        (0x1002, 0x1900)
+    );
     assert!(compare_roms(&written, &v.images[0].content).identical);
     // Nothing but the image: no temporary file left behind.
     assert_eq!(dir_names(out.path()), vec!["vbios_1002_1900.bin"]);
@@ -308,11 +361,23 @@ fn dump_writes_the_exact_bytes_and_check_agrees() {
 fn dump_reports_a_missing_or_different_device() {
     let out = tempfile::tempdir().unwrap();
     let sys = tempfile::tempdir().unwrap();
-    let r = dump_vfct(&seed_table(), VfctOptions::default(), out.path(), sys.path()).unwrap();
+    let r = dump_vfct(
+        &seed_table(),
+        VfctOptions::default(),
+        out.path(),
+        sys.path(),
+    )
+    .unwrap();
     assert!(!r.images[0].device.exists);
     assert_eq!(r.images[0].device.ids_match, None);
     sysfs_with_device(sys.path(), "0000:c5:00.0", "0x1002", "0x15bf");
-    let r = dump_vfct(&seed_table(), VfctOptions::default(), out.path(), sys.path()).unwrap();
+    let r = dump_vfct(
+        &seed_table(),
+        VfctOptions::default(),
+        out.path(),
+        sys.path(),
+    )
+    .unwrap();
     assert_eq!(r.images[0].device.ids_match, Some(false));
     assert_eq!(r.images[0].device.device_id, Some(0x15bf));
 }
@@ -328,7 +393,11 @@ fn a_bad_image_is_not_written_and_a_good_one_is() {
     let r = dump_vfct(&t, VfctOptions::default(), out.path(), sys.path()).unwrap();
     assert!(!r.all_valid());
     assert!(r.images[0].file.is_none());
-    assert!(r.images[0].problems[0].contains("checksum at 0x0"), "{:?}", r.images[0].problems);
+    assert!(
+        r.images[0].problems[0].contains("checksum at 0x0"),
+        "{:?}",
+        r.images[0].problems
+    );
     assert!(r.images[1].file.is_some());
     assert_eq!(dir_names(out.path()), vec!["vbios_1002_1900.bin"]);
 }
@@ -353,7 +422,13 @@ fn a_structurally_broken_table_writes_nothing() {
     let out = tempfile::tempdir().unwrap();
     let sys = tempfile::tempdir().unwrap();
     let t = seed_table();
-    assert!(dump_vfct(&t[..t.len() - 1], VfctOptions::default(), out.path(), sys.path()).is_err());
+    assert!(dump_vfct(
+        &t[..t.len() - 1],
+        VfctOptions::default(),
+        out.path(),
+        sys.path()
+    )
+    .is_err());
     assert!(dir_names(out.path()).is_empty());
 }
 
@@ -399,7 +474,11 @@ impl RomAttr for FakeRom {
     fn write(&mut self, value: &[u8]) -> resetlab::Result<()> {
         self.log.push(format!("write {value:?}"));
         if self.fail_enable && value == ROM_ENABLE {
-            return Err(Error::io("write", &self.path, std::io::Error::from_raw_os_error(13)));
+            return Err(Error::io(
+                "write",
+                &self.path,
+                std::io::Error::from_raw_os_error(13),
+            ));
         }
         // pci_write_rom: only "0\n" at offset 0 disables.
         self.enabled = value != b"0\n";
@@ -408,7 +487,11 @@ impl RomAttr for FakeRom {
     fn read(&mut self) -> resetlab::Result<Vec<u8>> {
         self.log.push("read".into());
         if self.fail_read || !self.enabled {
-            return Err(Error::io("read", &self.path, std::io::Error::from_raw_os_error(22)));
+            return Err(Error::io(
+                "read",
+                &self.path,
+                std::io::Error::from_raw_os_error(22),
+            ));
         }
         Ok(self.rom.clone())
     }
@@ -450,15 +533,21 @@ fn device_rom_dry_run_records_and_touches_nothing() {
     let got = read_device_rom(&mut f, true).expect("dry run");
     assert!(f.log.is_empty());
     assert!(got.bytes.is_none());
-    let planned: Vec<_> = got.writes.iter().map(|w| (w.value.as_str(), w.done)).collect();
+    let planned: Vec<_> = got
+        .writes
+        .iter()
+        .map(|w| (w.value.as_str(), w.done))
+        .collect();
     assert_eq!(planned, vec![("1", false), ("0\n", false)]);
 }
 
 /// The seed's real dump, first 0x210 bytes (from its xxd), padded to the 33 x 512 bytes its
 /// header declares. The unknown rest is zero except one balancing byte, so the checksum holds.
 fn seed_rom() -> Vec<u8> {
-    let head = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed_vbios_1002_1900_head.bin"))
-        .expect("fixture");
+    let head = fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed_vbios_1002_1900_head.bin"),
+    )
+    .expect("fixture");
     let mut rom = head;
     rom.resize(16896, 0);
     let s = rom.iter().fold(0u8, |a, &b| a.wrapping_add(b));
@@ -508,6 +597,49 @@ fn the_seeds_two_roms_differ_in_the_checksum_byte_and_the_body() {
     assert_eq!(d.ranges[1].regions, vec!["image 0 body"]);
 }
 
+/// The rows of the seed's `diff` of the two ROMs' xxd output, applied to the padded seed ROM:
+/// the first file's rows (`<`) give one ROM, the second's (`>`) the other.
+fn seed_diff_pair() -> (Vec<u8>, Vec<u8>) {
+    let text = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed_vbios_diff.txt"),
+    )
+    .expect("fixture");
+    let (mut a, mut b) = (seed_rom(), seed_rom());
+    for line in text.lines() {
+        let (side, rest) = line.split_at(2);
+        let (off, hexpart) = rest.split_once(": ").expect("xxd row");
+        let off = usize::from_str_radix(off, 16).expect("offset");
+        let digits: String = hexpart[..39].split_whitespace().collect();
+        let row: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        let dst = if side.starts_with('<') {
+            &mut a
+        } else {
+            &mut b
+        };
+        dst[off..off + 16].copy_from_slice(&row);
+    }
+    (a, b)
+}
+
+#[test]
+fn the_seeds_real_diff_is_53_bytes_in_18_ranges() {
+    let (a, b) = seed_diff_pair();
+    let d = compare_roms(&a, &b);
+    assert_eq!((d.size_a, d.size_b), (16896, 16896));
+    assert_eq!(d.differing_bytes, 53);
+    assert_eq!(d.ranges.len(), 18);
+    assert_eq!((d.ranges[0].start, d.ranges[0].end), (0x21, 0x22));
+    assert_eq!(d.ranges[0].regions, vec!["checksum byte (ATOM, 0x21)"]);
+    assert_eq!(
+        (d.ranges[1].start, d.ranges[1].end, d.ranges[1].differing),
+        (0x31dc, 0x31e2, 4)
+    );
+    assert_eq!((d.ranges[17].start, d.ranges[17].end), (0x38fd, 0x38fe));
+    assert!(d.ranges[1..].iter().all(|r| r.regions == ["image 0 body"]));
+}
+
 #[test]
 fn different_sizes_are_a_range_past_the_shorter_file() {
     let a = build_rom(0x1002, 0x1900, false);
@@ -516,7 +648,11 @@ fn different_sizes_are_a_range_past_the_shorter_file() {
     assert!(!d.identical);
     let last = d.ranges.last().unwrap();
     assert_eq!((last.start, last.end), (0x400, 0x800));
-    assert!(last.regions.iter().any(|r| r.contains("shorter file")), "{:?}", last.regions);
+    assert!(
+        last.regions.iter().any(|r| r.contains("shorter file")),
+        "{:?}",
+        last.regions
+    );
 }
 
 proptest! {

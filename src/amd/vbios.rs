@@ -23,7 +23,9 @@
 //!   `Pci30.h` (`PCI_DATA_STRUCTURE`, `PCI_3_0_DATA_STRUCTURE`, `EFI_PCI_EXPANSION_ROM_HEADER`,
 //!   `PCI_CODE_TYPE_PCAT_IMAGE` 0, `PCI_CODE_TYPE_EFI_IMAGE` 3, EfiSignature 0x0EF1).
 //! - Legacy (code type 0) checksum: all InitializationSize × 512 bytes (the size byte at 0x02)
-//!   sum to 0 mod 256 — the PC option-ROM rule. amdgpu never checks it. That ATOM BIOSes keep
+//!   sum to 0 mod 256 — the PC option-ROM rule, as SeaBIOS checks it (`src/optionroms.c`
+//!   `is_valid_rom`: `checksum(rom, rom->size * 512)`). amdgpu never checks it; EFI images are
+//!   not checksummed here (edk2's loader does not, as we read it). That ATOM BIOSes keep
 //!   the balancing byte at 0x21 comes from third-party ATOM BIOS tools (unconfirmed in Linux);
 //!   the seed's two 8845HS ROMs differ at 0x21 as it predicts.
 //! - ATOM: `amdgpu_bios.c` `check_atom_bios` (size ≥ 0x49, 0x55 0xAA, a non-zero u16 at 0x48

@@ -489,7 +489,10 @@ mod tests {
         let t = build_vfct(&[SyntheticImage::seed_igpu()]);
         fs::write(tables.join("VFCT"), &t).unwrap();
         for json in [false, true] {
-            assert_eq!(run_dump(dump_args(None, out.path()), sys.path(), json).unwrap(), exit::OK);
+            assert_eq!(
+                run_dump(dump_args(None, out.path()), sys.path(), json).unwrap(),
+                exit::OK
+            );
         }
         let rom = fs::read(out.path().join("vbios_1002_1900.bin")).unwrap();
         assert_eq!(rom, build_rom(0x1002, 0x1900, false));
@@ -512,7 +515,10 @@ mod tests {
         fs::write(&f, build_vfct(&[img])).unwrap();
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
-        assert_eq!(run_dump(dump_args(Some(f), &out), dir.path(), false).unwrap(), exit::FAILED);
+        assert_eq!(
+            run_dump(dump_args(Some(f), &out), dir.path(), false).unwrap(),
+            exit::FAILED
+        );
         assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
     }
 
@@ -527,8 +533,14 @@ mod tests {
         fs::write(&bad, b"not a rom").unwrap();
         for json in [false, true] {
             assert_eq!(run_check(a.clone(), None, json).unwrap(), exit::OK);
-            assert_eq!(run_check(a.clone(), Some(a.clone()), json).unwrap(), exit::OK);
-            assert_eq!(run_check(a.clone(), Some(b.clone()), json).unwrap(), exit::FAILED);
+            assert_eq!(
+                run_check(a.clone(), Some(a.clone()), json).unwrap(),
+                exit::OK
+            );
+            assert_eq!(
+                run_check(a.clone(), Some(b.clone()), json).unwrap(),
+                exit::FAILED
+            );
             assert_eq!(run_check(bad.clone(), None, json).unwrap(), exit::FAILED);
         }
         let e = run_check(dir.path().join("missing"), None, false).unwrap_err();
@@ -552,8 +564,14 @@ mod tests {
         let mut d = dump_args(None, out.path());
         d.from_rom = Some("c5:00.0".into());
         d.dry_run = true;
-        assert_eq!(dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap(), exit::OK);
-        assert_eq!(dump_from_rom(&d, "c5:00.0", sys.path(), true, false).unwrap(), exit::OK);
+        assert_eq!(
+            dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap(),
+            exit::OK
+        );
+        assert_eq!(
+            dump_from_rom(&d, "c5:00.0", sys.path(), true, false).unwrap(),
+            exit::OK
+        );
         assert_eq!(fs::read(&rom).unwrap(), before);
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
     }
