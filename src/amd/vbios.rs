@@ -1877,8 +1877,9 @@ pub fn rom_attr_write(
 
 /// Value that enables the ROM read (`pci_write_rom`: anything but "0\n" enables).
 pub const ROM_ENABLE: &[u8] = b"1";
-/// Value that disables it again: exactly "0\n" (count 2) in `pci_write_rom`; a bare "0" would
-/// *enable* on kernels before it switched to kstrtobool.
+/// Value that disables it again: exactly "0\n" (count 2) in `pci_write_rom`
+/// (`drivers/pci/pci-sysfs.c`); a bare "0" would *enable*. A posted kstrtobool rework (merge
+/// unconfirmed) accepts "0\n" too.
 pub const ROM_DISABLE: &[u8] = b"0\n";
 
 /// Enable, read and always disable a device's ROM. In a dry run the two writes are recorded and

@@ -321,6 +321,11 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
                 got.bytes_read,
                 got.path.display()
             );
+            if got.bytes_read == 0 {
+                println!(
+                    "  the ROM BAR is empty (an APU's VBIOS lives in the ACPI VFCT: dump without --from-rom)"
+                );
+            }
             print_rom_summary(info, "  ");
             for p in &info.problems {
                 println!("  BAD: {p}");
@@ -478,6 +483,25 @@ mod tests {
             Path::new("/nonexistent-sysfs"),
             json,
         )
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: VbiosCmd,
+    }
+
+    #[test]
+    fn clap_definition_holds_and_flags_depend_on_each_other() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        assert!(Cli::try_parse_from(["t", "dump", "--dry-run"]).is_err());
+        assert!(
+            Cli::try_parse_from(["t", "dump", "--vfct", "x", "--from-rom", "c5:00.0"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["t", "dump", "--from-rom", "c5:00.0", "--dry-run"]).is_ok());
+        assert!(Cli::try_parse_from(["t", "check", "a.bin", "b.bin"]).is_ok());
+        assert!(Cli::try_parse_from(["t", "check"]).is_err());
     }
 
     #[test]
