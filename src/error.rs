@@ -94,6 +94,15 @@ pub enum Error {
     /// The operation ran and did not achieve what it should.
     #[error("{what}")]
     Failed { what: String },
+    /// A binary structure (ACPI table, option ROM) with a bad field; `offset` is the field's byte
+    /// offset in the bytes that were parsed.
+    #[error("{what}: {field} at {offset:#x}: {reason}")]
+    Layout {
+        what: String,
+        field: &'static str,
+        offset: u64,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -143,7 +152,8 @@ impl Error {
             Error::Parse { .. }
             | Error::FileParse { .. }
             | Error::NotFound { .. }
-            | Error::Ambiguous { .. } => exit::USAGE,
+            | Error::Ambiguous { .. }
+            | Error::Layout { .. } => exit::USAGE,
             Error::Refused { .. } => exit::REFUSED,
             Error::Timeout { .. } => exit::TIMEOUT,
             Error::Failed { .. } => exit::FAILED,
