@@ -11,9 +11,6 @@ use crate::error::{exit, Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
-    /// Add or override register files from DIR (repeatable; see docs/regs.md for the rule).
-    #[arg(long = "regs", value_name = "DIR", global = true)]
-    pub regs: Vec<PathBuf>,
     #[command(subcommand)]
     pub cmd: RegsCmd,
 }
@@ -32,9 +29,6 @@ pub enum RegsCmd {
     Bases {
         /// PCI address (0000:c5:00.0 or c5:00.0).
         dev: String,
-        /// Root of sysfs.
-        #[arg(long, value_name = "DIR", default_value = "/sys")]
-        sysfs: PathBuf,
         /// Parse this IP discovery binary instead of sysfs.
         #[arg(long, value_name = "FILE")]
         blob: Option<PathBuf>,
@@ -89,8 +83,8 @@ struct BasesReport {
     overlay: Option<String>,
 }
 
-pub fn run(args: &RegsArgs, json: bool) -> Result<i32> {
-    let db = RegsDb::load(&args.regs)?;
+pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> Result<i32> {
+    let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {
             #[derive(Serialize)]
@@ -137,7 +131,6 @@ pub fn run(args: &RegsArgs, json: bool) -> Result<i32> {
         }
         RegsCmd::Bases {
             dev,
-            sysfs,
             blob,
             lenient,
             asic,
@@ -273,9 +266,8 @@ mod tests {
 
     #[test]
     fn clap_shape_parses() {
-        let a = parse(&["regs", "show", "phoenix", "--regs", "/tmp/x"]).unwrap();
+        let a = parse(&["regs", "show", "phoenix"]).unwrap();
         assert!(matches!(a.cmd, RegsCmd::Show { ref asic } if asic == "phoenix"));
-        assert_eq!(a.regs, vec![PathBuf::from("/tmp/x")]);
         let a = parse(&["regs", "bases", "c5:00.0", "--write-overlay", "o"]).unwrap();
         assert!(
             matches!(a.cmd, RegsCmd::Bases { ref write_overlay, .. } if write_overlay.is_some())
@@ -302,17 +294,15 @@ mod tests {
         discovery::write_sysfs(&dev, &d).unwrap();
         let out = root.path().join("overlay");
         let args = RegsArgs {
-            regs: vec![],
             cmd: RegsCmd::Bases {
                 dev: "c5:00.0".into(),
-                sysfs: root.path().to_path_buf(),
                 blob: None,
                 lenient: false,
                 asic: None,
                 write_overlay: Some(out.clone()),
             },
         };
-        assert_eq!(run(&args, true).unwrap(), 0);
+        assert_eq!(run(&args, &[], root.path(), true).unwrap(), 0);
         let db = RegsDb::load(&[out]).unwrap();
         let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
         assert!(m.base_confirmed);

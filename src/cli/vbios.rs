@@ -370,8 +370,8 @@ fn check(c: &CheckArgs, json: bool) -> Result<i32> {
         _ => None,
     };
     let diff: Option<RomDiff> = b.as_deref().map(|b| compare_roms(&a, b));
-    let all_valid = ca.valid && cb.as_ref().map_or(true, |x| x.valid);
-    let same = diff.as_ref().map_or(true, |d| d.identical);
+    let all_valid = ca.valid && cb.as_ref().is_none_or(|x| x.valid);
+    let same = diff.as_ref().is_none_or(|d| d.identical);
     if json {
         #[derive(Serialize)]
         struct Out<'a> {

@@ -1227,7 +1227,7 @@ impl StorageConfig {
             l.kind == "dir"
                 && l.path
                     .as_deref()
-                    .map_or(true, |p| p == Path::new("/var/lib/vz"))
+                    .is_none_or(|p| p == Path::new("/var/lib/vz"))
         });
         if keep_local {
             if let Some(l) = storages.get_mut("local") {

@@ -1079,6 +1079,11 @@ pub fn build(root: &Path, specs: &[FnSpec]) -> Result<PathBuf> {
     for s in order {
         lay_device(&sysfs, s, specs)?;
     }
+    // The ACPI VFCT table the firmware leaves for amdgpu, with the iGPU's VBIOS.
+    let tables = sysfs.join("firmware/acpi/tables");
+    mkdir(&tables)?;
+    let vfct = crate::amd::vbios::build_vfct(&[crate::amd::vbios::SyntheticImage::seed_igpu()]);
+    write(&tables.join("VFCT"), vfct)?;
     let vfio = root.join("dev/vfio");
     mkdir(&vfio)?;
     write(&vfio.join("vfio"), "")?;
