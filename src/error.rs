@@ -103,6 +103,13 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// The kernel refused a sysfs write; the errno explained in words.
+    #[error("{path}: {} (errno {errno}): {explanation}", std::io::Error::from_raw_os_error(*errno))]
+    Kernel {
+        path: PathBuf,
+        errno: i32,
+        explanation: String,
+    },
 }
 
 impl Error {
@@ -161,7 +168,8 @@ impl Error {
             | Error::ConfigTruncated { .. }
             | Error::AllOnes { .. }
             | Error::CapChain { .. }
-            | Error::OutOfBounds { .. } => exit::SYSTEM,
+            | Error::OutOfBounds { .. }
+            | Error::Kernel { .. } => exit::SYSTEM,
         }
     }
 

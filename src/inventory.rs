@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::amd::regs::RegsDb;
 use crate::pci::caps::Decoded;
 use crate::pci::holders::{Holder, OpenFiles};
 use crate::pci::names;
@@ -12,7 +13,7 @@ use crate::pci::regs::{cap_name, exp_type_name, ext_cap_name};
 use crate::pci::resource::Resource;
 use crate::pci::sysfs::{FirmwareNode, Parent};
 use crate::pci::{Bdf, Device, Host, Topology};
-use crate::reset::{self, Analysis, Configs, Verdict};
+use crate::reset::{self, Analysis, Configs, ResetOptions, Verdict};
 
 /// One device as `list --json` shows it (schema in docs/cli.md).
 #[derive(Debug, Clone, Serialize)]
@@ -111,15 +112,23 @@ pub fn device_report(
     topo: &Topology,
     configs: &Configs,
     open: &OpenFiles,
+    regs: &RegsDb,
     dev: &Device,
     force: bool,
 ) -> DeviceReport {
+    let opts = ResetOptions {
+        force,
+        ..Default::default()
+    };
     let a = Analysis {
         host,
         topo,
         dev,
         configs,
         force,
+        regs,
+        opts: &opts,
+        arg: None,
     };
     let holders = dev
         .iommu_group
@@ -151,13 +160,13 @@ pub fn device_report(
 }
 
 /// Reports for every device, sorted by IOMMU group then address.
-pub fn list(host: &Host, topo: &Topology, force: bool) -> Vec<DeviceReport> {
+pub fn list(host: &Host, topo: &Topology, regs: &RegsDb, force: bool) -> Vec<DeviceReport> {
     let configs = Configs::load(topo, topo.devices.keys());
     let open = OpenFiles::scan_vfio(host);
     let mut v: Vec<DeviceReport> = topo
         .devices
         .values()
-        .map(|d| device_report(host, topo, &configs, &open, d, force))
+        .map(|d| device_report(host, topo, &configs, &open, regs, d, force))
         .collect();
     v.sort_by_key(|r| (r.iommu_group.is_none(), r.iommu_group, r.bdf));
     v
@@ -171,14 +180,20 @@ fn cap_view(id: String, name: &str, offset: u16) -> CapView {
     }
 }
 
-pub fn probe(host: &Host, topo: &Topology, dev: &Device, force: bool) -> ProbeReport {
+pub fn probe(
+    host: &Host,
+    topo: &Topology,
+    regs: &RegsDb,
+    dev: &Device,
+    force: bool,
+) -> ProbeReport {
     let mut want = vec![dev.bdf];
     if let Parent::Bridge(b) = &dev.parent {
         want.push(*b);
     }
     let configs = Configs::load(topo, want.iter());
     let open = OpenFiles::scan_vfio(host);
-    let report = device_report(host, topo, &configs, &open, dev, force);
+    let report = device_report(host, topo, &configs, &open, regs, dev, force);
     let (config, config_error) = match configs.get(&dev.bdf) {
         Ok(d) => (
             Some(ConfigView {

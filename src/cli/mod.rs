@@ -10,6 +10,7 @@ use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
 mod list;
 pub mod regs;
+pub mod reset;
 mod snapshot;
 pub mod vbios;
 
@@ -43,6 +44,8 @@ pub enum Cmd {
     List(list::ListArgs),
     /// One device in full: every method's verdict with the registers behind it.
     Probe(list::ProbeArgs),
+    /// Reset a device: an ordered fallback chain of methods, with guards and a journal.
+    Reset(reset::ResetArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
     /// The register database (regs/) and a device's IP discovery bases.
@@ -122,17 +125,20 @@ pub fn select<'t>(
 pub struct Ctx {
     pub host: Host,
     pub json: bool,
+    pub regs: crate::amd::regs::RegsDb,
     _twin: Option<crate::sim::Twin>,
     _snapshot: Option<crate::snapshot::Unpacked>,
 }
 
 impl Ctx {
     pub fn new(cli: &Cli) -> Result<Ctx> {
+        let regs = crate::amd::regs::RegsDb::load(&cli.regs)?;
         if cli.sim {
             let twin = crate::sim::Twin::new()?;
             return Ok(Ctx {
                 host: Host::new(&twin.sysfs),
                 json: cli.json,
+                regs,
                 _twin: Some(twin),
                 _snapshot: None,
             });
@@ -147,6 +153,7 @@ impl Ctx {
             return Ok(Ctx {
                 host: Host::new(&un.sysfs),
                 json: cli.json,
+                regs,
                 _twin: None,
                 _snapshot: Some(un),
             });
@@ -154,6 +161,7 @@ impl Ctx {
         Ok(Ctx {
             host: Host::new(path),
             json: cli.json,
+            regs,
             _twin: None,
             _snapshot: None,
         })
@@ -173,6 +181,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::List(a) => list::list(&ctx, a),
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
+        Cmd::Reset(a) => reset::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }
@@ -207,5 +216,16 @@ pub fn main() -> i32 {
             eprintln!("resetlab: {}", e.one_line());
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

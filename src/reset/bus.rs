@@ -4,13 +4,24 @@
 //! method resets them too, after saving their state — but only when none is
 //! bound to a live host driver, unless forced.
 
-use super::{is_parking_driver, Analysis, MethodDef, RegValue, Verdict};
+use std::time::Duration;
+
+use super::state::SavedState;
+use super::{
+    is_parking_driver, wait, Analysis, Managed, MethodDef, Outcome, RegValue, ResetCtx, Verdict,
+};
+use crate::error::{Error, Result};
+use crate::pci::caps::Decoded;
+use crate::pci::config::{ConfigAccess, SysfsConfig};
 use crate::pci::regs::*;
+use crate::pci::sysfs::Parent;
 
 pub const DEF: MethodDef = MethodDef {
     name: "bus",
     summary: "secondary bus reset at the upstream bridge (resets every function on the bus)",
+    managed: Managed::Raw,
     probe,
+    reset,
 };
 
 pub fn probe(a: &Analysis) -> Verdict {
@@ -76,4 +87,92 @@ pub fn probe(a: &Analysis) -> Verdict {
         ))
     };
     v.with_affects(affects).with_regs(regs)
+}
+
+/// PCI spec r3.0 §7.6.4.2: Trst ≥ 1 ms; the kernel holds it 2 ms.
+pub const SBR_HOLD: Duration = Duration::from_millis(2);
+/// PCIe r6 §6.6.1: 100 ms after the link is up before config requests.
+pub const SBR_DELAY: Duration = Duration::from_millis(100);
+/// PCIE_LINK_RETRAIN_TIMEOUT_MS: how long the kernel waits for DLLLA.
+pub const LINK_BOUND: Duration = Duration::from_secs(1);
+
+pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
+    let bridge = match &ctx.dev.parent {
+        Parent::Bridge(b) => *b,
+        Parent::RootBus(_) => return Err(Error::failed("the device is on a root bus")),
+    };
+    let bridge_dev = ctx
+        .topo
+        .get(&bridge)
+        .ok_or_else(|| Error::not_found("PCI device", bridge.to_string()))?;
+    // Every other function on the bus is reset too: save each one's state.
+    let others = ctx.topo.bus_blast_radius(ctx.dev);
+    let mut saved = Vec::new();
+    for b in &others {
+        let Some(d) = ctx.topo.get(b) else { continue };
+        let cfg = d.open_config()?;
+        saved.push((d, SavedState::save(&b.to_string(), &cfg)?));
+    }
+    let mut bcfg = if ctx.opts.dry_run {
+        bridge_dev.open_config()?
+    } else {
+        SysfsConfig::open_rw(&bridge_dev.config_path())?
+    };
+    let bname = bridge.to_string();
+    let ctrl = bcfg.read16(PCI_BRIDGE_CONTROL)?;
+    ctx.journal.config_write(
+        &bname,
+        &mut bcfg,
+        PCI_BRIDGE_CONTROL,
+        2,
+        (ctrl | BridgeCtl::BUS_RESET.bits()) as u32,
+    )?;
+    ctx.spec_delay("secondary bus reset held", SBR_HOLD)?;
+    ctx.journal.config_write(
+        &bname,
+        &mut bcfg,
+        PCI_BRIDGE_CONTROL,
+        2,
+        (ctrl & !BridgeCtl::BUS_RESET.bits()) as u32,
+    )?;
+    // pci_bridge_wait_for_secondary_bus: above 5 GT/s, wait for the link
+    // (DLLLA) first; then the 100 ms every port is owed.
+    let decoded = Decoded::decode(&bcfg)?;
+    let mut link = String::new();
+    if let Some(exp) = decoded.exp {
+        let fast = exp.max_speed_gts() > 5.0;
+        let reports = LnkCap::from_bits_retain(exp.lnkcap).contains(LnkCap::DLLLARC);
+        if fast && reports && !ctx.opts.dry_run {
+            let t = std::time::Instant::now();
+            wait::poll(
+                "the link to come up (LNKSTA.DLLLA)",
+                LINK_BOUND,
+                Duration::from_millis(10),
+                || {
+                    Ok(
+                        (LnkSta::from_bits_retain(bcfg.read16(exp.offset + PCI_EXP_LNKSTA)?)
+                            .contains(LnkSta::DLLLA))
+                        .then_some(()),
+                    )
+                },
+            )?;
+            link = format!(", link up after {} ms", t.elapsed().as_millis());
+        }
+    }
+    ctx.spec_delay("after secondary bus reset", SBR_DELAY)?;
+    // The other functions: readiness, then their state back.
+    let mut restored = 0;
+    for (d, s) in &saved {
+        if ctx.opts.dry_run {
+            continue;
+        }
+        let mut cfg = SysfsConfig::open_rw(&d.config_path())?;
+        wait::wait_ready(&cfg, false, ctx.opts.ready_timeout, &d.bdf.to_string())?;
+        restored += s.restore(ctx.journal, &mut cfg)?;
+    }
+    Ok(Outcome::did(format!(
+        "pulsed BRIDGE_CONTROL.BUS_RESET on {bridge} for 2 ms{link}, waited 100 ms; \
+         {} other function(s) reset and restored ({restored} register writes)",
+        others.len()
+    )))
 }

@@ -1,13 +1,20 @@
 //! `d3cold`: power the device off and on through runtime PM. The platform must
 //! be able to cut its power: ACPI `_PR3` power resources on the device (sysfs
-//! `firmware_node/power_resources_D3hot`) or on its parent port.
+//! `firmware_node/power_resources_D3hot`) or on its parent port. The reset
+//! watches `power_state` (never `config`, whose read would wake the device).
 
-use super::{Analysis, MethodDef, Verdict};
+use std::time::{Duration, Instant};
+
+use super::{Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
+use crate::error::{Error, Result};
+use crate::pci::sysfs::read_attr;
 
 pub const DEF: MethodDef = MethodDef {
     name: "d3cold",
     summary: "runtime-suspend to D3cold (power removed) and resume",
+    managed: Managed::Kernel,
     probe,
+    reset,
 };
 
 pub fn probe(a: &Analysis) -> Verdict {
@@ -30,15 +37,113 @@ pub fn probe(a: &Analysis) -> Verdict {
                     f.acpi_path.as_deref().unwrap_or("(unnamed)")
                 ),
             };
-            return Verdict::no(format!(
+            let why = format!(
                 "{node} (firmware_node/power_resources_D3hot), nor does its parent port: the platform cannot cut its power"
-            ));
+            );
+            return if a.force {
+                Verdict::yes(format!(
+                    "forced although {why}; the deepest state reached will be reported"
+                ))
+            } else {
+                Verdict::no(why)
+            };
         }
     };
+    if a.dev.driver.as_deref() != Some("vfio-pci") && a.dev.driver.is_some() {
+        return Verdict::no(format!(
+            "{where_}, but runtime suspend needs the device idle under vfio-pci (bound: {})",
+            a.dev.driver.as_deref().unwrap_or("none")
+        ));
+    }
     if a.dev.d3cold_allowed == Some(false) {
         return Verdict::yes(format!(
             "{where_}; d3cold_allowed is 0 and will be set for the reset"
         ));
     }
     Verdict::yes(where_)
+}
+
+fn depth(state: &str) -> u8 {
+    match state {
+        "D0" => 0,
+        "D1" => 1,
+        "D2" => 2,
+        "D3hot" => 3,
+        "D3cold" => 4,
+        _ => 0,
+    }
+}
+
+/// Watches `power_state` until `want`, bounded; returns the deepest state seen.
+fn watch(ctx: &ResetCtx, want: &str, bound: Duration) -> Result<(bool, String)> {
+    let path = ctx.dev.dir.join("power_state");
+    let start = Instant::now();
+    let mut deepest = String::from("D0");
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let s = read_attr(&path)?.unwrap_or_default();
+        if depth(&s) > depth(&deepest) {
+            deepest = s.clone();
+        }
+        if s == want {
+            return Ok((true, deepest));
+        }
+        if start.elapsed() >= bound {
+            return Ok((false, deepest));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
+    let bdf = ctx.bdf();
+    let control = ctx.dev.dir.join("power/control");
+    let allowed = ctx.dev.dir.join("d3cold_allowed");
+    let prev_control = read_attr(&control)?.unwrap_or_else(|| "on".into());
+    let prev_allowed = read_attr(&allowed)?;
+    if prev_allowed.as_deref() == Some("0") {
+        ctx.journal.sysfs_write(Some(&bdf), &allowed, "1")?;
+    }
+    ctx.journal.sysfs_write(Some(&bdf), &control, "auto")?;
+    let bound = ctx.opts.wait_timeout;
+    if ctx.opts.dry_run {
+        ctx.journal.note(
+            Some(&bdf),
+            format!(
+                "would watch power_state for D3cold (bound {} ms)",
+                bound.as_millis()
+            ),
+        )?;
+        ctx.journal.sysfs_write(Some(&bdf), &control, "on")?;
+        return Ok(Outcome::did("dry run"));
+    }
+    let (reached, deepest) = watch(ctx, "D3cold", bound)?;
+    // Power back on whatever was reached, then put the attributes back.
+    ctx.journal.sysfs_write(Some(&bdf), &control, "on")?;
+    let (back, _) = watch(ctx, "D0", bound)?;
+    if prev_control != "on" {
+        ctx.journal
+            .sysfs_write(Some(&bdf), &control, &prev_control)?;
+    }
+    if prev_allowed.as_deref() == Some("0") {
+        ctx.journal.sysfs_write(Some(&bdf), &allowed, "0")?;
+    }
+    if !back {
+        return Err(Error::Timeout {
+            what: format!("{bdf} to return to D0"),
+            bound_ms: bound.as_millis() as u64,
+        });
+    }
+    if !reached {
+        return Err(Error::failed(format!(
+            "{bdf} did not reach D3cold within {} ms: the deepest state reached was {deepest} \
+             (power was not removed, so this was no reset)",
+            bound.as_millis()
+        )));
+    }
+    Ok(Outcome {
+        did: "runtime-suspended to D3cold and resumed".into(),
+        notes: vec![format!("deepest state reached: {deepest}")],
+    })
 }

@@ -4,18 +4,30 @@
 //! mechanism. The orchestrator owns everything around it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
 use crate::pci::caps::Decoded;
 use crate::pci::config::MemConfig;
 use crate::pci::{Bdf, Device, Host, Topology};
 
+pub use journal::Journal;
+
+pub mod engine;
+pub mod health;
+pub mod journal;
+pub mod lock;
+pub mod state;
+pub mod wait;
+
 pub mod af_flr;
 pub mod bus;
 pub mod d3cold;
 pub mod flr;
+pub mod kernel;
 pub mod pm;
 pub mod remove_rescan;
 
@@ -136,6 +148,12 @@ pub struct Analysis<'a> {
     /// `--force`: probes still report what is wrong, but quirk-level refusals
     /// (the kernel's, or "live driver on the bus") become warnings.
     pub force: bool,
+    /// The register database (vendor methods look their ASIC up here).
+    pub regs: &'a RegsDb,
+    /// Options of the reset being planned (defaults for `list`/`probe`).
+    pub opts: &'a ResetOptions,
+    /// The part after `:` in a method name (`kernel:flr` → `flr`).
+    pub arg: Option<&'a str>,
 }
 
 impl<'a> Analysis<'a> {
@@ -152,15 +170,125 @@ impl<'a> Analysis<'a> {
     }
 }
 
+/// Who restores the device's state around a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Managed {
+    /// A raw mechanism: the orchestrator saves and disables before, waits for
+    /// readiness and restores after (as `pci_reset_function` does).
+    Raw,
+    /// The kernel re-creates or restores the device itself (its own `reset`,
+    /// runtime PM, re-enumeration): the orchestrator only checks health.
+    Kernel,
+}
+
+/// Options of one `reset` invocation.
+#[derive(Debug, Clone)]
+pub struct ResetOptions {
+    pub force: bool,
+    pub dry_run: bool,
+    /// `remove_rescan`: every function of the slot, not only this one.
+    pub slot: bool,
+    /// Bound of the readiness wait after a raw reset (the kernel's
+    /// PCIE_RESET_READY_POLL_MS is 60 s).
+    pub ready_timeout: Duration,
+    /// Bound of each other wait (device gone, device back, power state).
+    pub wait_timeout: Duration,
+    /// Bound of waiting for another resetlab's lock on the device.
+    pub lock_timeout: Duration,
+    /// Vendor methods: the ASIC (regs/ name) when the ids do not say it.
+    pub asic: Option<String>,
+    /// Vendor methods: the register BAR when not the ASIC's usual one.
+    pub bar: Option<u8>,
+}
+
+impl Default for ResetOptions {
+    fn default() -> Self {
+        ResetOptions {
+            force: false,
+            dry_run: false,
+            slot: false,
+            ready_timeout: Duration::from_secs(60),
+            wait_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(30),
+            asic: None,
+            bar: None,
+        }
+    }
+}
+
+/// What a method's `reset` did, in words, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub did: String,
+    /// Facts learnt on the way (the deepest power state reached, an SMU answer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn did(s: impl Into<String>) -> Outcome {
+        Outcome {
+            did: s.into(),
+            notes: vec![],
+        }
+    }
+}
+
+/// Everything a method's `reset` may use. Every write goes through `journal`.
+pub struct ResetCtx<'a> {
+    pub host: &'a Host,
+    pub topo: &'a Topology,
+    pub dev: &'a Device,
+    pub journal: &'a mut Journal,
+    pub opts: &'a ResetOptions,
+    pub regs: &'a RegsDb,
+    /// The part after `:` in a method name (`kernel:flr` → `flr`).
+    pub arg: Option<&'a str>,
+}
+
+impl ResetCtx<'_> {
+    pub fn bdf(&self) -> String {
+        self.dev.bdf.to_string()
+    }
+
+    /// Opens the device's config space for writing (reads are fine in dry-run).
+    pub fn config(&self) -> Result<crate::pci::config::SysfsConfig> {
+        if self.opts.dry_run {
+            self.dev.open_config()
+        } else {
+            crate::pci::config::SysfsConfig::open_rw(&self.dev.config_path())
+        }
+    }
+
+    /// Sleeps the spec's minimum delay (FLR 100 ms, D3hot 10 ms, SBR 2 ms):
+    /// these are floors the device is owed, not waits that could be polled.
+    /// In dry-run it is only recorded.
+    pub fn spec_delay(&mut self, what: &str, d: Duration) -> Result<()> {
+        if self.opts.dry_run {
+            let bdf = self.bdf();
+            return self.journal.note(
+                Some(&bdf),
+                format!("would wait {} ms ({what})", d.as_millis()),
+            );
+        }
+        std::thread::sleep(d);
+        Ok(())
+    }
+}
+
 /// One row of the table.
 pub struct MethodDef {
     pub name: &'static str,
     pub summary: &'static str,
+    pub managed: Managed,
     pub probe: fn(&Analysis) -> Verdict,
+    pub reset: fn(&mut ResetCtx) -> Result<Outcome>,
 }
 
 /// The methods in the order `list` shows them (cheapest, narrowest first).
 pub static METHODS: &[MethodDef] = &[
+    kernel::DEF,
     flr::DEF,
     af_flr::DEF,
     pm::DEF,
@@ -169,7 +297,8 @@ pub static METHODS: &[MethodDef] = &[
     remove_rescan::DEF,
 ];
 
-/// Canonical method name: `-` is accepted for `_`, `sbr` for `bus`.
+/// Canonical method name: `-` is accepted for `_`, `sbr` for `bus`; a
+/// `kernel:<method>` argument is split off by [`parse_method`].
 pub fn canonical_name(input: &str) -> Result<&'static str> {
     let norm = input.trim().replace('-', "_").to_ascii_lowercase();
     let norm = if norm == "sbr" {
@@ -189,6 +318,78 @@ pub fn canonical_name(input: &str) -> Result<&'static str> {
                 format!("known methods: {}", names.join(", ")),
             )
         })
+}
+
+/// A method named on the command line: the table row and its argument.
+#[derive(Clone, Copy)]
+pub struct MethodSpec {
+    pub def: &'static MethodDef,
+    pub arg: Option<&'static str>,
+}
+
+impl MethodSpec {
+    pub fn label(&self) -> String {
+        match self.arg {
+            Some(a) => format!("{}:{a}", self.def.name),
+            None => self.def.name.to_string(),
+        }
+    }
+}
+
+/// Parses `flr`, `sbr`, `kernel`, `kernel:flr`, …
+pub fn parse_method(input: &str) -> Result<MethodSpec> {
+    let (name, arg) = match input.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (input, None),
+    };
+    let def = method(name)?;
+    let arg = match arg {
+        None => None,
+        Some(a) if def.name == "kernel" => {
+            let a = a.trim().replace('-', "_").to_ascii_lowercase();
+            let a = if a == "sbr" { "bus".to_string() } else { a };
+            Some(
+                *kernel::KERNEL_METHODS
+                    .iter()
+                    .find(|k| **k == a)
+                    .ok_or_else(|| {
+                        Error::parse(
+                            "kernel reset method",
+                            input,
+                            format!(
+                                "the kernel's methods are {}",
+                                kernel::KERNEL_METHODS.join(", ")
+                            ),
+                        )
+                    })?,
+            )
+        }
+        Some(_) => {
+            return Err(Error::parse(
+                "reset method",
+                input,
+                "only 'kernel' takes an argument (kernel:flr)",
+            ))
+        }
+    };
+    Ok(MethodSpec { def, arg })
+}
+
+/// Parses a comma-separated chain.
+pub fn parse_chain(input: &str) -> Result<Vec<MethodSpec>> {
+    let v: Vec<MethodSpec> = input
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_method)
+        .collect::<Result<_>>()?;
+    if v.is_empty() {
+        return Err(Error::parse(
+            "method list",
+            input,
+            "name at least one method",
+        ));
+    }
+    Ok(v)
 }
 
 pub fn method(name: &str) -> Result<&'static MethodDef> {

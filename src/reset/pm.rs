@@ -1,13 +1,20 @@
 //! `pm`: D3hot → D0 through PMCSR (`pci_pm_reset` in drivers/pci/pci.c).
 
-use super::{no_config, Analysis, MethodDef, RegValue, Verdict};
+use std::time::Duration;
+
+use super::{no_config, Analysis, Managed, MethodDef, Outcome, RegValue, ResetCtx, Verdict};
+use crate::error::{Error, Result};
+use crate::pci::caps::Caps;
+use crate::pci::config::ConfigAccess;
 use crate::pci::regs::*;
 use crate::pci::sysfs::Parent;
 
 pub const DEF: MethodDef = MethodDef {
     name: "pm",
     summary: "D3hot then D0 through PMCSR (a reset only when No_Soft_Reset is 0)",
+    managed: Managed::Raw,
     probe,
+    reset,
 };
 
 /// `quirk_no_pm_reset` (drivers/pci/quirks.c) sets PCI_DEV_FLAGS_NO_PM_RESET
@@ -44,6 +51,15 @@ pub fn probe(a: &Analysis) -> Verdict {
             Verdict::no(why).with_regs(regs)
         };
     }
+    if pm.state() != 0 && a.dev.runtime_status.as_deref() == Some("suspended") {
+        // vfio-pci runtime-suspends an idle device to D3hot; the kernel's
+        // reset_store wakes it first, and so does resetlab's orchestrator.
+        return Verdict::yes(format!(
+            "PM capability with No_Soft_Reset 0 (runtime-suspended in D{}: woken to D0 first)",
+            pm.state()
+        ))
+        .with_regs(regs);
+    }
     if pm.state() != 0 {
         return Verdict::no(format!(
             "the function is in D{} (PMCSR); a PM reset starts from D0",
@@ -52,4 +68,31 @@ pub fn probe(a: &Analysis) -> Verdict {
         .with_regs(regs);
     }
     Verdict::yes("PM capability with No_Soft_Reset 0").with_regs(regs)
+}
+
+/// PCI_PM_D3HOT_WAIT: 10 ms in D3hot, and 10 ms after D0 (pci_dev_d3_sleep).
+pub const D3HOT_DELAY: Duration = Duration::from_millis(10);
+
+pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
+    let mut cfg = ctx.config()?;
+    let pm = Caps::walk(&cfg)
+        .find(PCI_CAP_ID_PM)
+        .ok_or_else(|| Error::failed(format!("{}: no PM capability", ctx.bdf())))?;
+    let csr = cfg.read16(pm + PCI_PM_CTRL)?;
+    if csr & Pmcsr::STATE_MASK.bits() != 0 {
+        return Err(Error::failed(format!(
+            "{}: PM reset starts from D0 but PMCSR says D{}",
+            ctx.bdf(),
+            csr & 3
+        )));
+    }
+    let bdf = ctx.bdf();
+    let base = csr & !Pmcsr::STATE_MASK.bits() & !Pmcsr::PME_STATUS.bits();
+    ctx.journal
+        .config_write(&bdf, &mut cfg, pm + PCI_PM_CTRL, 2, (base | 3) as u32)?;
+    ctx.spec_delay("D3hot", D3HOT_DELAY)?;
+    ctx.journal
+        .config_write(&bdf, &mut cfg, pm + PCI_PM_CTRL, 2, base as u32)?;
+    ctx.spec_delay("D3hot→D0", D3HOT_DELAY)?;
+    Ok(Outcome::did("PMCSR D0 → D3hot → D0 (10 ms each way)"))
 }

@@ -1,23 +1,42 @@
 //! `remove_rescan`: remove the function from the kernel and rescan its parent
 //! bus (`remove` / `pci_bus/<bus>/rescan` in drivers/pci/pci-sysfs.c) — what the
-//! seed's hookscript does by hand.
+//! seed's hookscript does by hand, without its fixed sleeps: every wait polls,
+//! with a bound.
 
-use super::{Analysis, MethodDef, Verdict};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
+use crate::error::Result;
+use crate::pci::sysfs::{link_name, read_attr, Parent};
+use crate::pci::{Bdf, Device, Host, Topology};
 
 pub const DEF: MethodDef = MethodDef {
     name: "remove_rescan",
     summary: "remove the function and rescan its parent bus",
+    managed: Managed::Kernel,
     probe,
+    reset,
 };
 
-/// The rescan attribute of the bus the device sits on, if the tree has one.
-pub fn rescan_path(a: &Analysis) -> std::path::PathBuf {
-    if let Some(bridge) = a.bridge() {
-        if let Some(bus) = &bridge.secondary_bus_dir {
-            return bridge.dir.join("pci_bus").join(bus).join("rescan");
+/// The rescan attribute of the bus `dev` sits on: the bridge's
+/// `pci_bus/<dddd:bb>/rescan`, else the global `/sys/bus/pci/rescan`.
+pub fn rescan_attr(host: &Host, topo: &Topology, dev: &Device) -> PathBuf {
+    if let Parent::Bridge(b) = &dev.parent {
+        if let Some(bridge) = topo.get(b) {
+            if let Some(bus) = &bridge.secondary_bus_dir {
+                let p = bridge.dir.join("pci_bus").join(bus).join("rescan");
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    return p;
+                }
+            }
         }
     }
-    a.host.global_rescan()
+    host.global_rescan()
+}
+
+pub fn rescan_path(a: &Analysis) -> PathBuf {
+    rescan_attr(a.host, a.topo, a.dev)
 }
 
 pub fn probe(a: &Analysis) -> Verdict {
@@ -29,5 +48,166 @@ pub fn probe(a: &Analysis) -> Verdict {
         return Verdict::no(format!("no rescan attribute at {}", rescan.display()));
     }
     let rel = rescan.strip_prefix(&a.host.sysfs).unwrap_or(&rescan);
-    Verdict::yes(format!("remove, then rescan via {}", rel.display()))
+    let slot: Vec<Bdf> = if a.opts.slot {
+        a.dev
+            .bus_peers
+            .iter()
+            .filter(|b| b.slot() == a.dev.bdf.slot())
+            .copied()
+            .collect()
+    } else {
+        vec![]
+    };
+    Verdict::yes(format!("remove, then rescan via {}", rel.display())).with_affects(slot)
+}
+
+/// What a function was bound to, to bind it back.
+struct Binding {
+    bdf: Bdf,
+    driver: Option<String>,
+    driver_override: Option<String>,
+}
+
+fn exists(host: &Host, bdf: &Bdf) -> bool {
+    std::fs::symlink_metadata(host.device_dir(bdf)).is_ok()
+}
+
+pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
+    let mut targets = vec![ctx.dev.bdf];
+    if ctx.opts.slot {
+        targets.extend(
+            ctx.dev
+                .bus_peers
+                .iter()
+                .filter(|b| b.slot() == ctx.dev.bdf.slot()),
+        );
+    }
+    let rescan = rescan_attr(ctx.host, ctx.topo, ctx.dev);
+    let bindings: Vec<Binding> = targets
+        .iter()
+        .filter_map(|b| ctx.topo.get(b))
+        .map(|d| Binding {
+            bdf: d.bdf,
+            driver: d.driver.clone(),
+            driver_override: d.driver_override.clone(),
+        })
+        .collect();
+    let bound = ctx.opts.wait_timeout;
+    let poll_every = Duration::from_millis(20);
+    // Remove each function and wait until the kernel has let go of it (a
+    // remove blocks while a user, e.g. QEMU, still holds the device).
+    for b in &targets {
+        let name = b.to_string();
+        ctx.journal
+            .sysfs_write(Some(&name), &ctx.host.device_dir(b).join("remove"), "1")?;
+        if ctx.opts.dry_run {
+            ctx.journal.note(
+                Some(&name),
+                format!(
+                    "would wait for {name} to disappear (bound {} ms)",
+                    bound.as_millis()
+                ),
+            )?;
+            continue;
+        }
+        let host = ctx.host;
+        wait::poll(&format!("{name} to be removed"), bound, poll_every, || {
+            Ok((!exists(host, b)).then_some(()))
+        })?;
+    }
+    ctx.journal.sysfs_write(None, &rescan, "1")?;
+    if ctx.opts.dry_run {
+        ctx.journal.note(
+            None,
+            format!("would wait for {} function(s) to reappear", targets.len()),
+        )?;
+        return Ok(Outcome::did("dry run"));
+    }
+    let host = ctx.host;
+    for b in &targets {
+        wait::poll(
+            &format!("{b} to reappear after rescan"),
+            bound,
+            poll_every,
+            || Ok(exists(host, b).then_some(())),
+        )?;
+    }
+    // Bind each function back to the driver it had (Proxmox expects vfio-pci).
+    let mut notes = Vec::new();
+    for bd in &bindings {
+        if let Some(n) = rebind(ctx, bd)? {
+            notes.push(n);
+        }
+    }
+    Ok(Outcome {
+        did: format!(
+            "removed {} and rescanned {}",
+            targets
+                .iter()
+                .map(|b| b.short())
+                .collect::<Vec<_>>()
+                .join(", "),
+            rescan
+                .strip_prefix(&ctx.host.sysfs)
+                .unwrap_or(&rescan)
+                .display()
+        ),
+        notes,
+    })
+}
+
+fn current_driver(dir: &Path) -> Result<Option<String>> {
+    link_name(&dir.join("driver"))
+}
+
+fn rebind(ctx: &mut ResetCtx, bd: &Binding) -> Result<Option<String>> {
+    let dir = ctx.host.device_dir(&bd.bdf);
+    let name = bd.bdf.to_string();
+    let Some(want) = bd.driver.clone() else {
+        return Ok(None);
+    };
+    // Give the driver core a moment to probe on its own first (bounded).
+    let settle = Duration::from_millis(500);
+    let d2 = dir.clone();
+    let w2 = want.clone();
+    let got = wait::poll(
+        "the driver to bind",
+        settle,
+        Duration::from_millis(10),
+        || Ok((current_driver(&d2)?.as_deref() == Some(w2.as_str())).then_some(())),
+    );
+    if got.is_ok() {
+        return Ok(None);
+    }
+    let ov_path = dir.join("driver_override");
+    let had_override = read_attr(&ov_path)?;
+    if std::fs::symlink_metadata(&ov_path).is_ok() {
+        ctx.journal.sysfs_write(Some(&name), &ov_path, &want)?;
+    }
+    if let Some(cur) = current_driver(&dir)? {
+        let unbind = ctx.host.drivers_dir().join(&cur).join("unbind");
+        ctx.journal.sysfs_write(Some(&name), &unbind, &name)?;
+    }
+    let bind = ctx.host.drivers_dir().join(&want).join("bind");
+    ctx.journal.sysfs_write(Some(&name), &bind, &name)?;
+    let bound = ctx.opts.wait_timeout;
+    wait::poll(
+        &format!("{name} to bind to {want}"),
+        bound,
+        Duration::from_millis(10),
+        || Ok((current_driver(&dir)?.as_deref() == Some(want.as_str())).then_some(())),
+    )?;
+    // driver_override back to what it was ("(null)" reads back when unset).
+    let before = bd.driver_override.clone().unwrap_or_default();
+    if had_override.as_deref().unwrap_or("") != want || before != want {
+        let restore = if before.is_empty() {
+            "\n".to_string()
+        } else {
+            before
+        };
+        if std::fs::symlink_metadata(&ov_path).is_ok() && restore.trim() != want {
+            ctx.journal.sysfs_write(Some(&name), &ov_path, &restore)?;
+        }
+    }
+    Ok(Some(format!("{name} bound back to {want}")))
 }

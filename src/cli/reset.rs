@@ -1,0 +1,145 @@
+//! `resetlab reset DEV --method M[,M...] [--dry-run] [--force] [--trace FILE]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{print_json, Ctx, DevArgs};
+use crate::error::{exit, Result};
+use crate::pci::Topology;
+use crate::reset::engine::{default_chain, run_chain, ChainReport};
+use crate::reset::{parse_chain, Journal, ResetOptions};
+
+#[derive(clap::Args, Debug)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub dev: DevArgs,
+    /// Methods to try in order (comma-separated): kernel, kernel:flr, flr, af_flr,
+    /// pm, bus (sbr), d3cold, remove_rescan, smu_mode2. Default: the device's chain.
+    #[arg(long, short = 'm', value_name = "M[,M...]")]
+    pub method: Option<String>,
+    /// Print every write that would be made, in order, and make none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Go past the safety guards (device in use, live drivers, quirks).
+    #[arg(long)]
+    pub force: bool,
+    /// Append every write as a JSON line, fsync'd before the write is made.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// remove_rescan: every function of the device's slot.
+    #[arg(long = "slot", id = "whole_slot")]
+    pub whole_slot: bool,
+    /// Bound of the readiness wait after a raw reset, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub ready_timeout: u64,
+    /// Bound of every other wait (device gone/back, power state), in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub wait_timeout: u64,
+    /// Bound of waiting for another resetlab holding the device's lock, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub lock_timeout: u64,
+    /// Vendor methods: the ASIC (regs/ name) when the ids do not say it.
+    #[arg(long)]
+    pub asic: Option<String>,
+    /// Vendor methods: the register BAR, when not the ASIC's usual one.
+    #[arg(long)]
+    pub bar: Option<u8>,
+}
+
+impl ResetArgs {
+    pub fn options(&self) -> ResetOptions {
+        ResetOptions {
+            force: self.force,
+            dry_run: self.dry_run,
+            slot: self.whole_slot,
+            ready_timeout: Duration::from_millis(self.ready_timeout),
+            wait_timeout: Duration::from_millis(self.wait_timeout),
+            lock_timeout: Duration::from_millis(self.lock_timeout),
+            asic: self.asic.clone(),
+            bar: self.bar,
+        }
+    }
+}
+
+pub fn print_report(r: &ChainReport) {
+    for run in &r.runs {
+        let v = if run.verdict.available {
+            "applies"
+        } else {
+            "does not apply"
+        };
+        println!("{}: {v}: {}", run.method, run.verdict.reason);
+        if !run.attempted {
+            continue;
+        }
+        if let Some(o) = &run.outcome {
+            println!("  did: {}", o.did);
+            for n in &o.notes {
+                println!("  note: {n}");
+            }
+        }
+        if let Some(e) = &run.error {
+            println!("  error: {e}");
+        }
+        let p = &run.phases;
+        println!(
+            "  time: {:.1} ms (reset {:.1}, ready {:.1}, restore {:.1}, health {:.1})",
+            p.total_ms, p.reset_ms, p.ready_ms, p.restore_ms, p.health_ms
+        );
+        if let Some(h) = &run.health {
+            match h.failure() {
+                None => println!(
+                    "  health: ok ({})",
+                    h.items
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(f) => println!("  health: FAILED: {f}"),
+            }
+        }
+    }
+    if r.dry_run {
+        println!(
+            "dry run: {} write(s) would be made, none was:",
+            r.writes.len()
+        );
+        for w in &r.writes {
+            println!("  {w}");
+        }
+    } else if let Some(m) = &r.method {
+        println!(
+            "{}: reset by {m} in {:.1} ms; healthy",
+            r.device, r.total_ms
+        );
+    } else {
+        println!("{}: no method left the device healthy", r.device);
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
+    let topo = Topology::scan(&ctx.host)?;
+    let dev = args.dev.resolve(&topo)?;
+    let chain = match &args.method {
+        Some(m) => parse_chain(m)?,
+        None => default_chain(&ctx.regs, dev),
+    };
+    let opts = args.options();
+    let mut journal = Journal::new(opts.dry_run);
+    if let Some(t) = &args.trace {
+        journal = journal.with_trace(t)?;
+    }
+    let bdf = dev.bdf;
+    let report = run_chain(&ctx.host, &ctx.regs, &bdf, &chain, &opts, &mut journal)?;
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.success {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}

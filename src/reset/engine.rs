@@ -1,0 +1,431 @@
+//! The orchestrator, after `pci_reset_function` (drivers/pci/pci.c): it owns
+//! the guards, the lock, waking a runtime-suspended device, save / disable /
+//! restore, the one shared readiness wait and the health check. Methods only
+//! do their mechanism. A method whose probe says no is skipped (the next one
+//! is tried); a method that fails, or leaves the device unhealthy, is
+//! reported and the chain goes on; the chain stops at the first healthy one.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::health::{pci_checks, Health, HealthItem, VENDOR_CHECKS};
+use super::journal::{Journal, Record};
+use super::lock::{lock, DeviceLock};
+use super::state::SavedState;
+use super::{
+    is_parking_driver, wait, Analysis, Configs, Managed, MethodSpec, Outcome, ResetCtx,
+    ResetOptions, Verdict,
+};
+use crate::amd::regs::RegsDb;
+use crate::error::{Error, Result};
+use crate::pci::caps::Decoded;
+use crate::pci::config::{ConfigAccess, MemConfig, SysfsConfig};
+use crate::pci::holders::OpenFiles;
+use crate::pci::regs::*;
+use crate::pci::sysfs::{read_attr, Parent};
+use crate::pci::{Bdf, Device, Host, Topology};
+
+/// Milliseconds spent in each phase of one method.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    pub probe_ms: f64,
+    pub save_ms: f64,
+    pub reset_ms: f64,
+    pub ready_ms: f64,
+    pub restore_ms: f64,
+    pub health_ms: f64,
+    pub total_ms: f64,
+}
+
+/// One method of the chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodRun {
+    pub method: String,
+    pub verdict: Verdict,
+    /// Whether the mechanism ran.
+    pub attempted: bool,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+    /// Exit-code class of the error (`timeout`, `refused`, …) when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+    pub health: Option<Health>,
+    pub phases: Phases,
+}
+
+impl MethodRun {
+    pub fn succeeded(&self) -> bool {
+        self.attempted && self.error.is_none() && self.health.as_ref().is_some_and(|h| h.healthy)
+    }
+}
+
+/// The whole chain's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    pub device: Bdf,
+    pub dry_run: bool,
+    pub runs: Vec<MethodRun>,
+    pub success: bool,
+    /// The method after which the device was healthy.
+    pub method: Option<String>,
+    /// Every write, in order (what `--dry-run` would make).
+    pub writes: Vec<Record>,
+    pub total_ms: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn error_kind(e: &Error) -> &'static str {
+    match e.exit_code() {
+        crate::error::exit::TIMEOUT => "timeout",
+        crate::error::exit::REFUSED => "refused",
+        crate::error::exit::USAGE => "usage",
+        crate::error::exit::SYSTEM => "system",
+        _ => "failed",
+    }
+}
+
+/// The default chain of a device: the vendor method of its ASIC first when
+/// the register database knows it, then the kernel's, raw methods, and the
+/// remove/rescan that is known to work.
+pub fn default_chain(regs: &RegsDb, dev: &Device) -> Vec<MethodSpec> {
+    let names: &[&str] = if regs.by_pci_id(dev.vendor, dev.device).is_some()
+        && super::METHODS.iter().any(|m| m.name == "smu_mode2")
+    {
+        &["smu_mode2", "remove_rescan"]
+    } else {
+        &["kernel", "flr", "af_flr", "pm", "bus", "remove_rescan"]
+    };
+    names
+        .iter()
+        .filter_map(|n| super::parse_method(n).ok())
+        .collect()
+}
+
+/// Refuses unless it is safe to touch the device (or `--force`).
+pub fn guards(host: &Host, topo: &Topology, dev: &Device, opts: &ResetOptions) -> Result<()> {
+    if !opts.dry_run && !nix::unistd::geteuid().is_root() {
+        return Err(Error::refused(
+            "resetting a device writes to sysfs and config space: run as root (or use --dry-run)",
+        ));
+    }
+    if opts.force {
+        return Ok(());
+    }
+    if let Some(g) = dev.iommu_group {
+        let open = OpenFiles::scan_vfio(host);
+        let holders = open.holders_of(&host.vfio_group_node(g));
+        if !holders.is_empty() {
+            let who: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+            return Err(Error::refused(format!(
+                "{}: its VFIO group {g} is open by {} (a VM is using it); stop the VM or use --force",
+                dev.bdf,
+                who.join(", ")
+            )));
+        }
+    }
+    if !is_parking_driver(dev.driver.as_deref()) {
+        return Err(Error::refused(format!(
+            "{} is bound to the host driver {}; unbind it (or bind vfio-pci) first, or use --force",
+            dev.bdf,
+            dev.driver.as_deref().unwrap_or("?")
+        )));
+    }
+    let _ = topo;
+    Ok(())
+}
+
+/// RRS Software Visibility enabled on the root port above (pci_dev_wait).
+fn rrs_enabled(topo: &Topology, dev: &Device) -> bool {
+    let mut cur = dev.parent.clone();
+    while let Parent::Bridge(b) = cur {
+        let Some(d) = topo.get(&b) else { return false };
+        if let Ok(bytes) = d.read_config() {
+            if let Ok(dec) = Decoded::decode(&MemConfig::image(b.to_string(), bytes)) {
+                if let Some(e) = dec.exp {
+                    if e.port_type() == PCI_EXP_TYPE_ROOT_PORT {
+                        return e
+                            .rtctl
+                            .is_some_and(|c| RtCtl::from_bits_retain(c).contains(RtCtl::RRS_SVE));
+                    }
+                }
+            }
+        }
+        cur = d.parent.clone();
+    }
+    false
+}
+
+/// Wakes a runtime-suspended device for the duration (`power/control=on`) and
+/// returns what to put back. MMIO of a suspended device reads all-ones.
+fn wake(
+    host: &Host,
+    journal: &mut Journal,
+    dev: &Device,
+    opts: &ResetOptions,
+) -> Result<Option<String>> {
+    let suspended = dev.runtime_status.as_deref() == Some("suspended")
+        || matches!(dev.power_state.as_deref(), Some("D3hot") | Some("D3cold"));
+    let control = dev.dir.join("power/control");
+    let prev = read_attr(&control)?;
+    if !suspended || prev.is_none() {
+        return Ok(None);
+    }
+    let bdf = dev.bdf.to_string();
+    journal.sysfs_write(Some(&bdf), &control, "on")?;
+    if opts.dry_run {
+        return Ok(prev.filter(|p| p != "on"));
+    }
+    let ps = dev.dir.join("power_state");
+    wait::poll(
+        &format!("{bdf} to wake to D0"),
+        opts.wait_timeout,
+        Duration::from_millis(10),
+        || Ok((read_attr(&ps)?.as_deref().unwrap_or("D0") == "D0").then_some(())),
+    )?;
+    let _ = host;
+    Ok(prev.filter(|p| p != "on"))
+}
+
+/// Runs a chain of methods on one device.
+pub fn run_chain(
+    host: &Host,
+    regs: &RegsDb,
+    bdf: &Bdf,
+    chain: &[MethodSpec],
+    opts: &ResetOptions,
+    journal: &mut Journal,
+) -> Result<ChainReport> {
+    let start = Instant::now();
+    let topo = Topology::scan(host)?;
+    let dev = topo
+        .get(bdf)
+        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
+        .clone();
+    guards(host, &topo, &dev, opts)?;
+    // Lock the device and, for a bus reset, every function it would hit.
+    let mut locked: Vec<Bdf> = vec![dev.bdf];
+    if chain.iter().any(|m| m.def.name == "bus") {
+        locked.extend(topo.bus_blast_radius(&dev));
+    }
+    if opts.slot {
+        locked.extend(dev.bus_peers.iter().filter(|b| b.slot() == dev.bdf.slot()));
+    }
+    locked.sort();
+    locked.dedup();
+    let _locks: Vec<DeviceLock> = if opts.dry_run {
+        vec![]
+    } else {
+        locked
+            .iter()
+            .map(|b| lock(host, b, opts.lock_timeout))
+            .collect::<Result<_>>()?
+    };
+    let restore_control = wake(host, journal, &dev, opts)?;
+    let mut runs = Vec::new();
+    let mut success = None;
+    for spec in chain {
+        // Re-read the tree: an earlier method may have re-created the device.
+        let topo = Topology::scan(host)?;
+        let Some(dev) = topo.get(bdf).cloned() else {
+            return Err(Error::failed(format!(
+                "{bdf} is gone (removed and not rescanned)"
+            )));
+        };
+        let run = run_one(host, regs, &topo, &dev, *spec, opts, journal);
+        let ok = run.succeeded();
+        runs.push(run);
+        if ok {
+            success = Some(spec.label());
+            break;
+        }
+    }
+    if let Some(prev) = restore_control {
+        let control = host.device_dir(bdf).join("power/control");
+        journal.method = String::new();
+        journal.sysfs_write(Some(&bdf.to_string()), &control, &prev)?;
+    }
+    Ok(ChainReport {
+        device: *bdf,
+        dry_run: opts.dry_run,
+        success: success.is_some() || (opts.dry_run && runs.iter().any(|r| r.attempted)),
+        method: success,
+        runs,
+        writes: journal.writes().cloned().collect(),
+        total_ms: ms(start.elapsed()),
+    })
+}
+
+fn run_one(
+    host: &Host,
+    regs: &RegsDb,
+    topo: &Topology,
+    dev: &Device,
+    spec: MethodSpec,
+    opts: &ResetOptions,
+    journal: &mut Journal,
+) -> MethodRun {
+    let t0 = Instant::now();
+    let mut phases = Phases::default();
+    journal.method = spec.label();
+    let mut want = vec![dev.bdf];
+    if let Parent::Bridge(b) = &dev.parent {
+        want.push(*b);
+    }
+    let configs = Configs::load(topo, want.iter());
+    let a = Analysis {
+        host,
+        topo,
+        dev,
+        configs: &configs,
+        force: opts.force,
+        regs,
+        opts,
+        arg: spec.arg,
+    };
+    let verdict = (spec.def.probe)(&a);
+    phases.probe_ms = ms(t0.elapsed());
+    let mut run = MethodRun {
+        method: spec.label(),
+        verdict: verdict.clone(),
+        attempted: false,
+        outcome: None,
+        error: None,
+        error_kind: None,
+        health: None,
+        phases,
+    };
+    if !verdict.available {
+        run.phases.total_ms = ms(t0.elapsed());
+        return run;
+    }
+    run.attempted = true;
+    let fail = |run: &mut MethodRun, e: Error| {
+        run.error_kind = Some(error_kind(&e));
+        run.error = Some(e.one_line());
+    };
+    let bdf = dev.bdf.to_string();
+    // Save and disable (pci_dev_save_and_disable) around a raw mechanism.
+    let t = Instant::now();
+    let saved = if spec.def.managed == Managed::Raw {
+        let r = (|| -> Result<SavedState> {
+            let mut cfg = if opts.dry_run {
+                dev.open_config()?
+            } else {
+                SysfsConfig::open_rw(&dev.config_path())?
+            };
+            let s = SavedState::save(&bdf, &cfg)?;
+            journal.config_write(
+                &bdf,
+                &mut cfg,
+                PCI_COMMAND,
+                2,
+                Command::INTX_DISABLE.bits() as u32,
+            )?;
+            Ok(s)
+        })();
+        match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                fail(&mut run, e);
+                run.phases.total_ms = ms(t0.elapsed());
+                return run;
+            }
+        }
+    } else {
+        None
+    };
+    run.phases.save_ms = ms(t.elapsed());
+    let t = Instant::now();
+    let mut ctx = ResetCtx {
+        host,
+        topo,
+        dev,
+        journal,
+        opts,
+        regs,
+        arg: spec.arg,
+    };
+    let outcome = (spec.def.reset)(&mut ctx);
+    run.phases.reset_ms = ms(t.elapsed());
+    match outcome {
+        Ok(o) => run.outcome = Some(o),
+        Err(e) => fail(&mut run, e),
+    }
+    // Readiness and restore for raw methods (also after a failure: put back
+    // what we disabled).
+    if let Some(saved) = &saved {
+        let t = Instant::now();
+        let r = (|| -> Result<()> {
+            let mut cfg = if opts.dry_run {
+                dev.open_config()?
+            } else {
+                SysfsConfig::open_rw(&dev.config_path())?
+            };
+            if !opts.dry_run {
+                wait::wait_ready(&cfg, rrs_enabled(topo, dev), opts.ready_timeout, &bdf)?;
+            }
+            run.phases.ready_ms = ms(t.elapsed());
+            let t2 = Instant::now();
+            if opts.dry_run {
+                // What a restore would write: every saved register, COMMAND last.
+                for r in &saved.regs {
+                    ctx.journal.note(
+                        Some(&bdf),
+                        format!(
+                            "would restore {} at {:#05x} to {:#x} if changed",
+                            r.name, r.offset, r.value
+                        ),
+                    )?;
+                }
+            } else {
+                saved.restore(ctx.journal, &mut cfg)?;
+            }
+            run.phases.restore_ms = ms(t2.elapsed());
+            Ok(())
+        })();
+        if let Err(e) = r {
+            if run.error.is_none() {
+                fail(&mut run, e);
+            }
+        }
+    }
+    if opts.dry_run || run.error.is_some() {
+        run.phases.total_ms = ms(t0.elapsed());
+        return run;
+    }
+    let t = Instant::now();
+    run.health = Some(health(&mut ctx, saved.as_ref()));
+    run.phases.health_ms = ms(t.elapsed());
+    run.phases.total_ms = ms(t0.elapsed());
+    run
+}
+
+fn health(ctx: &mut ResetCtx, saved: Option<&SavedState>) -> Health {
+    let after = match Device::load(ctx.host, ctx.dev.bdf) {
+        Ok(d) => d,
+        Err(e) => return Health::from_items(vec![HealthItem::new("present", false, e.one_line())]),
+    };
+    let mut items = pci_checks(ctx.dev, &after, saved);
+    if items.iter().all(|i| i.ok) {
+        for check in VENDOR_CHECKS {
+            if let Some(v) = check(ctx) {
+                items.extend(v);
+                break;
+            }
+        }
+    }
+    Health::from_items(items)
+}
+
+/// Reads the config of a device as the orchestrator sees it (for tests and
+/// `--dry-run` comparisons).
+pub fn config_bytes(dev: &Device) -> Result<Vec<u8>> {
+    let cfg = dev.open_config()?;
+    let mut v = vec![0u8; cfg.len()];
+    cfg.read(0, &mut v)?;
+    Ok(v)
+}

@@ -1,0 +1,151 @@
+//! Health after a reset: config answers and is not all-ones; vendor, device
+//! and class unchanged; BARs and COMMAND as saved; D0; the driver it had.
+//! Vendor checks (register reads, SMU messages) plug in through
+//! [`VENDOR_CHECKS`].
+
+use serde::Serialize;
+
+use super::state::SavedState;
+use super::ResetCtx;
+use crate::pci::caps::Decoded;
+use crate::pci::config::MemConfig;
+use crate::pci::Device;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthItem {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl HealthItem {
+    pub fn new(name: &str, ok: bool, detail: impl Into<String>) -> HealthItem {
+        HealthItem {
+            name: name.to_string(),
+            ok,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub healthy: bool,
+    pub items: Vec<HealthItem>,
+}
+
+impl Health {
+    pub fn from_items(items: Vec<HealthItem>) -> Health {
+        Health {
+            healthy: items.iter().all(|i| i.ok),
+            items,
+        }
+    }
+
+    /// The first failing check, in words.
+    pub fn failure(&self) -> Option<String> {
+        self.items
+            .iter()
+            .find(|i| !i.ok)
+            .map(|i| format!("{}: {}", i.name, i.detail))
+    }
+}
+
+/// A vendor check: `None` when it does not apply to the device.
+pub type VendorCheck = fn(&mut ResetCtx) -> Option<Vec<HealthItem>>;
+
+/// Vendor checks, tried in order; one row per vendor family.
+pub static VENDOR_CHECKS: &[VendorCheck] = &[crate::amd::health::check];
+
+/// The PCI-level checks against the state from before the reset.
+pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -> Vec<HealthItem> {
+    let mut v = Vec::new();
+    let bytes = match after.read_config() {
+        Ok(b) => {
+            v.push(HealthItem::new("config", true, "readable, not all-ones"));
+            b
+        }
+        Err(e) => {
+            v.push(HealthItem::new("config", false, e.one_line()));
+            return v;
+        }
+    };
+    let cfg = MemConfig::image(after.bdf.to_string(), bytes);
+    let d = match Decoded::decode(&cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            v.push(HealthItem::new("config", false, e.one_line()));
+            return v;
+        }
+    };
+    let same = d.vendor == before.vendor && d.device == before.device && d.class == before.class;
+    v.push(HealthItem::new(
+        "identity",
+        same,
+        format!("{:04x}:{:04x} class {:06x}", d.vendor, d.device, d.class),
+    ));
+    if let Some(s) = saved {
+        match s.verify(&cfg) {
+            Ok(m) if m.is_empty() => v.push(HealthItem::new(
+                "restore",
+                true,
+                "BARs, COMMAND and capabilities as saved",
+            )),
+            Ok(m) => v.push(HealthItem::new(
+                "restore",
+                false,
+                m.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+            Err(e) => v.push(HealthItem::new("restore", false, e.one_line())),
+        }
+    } else {
+        // The kernel re-created or restored it: BARs must be where they were.
+        let was: Vec<(usize, u64)> = before
+            .resources
+            .iter()
+            .take(7)
+            .filter(|r| !r.is_empty())
+            .map(|r| (r.index, r.start))
+            .collect();
+        let now: Vec<(usize, u64)> = after
+            .resources
+            .iter()
+            .take(7)
+            .filter(|r| !r.is_empty())
+            .map(|r| (r.index, r.start))
+            .collect();
+        v.push(HealthItem::new(
+            "resources",
+            was == now,
+            if was == now {
+                "BARs at the same addresses".to_string()
+            } else {
+                format!("BARs moved: {was:x?} → {now:x?}")
+            },
+        ));
+    }
+    if let Some(p) = &after.power_state {
+        // A runtime-suspended device is healthy in D3hot; the orchestrator
+        // woke it, so here it must be D0.
+        v.push(HealthItem::new(
+            "power",
+            p == "D0",
+            format!("power_state {p}"),
+        ));
+    }
+    if before.driver != after.driver {
+        v.push(HealthItem::new(
+            "driver",
+            false,
+            format!(
+                "bound to {} (was {})",
+                after.driver.as_deref().unwrap_or("none"),
+                before.driver.as_deref().unwrap_or("none")
+            ),
+        ));
+    }
+    v
+}
