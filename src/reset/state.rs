@@ -173,9 +173,9 @@ mod tests {
         };
         let saved = SavedState::save("0000:c5:00.0", &cfg).unwrap();
         assert_eq!(saved.get("BAR0"), Some(0x0000_000c));
-        // A reset clears BARs and COMMAND.
+        // A reset clears the writable bits of BARs and COMMAND (the type bits stay).
         for o in (0x10..0x28).chain(4..6) {
-            cfg.data[o] = 0;
+            cfg.data[o] &= !cfg.writable[o];
         }
         assert!(!saved.verify(&cfg).unwrap().is_empty());
         let mut j = Journal::new(false);
