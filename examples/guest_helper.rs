@@ -24,7 +24,10 @@ fn errno_json(e: &std::io::Error) -> Value {
     match e.raw_os_error() {
         Some(code) => {
             let errno = nix::errno::Errno::from_raw(code);
-            json!({"ok": false, "errno": format!("{errno:?}"), "code": code, "message": errno.desc()})
+            // std's text is strerror's ("Inappropriate ioctl for device"), what a shell would print.
+            let text = std::io::Error::from_raw_os_error(code).to_string();
+            let message = text.split(" (os error").next().unwrap_or(&text);
+            json!({"ok": false, "errno": format!("{errno:?}"), "code": code, "message": message})
         }
         None => json!({"ok": false, "errno": null, "code": null, "message": e.to_string()}),
     }
@@ -55,7 +58,9 @@ struct Reg {
 impl Reg {
     fn map(path: &str, offset: u64) -> Result<Reg, Value> {
         if offset % 4 != 0 {
-            return Err(json!({"ok": false, "message": format!("offset {offset:#x} is not 4-byte aligned")}));
+            return Err(
+                json!({"ok": false, "message": format!("offset {offset:#x} is not 4-byte aligned")}),
+            );
         }
         let file: File = OpenOptions::new()
             .read(true)
@@ -65,7 +70,9 @@ impl Reg {
             .map_err(|e| errno_json(&e))?;
         let size = file.metadata().map_err(|e| errno_json(&e))?.len();
         if offset >= size {
-            return Err(json!({"ok": false, "message": format!("offset {offset:#x} is past the end ({size:#x})")}));
+            return Err(
+                json!({"ok": false, "message": format!("offset {offset:#x} is past the end ({size:#x})")}),
+            );
         }
         let base = offset & !(PAGE - 1);
         let len = PAGE.min(size - base);
@@ -76,7 +83,9 @@ impl Reg {
             .map_err(|e| errno_json(&e))?;
         let within = (offset - base) as usize;
         if within + 4 > map.len() {
-            return Err(json!({"ok": false, "message": format!("offset {offset:#x} is past the mapping")}));
+            return Err(
+                json!({"ok": false, "message": format!("offset {offset:#x} is past the mapping")}),
+            );
         }
         Ok(Reg { map, within })
     }
@@ -103,7 +112,9 @@ fn run(args: &[String]) -> Result<Value, Value> {
         json!({"ok": false, "message": "usage: guest_helper write PATH VALUE | mmio-read PATH OFFSET | \
                mmio-write PATH OFFSET VALUE | mmio-poll PATH OFFSET TIMEOUT_MS"})
     };
-    let num = |s: &String| parse_num(s).ok_or_else(|| json!({"ok": false, "message": format!("not a number: {s:?}")}));
+    let num = |s: &String| {
+        parse_num(s).ok_or_else(|| json!({"ok": false, "message": format!("not a number: {s:?}")}))
+    };
     match args {
         [cmd, path, value] if cmd == "write" => {
             let v = sysfs_write(path, value);
@@ -118,7 +129,8 @@ fn run(args: &[String]) -> Result<Value, Value> {
             Ok(json!({"ok": true, "value": reg.read()}))
         }
         [cmd, path, off, value] if cmd == "mmio-write" => {
-            let value = u32::try_from(num(value)?).map_err(|_| json!({"ok": false, "message": "value over 32 bits"}))?;
+            let value = u32::try_from(num(value)?)
+                .map_err(|_| json!({"ok": false, "message": "value over 32 bits"}))?;
             let reg = Reg::map(path, num(off)?)?;
             reg.write(value);
             Ok(json!({"ok": true}))

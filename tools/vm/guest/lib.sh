@@ -24,6 +24,7 @@ emit() {
 
 # blob KEY FILE: a file sent to the host in base64.
 blob() {
+    [ -f "$2" ] || { echo "blob $1: no file $2" >&2; return 1; }
     echo "@@BLOB $SCENARIO $1 $(wc -c <"$2")" >&3
     base64 "$2" >&3
     echo "@@ENDBLOB" >&3
