@@ -1,7 +1,10 @@
 #!/bin/bash
 # Boot the bench guest once and run scenarios in it (docs/testing.md, tier 3).
 #
-#   tools/vm/run.sh [-v] [SCENARIO...]      default: every tools/vm/scenarios/*.sh, in name order
+#   tools/vm/run.sh [-v|-i] [SCENARIO...]   default: every tools/vm/scenarios/*.sh, in name order
+#     -v  stream the guest console while it runs
+#     -i  interactive: the console is this terminal, and after the scenarios the guest gives a shell
+#         (`exit` powers it off)
 #
 # Steps: tools/vm/setup.sh (installs, kernel; idempotent) -> static resetlab + guest_helper (cargo, release,
 # crt-static; checked to be static) -> initramfs (busybox, modules with their modules.dep dependencies,
@@ -10,7 +13,7 @@
 #
 # Output in $VM_OUT (default target/vm/run): console.log (ttyS0: kernel + scenario output),
 # results.log (ttyS1: @@RESULT/@@BLOB/@@BEGIN/@@END/@@EXIT lines), NAME.shm (ivshmem backing files),
-# qemu.args. -v streams the console while the guest runs.
+# qemu.args, boot-seconds.
 #
 # Exit status: 0 when the guest reached `@@EXIT 0`; 1 when it reported failures; 2 bad usage or setup;
 # 3 when it never reported an exit (crash, panic); 124 on timeout.
@@ -27,6 +30,7 @@ out=${VM_OUT:-$vm/run}
 timeout_s=${VM_TIMEOUT:-300}
 accel=${VM_ACCEL:-tcg}
 verbose=0
+interactive=0
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 log() { echo "run.sh: $*" >&2; }
@@ -34,6 +38,7 @@ log() { echo "run.sh: $*" >&2; }
 while [ $# -gt 0 ]; do
     case $1 in
     -v) verbose=1; shift ;;
+    -i) interactive=1; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -187,22 +192,32 @@ done
 # --- 5. boot ------------------------------------------------------------------------------------------------
 boot() { # boot ACCEL TIMEOUT -> QEMU's exit status (124 on timeout)
     local a=$1 t=$2
+    local con=(-chardev "file,id=con,path=$out/console.log") fg=() shell=""
+    if [ "$interactive" = 1 ]; then
+        con=(-chardev "stdio,id=con,signal=off,logfile=$out/console.log")
+        fg=(--foreground) shell=" vm.shell"
+    fi
     local args=(
         -machine "$machine" -accel "$a" -cpu max -m "${VM_MEM:-512}" -smp 1
         -nodefaults -no-reboot -display none -monitor none
-        -chardev "file,id=con,path=$out/console.log" -serial chardev:con
+        "${con[@]}" -serial chardev:con
         -chardev "file,id=res,path=$out/results.log" -serial chardev:res
         -kernel "$VM_KERNEL" -initrd "$out/initramfs.cpio"
-        -append "console=ttyS0 panic=-1 rdinit=/init$append"
+        -append "console=ttyS0 panic=-1 rdinit=/init$append$shell"
         "${qargs[@]}"
     )
     printf '%q ' "$VM_QEMU" "${args[@]}" >"$out/qemu.args"
     : >"$out/console.log"
     : >"$out/results.log"
     local tailpid=""
-    if [ "$verbose" = 1 ]; then tail -n +1 -f "$out/console.log" & tailpid=$!; fi
+    if [ "$verbose" = 1 ] && [ "$interactive" = 0 ]; then tail -n +1 -f "$out/console.log" & tailpid=$!; fi
     local rc=0
-    timeout -k 5 "$t" "$VM_QEMU" "${args[@]}" </dev/null >"$out/qemu.out" 2>&1 || rc=$?
+    if [ "$interactive" = 1 ]; then
+        timeout "${fg[@]}" -k 5 "$t" "$VM_QEMU" "${args[@]}" 2>"$out/qemu.out" || rc=$?
+    else
+        # In a subshell, so that a QEMU that aborts (KVM probe) does not make bash print a job notice.
+        (timeout -k 5 "$t" "$VM_QEMU" "${args[@]}" </dev/null >"$out/qemu.out" 2>&1) || rc=$?
+    fi
     [ -z "$tailpid" ] || kill "$tailpid" 2>/dev/null || true
     return $rc
 }
