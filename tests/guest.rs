@@ -354,6 +354,56 @@ fn list_by_bdf(run: &Run, list: &Value, what: &str) -> BTreeMap<String, Value> {
 
 const METHODS: &[&str] = &["flr", "af_flr", "pm", "bus", "d3cold", "remove_rescan"];
 
+/// Where `resetlab list --json` (keyed by BDF) and the guest kernel's own view disagree.
+fn list_vs_kernel(view: &BTreeMap<String, Value>, list: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (kset, lset): (Vec<_>, Vec<_>) = (view.keys().collect(), list.keys().collect());
+    if kset != lset {
+        problems.push(format!("BDFs differ: kernel {kset:?}, resetlab {lset:?}"));
+    }
+    for (bdf, k) in view {
+        let Some(r) = list.get(bdf) else { continue };
+        for field in ["vendor", "device", "class", "driver", "iommu_group"] {
+            if k[field] != r[field] {
+                problems.push(format!(
+                    "{bdf} {field}: kernel {}, resetlab {}",
+                    k[field], r[field]
+                ));
+            }
+        }
+        let km = kernel_methods(k);
+        if r["kernel_reset_methods"] != serde_json::json!(km) {
+            problems.push(format!(
+                "{bdf} kernel_reset_methods: kernel {km:?}, resetlab {}",
+                r["kernel_reset_methods"]
+            ));
+        }
+        if r.get("holders").is_none() {
+            problems.push(format!("{bdf}: no `holders`"));
+        }
+        for m in METHODS {
+            let e = &r["methods"][m];
+            if !(e["available"].is_boolean() && e["reason"].is_string() && e["affects"].is_array())
+            {
+                problems.push(format!(
+                    "{bdf} methods.{m}: want {{available, reason, affects}}, got {e}"
+                ));
+            }
+        }
+        // Function-level methods: the kernel's probe and resetlab's must agree.
+        for m in ["flr", "af_flr", "pm"] {
+            let kernel_has = km.iter().any(|x| x == m);
+            if r["methods"][m]["available"].as_bool() != Some(kernel_has) {
+                problems.push(format!(
+                    "{bdf} {m}: kernel reset_method {km:?} (power_state {}), resetlab says {}",
+                    k["power_state"], r["methods"][m]
+                ));
+            }
+        }
+    }
+    problems
+}
+
 #[test]
 fn guest_boots_and_names_every_topology_device() {
     let run = guest();
@@ -452,48 +502,7 @@ fn list_json_matches_guest_kernel() {
     let view = kernel_view(run);
     let list = run.command_json("sysfs_view", "list");
     let by = list_by_bdf(run, &list, "resetlab list --json");
-    let mut problems = Vec::new();
-    let (kset, lset): (Vec<_>, Vec<_>) = (view.keys().collect(), by.keys().collect());
-    if kset != lset {
-        problems.push(format!("BDFs differ: kernel {kset:?}, resetlab {lset:?}"));
-    }
-    for (bdf, k) in &view {
-        let Some(r) = by.get(bdf) else { continue };
-        for field in ["vendor", "device", "class", "driver", "iommu_group"] {
-            if k[field] != r[field] {
-                problems.push(format!(
-                    "{bdf} {field}: kernel {}, resetlab {}",
-                    k[field], r[field]
-                ));
-            }
-        }
-        let km = kernel_methods(k);
-        if r["kernel_reset_methods"] != serde_json::json!(km) {
-            problems.push(format!(
-                "{bdf} kernel_reset_methods: kernel {km:?}, resetlab {}",
-                r["kernel_reset_methods"]
-            ));
-        }
-        for m in METHODS {
-            let e = &r["methods"][m];
-            if !(e["available"].is_boolean() && e["reason"].is_string() && e["affects"].is_array())
-            {
-                problems.push(format!(
-                    "{bdf} methods.{m}: want {{available, reason, affects}}, got {e}"
-                ));
-            }
-        }
-        // Function-level methods: the kernel's probe and resetlab's must agree.
-        for m in ["flr", "af_flr", "pm"] {
-            let kernel_has = km.iter().any(|x| x == m);
-            if r["methods"][m]["available"].as_bool() != Some(kernel_has) {
-                problems.push(format!(
-                    "{bdf} {m}: kernel reset_method {km:?}, resetlab says {}",
-                    r["methods"][m]
-                ));
-            }
-        }
-    }
+    let problems = list_vs_kernel(&view, &by);
     if !problems.is_empty() {
         run.fail(&format!(
             "resetlab list --json disagrees with the guest kernel:\n  {}",
@@ -688,6 +697,46 @@ fn ivshmem_bar_roundtrip_between_guest_mmap_and_host() {
         "the guest read {} for request {req:#x}",
         answer["value"]
     );
+}
+
+/// The comparison itself, on made-up data: silence on agreement, one line per disagreement.
+#[test]
+fn list_vs_kernel_reports_each_disagreement() {
+    use serde_json::json;
+    let kernel = json!({"bdf": "0000:04:00.0", "vendor": "1b36", "device": "0005", "class": "00ff00",
+        "driver": "vfio-pci", "iommu_group": 11, "reset_method": ["bus"], "power_state": "D0"});
+    let method = |available: bool| json!({"available": available, "reason": "r", "affects": []});
+    let mut entry = json!({"bdf": "0000:04:00.0", "vendor": "1b36", "device": "0005", "class": "00ff00",
+        "driver": "vfio-pci", "iommu_group": 11, "kernel_reset_methods": ["bus"], "holders": [],
+        "methods": {"flr": method(false), "af_flr": method(false), "pm": method(false),
+                    "bus": method(false), "d3cold": method(false), "remove_rescan": method(true)}});
+    let view = BTreeMap::from([("0000:04:00.0".to_owned(), kernel)]);
+    let list = |e: &Value| BTreeMap::from([("0000:04:00.0".to_owned(), e.clone())]);
+    assert_eq!(list_vs_kernel(&view, &list(&entry)), Vec::<String>::new());
+
+    entry["driver"] = Value::Null;
+    entry["methods"]["pm"]["available"] = json!(true);
+    entry["kernel_reset_methods"] = json!([]);
+    if let Some(o) = entry.as_object_mut() {
+        o.remove("holders");
+    }
+    entry["methods"]["d3cold"] = json!({"available": true});
+    let problems = list_vs_kernel(&view, &list(&entry));
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    for needle in [
+        "driver",
+        "kernel_reset_methods",
+        "holders",
+        "methods.d3cold",
+        " pm: ",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem about {needle}: {problems:#?}"
+        );
+    }
+    let other = BTreeMap::from([("0000:04:00.1".to_owned(), entry)]);
+    assert!(list_vs_kernel(&view, &other)[0].starts_with("BDFs differ"));
 }
 
 #[test]

@@ -36,10 +36,10 @@ apt_install() {
     done
     [ "$(id -u)" = 0 ] || die "need root to install $* (or install them yourself)"
     log "apt-get install $* (log: $vm/apt.log)"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@" \
         >"$vm/apt.log" 2>&1; then
         apt_update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@" \
             >"$vm/apt.log" 2>&1 || { tail -n 30 "$vm/apt.log" >&2; die "apt-get install $* failed"; }
     fi
 }

@@ -16,7 +16,7 @@ for d in /sys/bus/pci/devices/*; do
     g=$(group_of "$b")
     dev="{\"bdf\":$(jstr "$b"),\"vendor\":$(jstr "$(hex "$d/vendor")"),\"device\":$(jstr "$(hex "$d/device")")"
     dev="$dev,\"class\":$(jstr "$(hex "$d/class")"),\"driver\":$(jnull "$(driver_of "$b")")"
-    dev="$dev,\"iommu_group\":${g:-null},\"reset_method\":$rm}"
+    dev="$dev,\"iommu_group\":${g:-null},\"reset_method\":$rm,\"power_state\":$(attr "$b" power_state)}"
     devs="$devs${devs:+,}$dev"
 done
 emit kernel_view "[$devs]"
