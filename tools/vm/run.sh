@@ -65,7 +65,7 @@ else
     log "building static resetlab and guest_helper (release, $triple)"
     # --target keeps build scripts and proc macros dynamic; crt-static applies to the target only.
     (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --quiet --release --target "$triple" --bin resetlab --example guest_helper) \
+        "${CARGO:-cargo}" build --quiet --release --target "$triple" --bin resetlab --example guest_helper) \
         || die "cargo build of the static binaries failed"
     bindir=${CARGO_TARGET_DIR:-$repo/target}/$triple/release
 fi
@@ -75,7 +75,8 @@ helper=$bindir/guest_helper
 for b in "$resetlab" "$helper"; do
     [ -x "$b" ] || die "missing $b"
     # A dynamic binary would fail in the initramfs with a bare "not found"; say it here instead.
-    file -L "$b" | grep -Eq 'statically linked|static-pie linked' || die "$b is not static: $(file -L "$b")"
+    # Static (and static-pie) ELF files have no PT_INTERP.
+    ! readelf -lW "$b" | grep -q 'program interpreter' || die "$b is dynamically linked, not static"
 done
 
 # --- 3. topology -> QEMU arguments and the guest's device list ------------------------------------------

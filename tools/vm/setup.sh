@@ -48,6 +48,8 @@ apt_install() {
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
+# readelf (is a binary static?) and objcopy (strip debug info off the initramfs binaries).
+{ command -v readelf && command -v objcopy; } >/dev/null || need+=(binutils)
 # depmod writes the kernel's modules.dep (the .deb ships none; dpkg's postinst would make it).
 command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
 # busybox-static ships /bin/busybox statically linked; a dynamic busybox cannot run in the initramfs.
@@ -57,7 +59,7 @@ fi
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 busybox=/bin/busybox
 [ -x "$busybox" ] || die "$busybox missing after installing busybox-static"
-if file -L "$busybox" | grep -q 'dynamically linked'; then die "$busybox is not static"; fi
+if readelf -lW "$busybox" | grep -q 'program interpreter'; then die "$busybox is not static"; fi
 qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 missing after install"
 
 # --- kernel image -----------------------------------------------------------------------------------
