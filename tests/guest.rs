@@ -21,7 +21,13 @@ use serde_json::Value;
 
 /// Scenarios of tools/vm/scenarios/, in the order the guest runs them. `multifunction` removes and
 /// rescans devices, so it comes last.
-const SCENARIOS: &[&str] = &["sysfs_view", "snapshot", "ivshmem", "multifunction"];
+const SCENARIOS: &[&str] = &[
+    "sysfs_view",
+    "snapshot",
+    "ivshmem",
+    "runtime_pm",
+    "multifunction",
+];
 
 /// Bound on the one boot (setup and build excluded), in seconds: TCG runs all scenarios in well under a
 /// minute here; the bound only stops a hung guest.
@@ -114,25 +120,25 @@ impl Run {
             .collect()
     }
 
-    /// A command the scenario ran with `run KEY CMD...`: asserts exit 0 and parses its stdout as JSON.
-    fn command_json(&self, scenario: &str, key: &str) -> Value {
+    /// A command the scenario ran with `run KEY CMD...`: asserts exit 0, returns its stdout.
+    fn command_ok(&self, scenario: &str, key: &str) -> &str {
         let rec = self.value(scenario, key);
-        let argv = rec["argv"].as_array().map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
-        let argv = argv.unwrap_or_default();
         if rec["rc"] != 0 {
             self.fail(&format!(
-                "in the guest, `{argv}` exited with {}; stderr: {}",
+                "in the guest, `{}` exited with {}; stderr: {}",
+                argv(rec),
                 rec["rc"],
                 rec["stderr"].as_str().unwrap_or("")
             ));
         }
-        let stdout = rec["stdout"].as_str().unwrap_or("");
+        rec["stdout"].as_str().unwrap_or("")
+    }
+
+    /// A command the scenario ran with `run KEY CMD...`: asserts exit 0 and parses its stdout as JSON.
+    fn command_json(&self, scenario: &str, key: &str) -> Value {
+        let stdout = self.command_ok(scenario, key);
         serde_json::from_str(stdout).unwrap_or_else(|e| {
+            let argv = argv(self.value(scenario, key));
             self.fail(&format!(
                 "in the guest, `{argv}` printed no JSON ({e}); stdout: {stdout:?}"
             ))
@@ -152,6 +158,14 @@ impl Run {
                 ))
             })
     }
+}
+
+/// The command line of a `run` record, for messages.
+fn argv(rec: &Value) -> String {
+    let words = rec["argv"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+    words.unwrap_or_default().join(" ")
 }
 
 /// Decodes base64 (the guest's `base64` output, lines of 76), ignoring whitespace.
@@ -600,7 +614,7 @@ fn snapshot_from_guest_replays_on_host() {
     let run = guest();
     run.require_scenario("snapshot");
     let live = run.command_json("snapshot", "list");
-    run.command_json("snapshot", "snapshot");
+    run.command_ok("snapshot", "snapshot");
     let tar = run
         .blobs
         .get(&("snapshot".to_owned(), "snapshot".to_owned()))
@@ -650,6 +664,31 @@ fn snapshot_from_guest_replays_on_host() {
             ));
         }
     }
+}
+
+/// The kernel resets a runtime-suspended (D3hot) vfio-pci device through `reset`, even with `pm` alone:
+/// reset_store() wakes it first. A tool that refuses `pm` because of D3 should wake it instead.
+#[test]
+fn runtime_suspended_vfio_device_resets_with_pm() {
+    let run = guest();
+    run.require_scenario("runtime_pm");
+    let v = |k: &str| run.value("runtime_pm", k);
+    assert_eq!(v("driver"), "vfio-pci");
+    assert_eq!(
+        v("power_state.before"),
+        "D3hot",
+        "vfio-pci should have runtime-suspended the idle rng1"
+    );
+    assert_eq!(v("reset_method.before"), "flr pm bus");
+    assert_eq!(v("set_pm")["ok"], true, "{}", v("set_pm"));
+    assert_eq!(
+        v("reset")["ok"],
+        true,
+        "pm reset from D3hot: {}",
+        v("reset")
+    );
+    assert_eq!(v("set_default")["ok"], true, "{}", v("set_default"));
+    assert_eq!(v("reset_method.after"), "flr pm bus");
 }
 
 /// A guest write through the kernel's resource2 mmap reaches a host process, and its answer comes back.
