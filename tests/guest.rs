@@ -193,6 +193,12 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+fn gunzip(gz: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out)?;
+    Ok(out)
+}
+
 /// Parses results.log (tools/vm/guest/lib.sh describes the lines) into `run`.
 fn parse_results(text: &str, run: &mut Run) {
     let mut blob: Option<(String, String, String)> = None;
@@ -229,7 +235,9 @@ fn parse_results(text: &str, run: &mut Run) {
             "@@BLOB" => {
                 let f: Vec<&str> = rest.split(' ').collect();
                 match f.as_slice() {
-                    [s, k, _len] => blob = Some(((*s).to_owned(), (*k).to_owned(), String::new())),
+                    [s, k, _len, "gzip"] => {
+                        blob = Some(((*s).to_owned(), (*k).to_owned(), String::new()))
+                    }
                     _ => run.bad_lines.push(line.to_owned()),
                 }
             }

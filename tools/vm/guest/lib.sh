@@ -1,6 +1,6 @@
 # Helpers for guest scenarios (. /lib/vm/lib.sh). Results are JSON lines on fd 3 (the result port):
 #   @@RESULT {"scenario":"<name>","key":"<key>","value":<json>}
-#   @@BLOB <scenario> <key> <bytes>   followed by base64 lines and   @@ENDBLOB
+#   @@BLOB <scenario> <key> <bytes> gzip   followed by base64 lines of the gzipped file, then @@ENDBLOB
 # The host (tests/guest.rs) collects them by scenario and key.
 
 # A JSON string literal of $1 (control characters other than tab/newline/CR dropped).
@@ -22,11 +22,11 @@ emit() {
     printf '@@RESULT {"scenario":%s,"key":%s,"value":%s}\n' "$(jstr "$SCENARIO")" "$(jstr "$1")" "$2" >&3
 }
 
-# blob KEY FILE: a file sent to the host in base64.
+# blob KEY FILE: a file sent to the host, gzipped (the serial port is the slow part) and in base64.
 blob() {
     [ -f "$2" ] || { echo "blob $1: no file $2" >&2; return 1; }
-    echo "@@BLOB $SCENARIO $1 $(wc -c <"$2")" >&3
-    base64 "$2" >&3
+    echo "@@BLOB $SCENARIO $1 $(wc -c <"$2") gzip" >&3
+    gzip -c "$2" | base64 >&3
     echo "@@ENDBLOB" >&3
 }
 
