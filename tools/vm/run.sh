@@ -242,7 +242,7 @@ if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     log "guest timed out after ${timeout_s}s (console: $out/console.log)"
     exit 124
 fi
-exit_line=$(grep -a '^@@EXIT' "$out/results.log" | tr -d '\r' | tail -n1)
+exit_line=$(grep -a '^@@EXIT' "$out/results.log" | tr -d '\r' | tail -n1) || true
 if [ -z "$exit_line" ]; then
     log "guest ended (qemu status $rc, ${secs}s) without reporting an exit (console: $out/console.log)"
     cat "$out/qemu.out" >&2
