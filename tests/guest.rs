@@ -205,10 +205,13 @@ fn parse_results(text: &str, run: &mut Run) {
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some((scenario, key, data)) = blob.as_mut() {
             if line == "@@ENDBLOB" {
-                match base64_decode(data) {
-                    Some(bytes) => {
+                match base64_decode(data).map(|gz| gunzip(&gz)) {
+                    Some(Ok(bytes)) => {
                         run.blobs.insert((scenario.clone(), key.clone()), bytes);
                     }
+                    Some(Err(e)) => run
+                        .bad_lines
+                        .push(format!("blob {scenario}/{key}: not gzip: {e}")),
                     None => run
                         .bad_lines
                         .push(format!("blob {scenario}/{key}: not base64")),
