@@ -1,0 +1,799 @@
+//! Tier 3 of docs/testing.md: resetlab against a real Linux kernel's PCI sysfs, in a QEMU guest.
+//!
+//! The first test to run boots the guest once (tools/vm/run.sh: installs what is missing, builds the static
+//! binaries, boots Debian's kernel with the devices of tools/vm/topology and runs every scenario in
+//! `SCENARIOS`); every test then asserts on its scenario's results. A guest that cannot be set up, crashes
+//! or hangs fails every test here, loudly, with its console: these tests are never skipped.
+//!
+//! While the guest runs, a thread here answers the register accesses it makes through the kernel's real
+//! `resource2` mmap of the ivshmem device (its BAR 2 is the host file `shm0.shm`).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Scenarios of tools/vm/scenarios/, in the order the guest runs them. `multifunction` removes and
+/// rescans devices, so it comes last.
+const SCENARIOS: &[&str] = &[
+    "sysfs_view",
+    "snapshot",
+    "ivshmem",
+    "runtime_pm",
+    "multifunction",
+];
+
+/// Bound on the one boot (setup and build excluded), in seconds: TCG runs all scenarios in well under a
+/// minute here; the bound only stops a hung guest.
+const BOOT_BOUND_S: &str = "240";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Everything the guest reported.
+struct Run {
+    out: PathBuf,
+    /// run.sh's exit status (0 ok, 1 a scenario failed, 2 setup failed, 3 no exit reported, 124 timeout).
+    status: Option<i32>,
+    stderr: String,
+    console: String,
+    results: Vec<(String, String, Value)>,
+    blobs: BTreeMap<(String, String), Vec<u8>>,
+    ends: BTreeMap<String, i32>,
+    exit: Option<i32>,
+    bad_lines: Vec<String>,
+    /// Requests the host-side ivshmem responder saw.
+    shm_requests: Vec<u32>,
+    boot_seconds: Option<f64>,
+}
+
+static PRINTED_CONSOLE: AtomicBool = AtomicBool::new(false);
+
+impl Run {
+    /// Fails the calling test with `msg`; the first failure also prints the guest's console.
+    fn fail(&self, msg: &str) -> ! {
+        if !PRINTED_CONSOLE.swap(true, Ordering::SeqCst) {
+            eprintln!("---- run.sh stderr ----\n{}", self.stderr);
+            eprintln!(
+                "---- guest console ({}/console.log) ----\n{}",
+                self.out.display(),
+                self.console
+            );
+            eprintln!("---- end of guest console ----");
+        }
+        panic!(
+            "{msg}\n(guest output in {}: console.log, results.log; console printed by the first failing test)",
+            self.out.display()
+        );
+    }
+
+    /// The guest booted and reported an exit; a scenario's own failure is checked by its test.
+    fn require_boot(&self) {
+        match (self.status, self.exit) {
+            (Some(0 | 1), Some(_)) => {}
+            (Some(124), _) => self.fail(&format!("guest did not finish within {BOOT_BOUND_S} s")),
+            (Some(2), _) => {
+                self.fail("guest bench setup failed (tools/vm/run.sh exit 2): see run.sh stderr")
+            }
+            (status, _) => self.fail(&format!(
+                "guest did not report an exit (run.sh status {status:?})"
+            )),
+        }
+    }
+
+    /// The scenario ran to its end with exit status 0.
+    fn require_scenario(&self, scenario: &str) {
+        self.require_boot();
+        match self.ends.get(scenario) {
+            Some(0) => {}
+            Some(rc) => self.fail(&format!(
+                "guest scenario {scenario} exited with status {rc}"
+            )),
+            None => self.fail(&format!("guest scenario {scenario} did not finish")),
+        }
+    }
+
+    fn get(&self, scenario: &str, key: &str) -> Option<&Value> {
+        self.results
+            .iter()
+            .find(|(s, k, _)| s == scenario && k == key)
+            .map(|(_, _, v)| v)
+    }
+
+    fn value(&self, scenario: &str, key: &str) -> &Value {
+        self.get(scenario, key)
+            .unwrap_or_else(|| self.fail(&format!("guest scenario {scenario} reported no {key:?}")))
+    }
+
+    fn all(&self, scenario: &str, key: &str) -> Vec<&Value> {
+        self.results
+            .iter()
+            .filter(|(s, k, _)| s == scenario && k == key)
+            .map(|(_, _, v)| v)
+            .collect()
+    }
+
+    /// A command the scenario ran with `run KEY CMD...`: asserts exit 0, returns its stdout.
+    fn command_ok(&self, scenario: &str, key: &str) -> &str {
+        let rec = self.value(scenario, key);
+        if rec["rc"] != 0 {
+            self.fail(&format!(
+                "in the guest, `{}` exited with {}; stderr: {}",
+                argv(rec),
+                rec["rc"],
+                rec["stderr"].as_str().unwrap_or("")
+            ));
+        }
+        rec["stdout"].as_str().unwrap_or("")
+    }
+
+    /// A command the scenario ran with `run KEY CMD...`: asserts exit 0 and parses its stdout as JSON.
+    fn command_json(&self, scenario: &str, key: &str) -> Value {
+        let stdout = self.command_ok(scenario, key);
+        serde_json::from_str(stdout).unwrap_or_else(|e| {
+            let argv = argv(self.value(scenario, key));
+            self.fail(&format!(
+                "in the guest, `{argv}` printed no JSON ({e}); stdout: {stdout:?}"
+            ))
+        })
+    }
+
+    /// Name (tools/vm/topology) -> BDF the guest kernel gave the device.
+    fn bdf(&self, name: &str) -> String {
+        self.all("init", "device")
+            .into_iter()
+            .find(|d| d["name"] == name)
+            .and_then(|d| d["bdf"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                self.fail(&format!(
+                    "the guest found no device {name} of tools/vm/topology"
+                ))
+            })
+    }
+}
+
+/// The command line of a `run` record, for messages.
+fn argv(rec: &Value) -> String {
+    let words = rec["argv"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+    words.unwrap_or_default().join(" ")
+}
+
+/// Decodes base64 (the guest's `base64` output, lines of 76), ignoring whitespace.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn gunzip(gz: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out)?;
+    Ok(out)
+}
+
+/// Parses results.log (tools/vm/guest/lib.sh describes the lines) into `run`.
+fn parse_results(text: &str, run: &mut Run) {
+    let mut blob: Option<(String, String, String)> = None;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some((scenario, key, data)) = blob.as_mut() {
+            if line == "@@ENDBLOB" {
+                match base64_decode(data).map(|gz| gunzip(&gz)) {
+                    Some(Ok(bytes)) => {
+                        run.blobs.insert((scenario.clone(), key.clone()), bytes);
+                    }
+                    Some(Err(e)) => run
+                        .bad_lines
+                        .push(format!("blob {scenario}/{key}: not gzip: {e}")),
+                    None => run
+                        .bad_lines
+                        .push(format!("blob {scenario}/{key}: not base64")),
+                }
+                blob = None;
+            } else {
+                data.push_str(line);
+            }
+            continue;
+        }
+        let mut words = line.splitn(2, ' ');
+        let (tag, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        match tag {
+            "@@RESULT" => match serde_json::from_str::<Value>(rest) {
+                Ok(v) => match (v["scenario"].as_str(), v["key"].as_str()) {
+                    (Some(s), Some(k)) => {
+                        run.results
+                            .push((s.to_owned(), k.to_owned(), v["value"].clone()))
+                    }
+                    _ => run.bad_lines.push(line.to_owned()),
+                },
+                Err(_) => run.bad_lines.push(line.to_owned()),
+            },
+            "@@BLOB" => {
+                let f: Vec<&str> = rest.split(' ').collect();
+                match f.as_slice() {
+                    [s, k, _len, "gzip"] => {
+                        blob = Some(((*s).to_owned(), (*k).to_owned(), String::new()))
+                    }
+                    _ => run.bad_lines.push(line.to_owned()),
+                }
+            }
+            "@@END" => match rest.rsplit_once(' ').map(|(s, rc)| (s, rc.parse::<i32>())) {
+                Some((s, Ok(rc))) => {
+                    run.ends.insert(s.to_owned(), rc);
+                }
+                _ => run.bad_lines.push(line.to_owned()),
+            },
+            "@@EXIT" => run.exit = rest.trim().parse().ok(),
+            "@@BEGIN" | "" => {}
+            _ => run.bad_lines.push(line.to_owned()),
+        }
+    }
+    if let Some((s, k, _)) = blob {
+        run.bad_lines.push(format!("blob {s}/{k}: no @@ENDBLOB"));
+    }
+}
+
+/// The host side of the ivshmem register: a request word at 0x0 is answered with its NOT at 0x4.
+/// Reads and writes go through the page cache of the same file QEMU maps shared as the BAR.
+fn respond(shm: &Path, stop: &AtomicBool) -> Vec<u32> {
+    let mut seen = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        // Reopened every round: run.sh recreates the file before it starts QEMU.
+        if let Ok(f) = OpenOptions::new().read(true).write(true).open(shm) {
+            let mut word = [0u8; 4];
+            if f.read_exact_at(&mut word, 0).is_ok() {
+                let req = u32::from_le_bytes(word);
+                if req != 0
+                    && seen.last() != Some(&req)
+                    && f.write_all_at(&(!req).to_le_bytes(), 4).is_ok()
+                {
+                    seen.push(req);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    seen
+}
+
+fn boot() -> Run {
+    let out = repo().join("target/vm/test");
+    let stop = Arc::new(AtomicBool::new(false));
+    let responder = {
+        let (shm, stop) = (out.join("shm0.shm"), Arc::clone(&stop));
+        std::thread::spawn(move || respond(&shm, &stop))
+    };
+    let output = Command::new("bash")
+        .arg(repo().join("tools/vm/run.sh"))
+        .args(SCENARIOS)
+        .env("VM_OUT", &out)
+        .env("VM_TIMEOUT", BOOT_BOUND_S)
+        .stdin(Stdio::null())
+        .output();
+    stop.store(true, Ordering::SeqCst);
+    let shm_requests = responder.join().unwrap_or_default();
+    let (status, stderr) = match output {
+        Ok(o) => (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ),
+        Err(e) => (None, format!("cannot run tools/vm/run.sh: {e}")),
+    };
+    let read = |name: &str| {
+        std::fs::read(out.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let mut run = Run {
+        out: out.clone(),
+        status,
+        stderr,
+        console: read("console.log").unwrap_or_else(|e| format!("(no console.log: {e})")),
+        results: Vec::new(),
+        blobs: BTreeMap::new(),
+        ends: BTreeMap::new(),
+        exit: None,
+        bad_lines: Vec::new(),
+        shm_requests,
+        boot_seconds: read("boot-seconds")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+    };
+    if let Ok(text) = read("results.log") {
+        parse_results(&text, &mut run);
+    }
+    run
+}
+
+fn guest() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(boot)
+}
+
+/// The guest kernel's view of one device (scenario sysfs_view).
+fn kernel_view(run: &Run) -> BTreeMap<String, Value> {
+    run.require_scenario("sysfs_view");
+    let view = run.value("sysfs_view", "kernel_view");
+    let devices = view
+        .as_array()
+        .unwrap_or_else(|| run.fail("kernel_view is not an array"));
+    devices
+        .iter()
+        .map(|d| (d["bdf"].as_str().unwrap_or_default().to_owned(), d.clone()))
+        .collect()
+}
+
+fn kernel_methods(dev: &Value) -> Vec<String> {
+    dev["reset_method"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `resetlab list --json` output, keyed by BDF; checks the contract's shape on the way.
+fn list_by_bdf(run: &Run, list: &Value, what: &str) -> BTreeMap<String, Value> {
+    let arr = list
+        .as_array()
+        .unwrap_or_else(|| run.fail(&format!("{what}: not a JSON array")));
+    let mut by = BTreeMap::new();
+    for d in arr {
+        let bdf = d["bdf"]
+            .as_str()
+            .unwrap_or_else(|| run.fail(&format!("{what}: entry without bdf: {d}")));
+        if by.insert(bdf.to_owned(), d.clone()).is_some() {
+            run.fail(&format!("{what}: {bdf} listed twice"));
+        }
+    }
+    by
+}
+
+const METHODS: &[&str] = &["flr", "af_flr", "pm", "bus", "d3cold", "remove_rescan"];
+
+/// Where `resetlab list --json` (keyed by BDF) and the guest kernel's own view disagree.
+fn list_vs_kernel(view: &BTreeMap<String, Value>, list: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (kset, lset): (Vec<_>, Vec<_>) = (view.keys().collect(), list.keys().collect());
+    if kset != lset {
+        problems.push(format!("BDFs differ: kernel {kset:?}, resetlab {lset:?}"));
+    }
+    for (bdf, k) in view {
+        let Some(r) = list.get(bdf) else { continue };
+        for field in ["vendor", "device", "class", "driver", "iommu_group"] {
+            if k[field] != r[field] {
+                problems.push(format!(
+                    "{bdf} {field}: kernel {}, resetlab {}",
+                    k[field], r[field]
+                ));
+            }
+        }
+        let km = kernel_methods(k);
+        if r["kernel_reset_methods"] != serde_json::json!(km) {
+            problems.push(format!(
+                "{bdf} kernel_reset_methods: kernel {km:?}, resetlab {}",
+                r["kernel_reset_methods"]
+            ));
+        }
+        if r.get("holders").is_none() {
+            problems.push(format!("{bdf}: no `holders`"));
+        }
+        for m in METHODS {
+            let e = &r["methods"][m];
+            if !(e["available"].is_boolean() && e["reason"].is_string() && e["affects"].is_array())
+            {
+                problems.push(format!(
+                    "{bdf} methods.{m}: want {{available, reason, affects}}, got {e}"
+                ));
+            }
+        }
+        // Function-level methods: the kernel's probe and resetlab's must agree.
+        for m in ["flr", "af_flr", "pm"] {
+            let kernel_has = km.iter().any(|x| x == m);
+            if r["methods"][m]["available"].as_bool() != Some(kernel_has) {
+                problems.push(format!(
+                    "{bdf} {m}: kernel reset_method {km:?} (power_state {}), resetlab says {}",
+                    k["power_state"], r["methods"][m]
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn guest_boots_and_names_every_topology_device() {
+    let run = guest();
+    run.require_boot();
+    if let Some(s) = run.boot_seconds {
+        eprintln!("guest boot + {} scenarios: {s:.1} s", SCENARIOS.len());
+    }
+    assert!(
+        run.bad_lines.is_empty(),
+        "malformed result lines: {:#?}",
+        run.bad_lines
+    );
+    let errors = run.all("init", "error");
+    if !errors.is_empty() {
+        run.fail(&format!("guest init reported errors: {errors:?}"));
+    }
+    let topology =
+        std::fs::read_to_string(repo().join("tools/vm/topology")).expect("read tools/vm/topology");
+    let mut checked = 0;
+    for line in topology.lines().map(|l| l.split('#').next().unwrap_or("")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[0].starts_with('%') || f[2] == "-" {
+            continue;
+        }
+        let bdf = run.bdf(f[0]);
+        let dev = run
+            .all("init", "device")
+            .into_iter()
+            .find(|d| d["name"] == f[0])
+            .cloned()
+            .unwrap_or_default();
+        if f.contains(&"+vfio") && dev["driver"] != "vfio-pci" {
+            run.fail(&format!(
+                "{} ({bdf}) is marked +vfio but bound to {}",
+                f[0], dev["driver"]
+            ));
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} PCI devices found in tools/vm/topology"
+    );
+    // The NIC stands for a device in use by a live host driver.
+    let nic = run
+        .all("init", "device")
+        .into_iter()
+        .find(|d| d["name"] == "nic0")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        nic["driver"], "e1000e",
+        "nic0 should be bound to its host driver"
+    );
+}
+
+/// The bench's devices behave as FACTS.md ("QEMU 7.2 devices in a guest") says; if QEMU or the kernel
+/// changes that, scenarios built on it must be revisited.
+#[test]
+fn kernel_reset_methods_of_bench_devices() {
+    let run = guest();
+    let view = kernel_view(run);
+    let expect = [
+        ("nvme0", &["flr", "bus"][..]),
+        ("vnet0", &["flr", "pm", "bus"]),
+        ("nic0", &["pm", "bus"]),
+        ("mf0", &["bus"]),
+        ("mf1", &["pm"]),
+        ("dp1", &["flr"]),
+        ("rng0", &["flr", "pm", "bus"]),
+        ("shm0", &["bus"]),
+    ];
+    for (name, methods) in expect {
+        let bdf = run.bdf(name);
+        let dev = view
+            .get(&bdf)
+            .unwrap_or_else(|| run.fail(&format!("kernel_view lacks {name} ({bdf})")));
+        assert_eq!(
+            kernel_methods(dev),
+            methods,
+            "reset_method of {name} ({bdf})"
+        );
+    }
+    for (bdf, dev) in &view {
+        assert!(
+            dev["iommu_group"].is_u64(),
+            "{bdf} has no IOMMU group: is intel-iommu on? {dev}"
+        );
+    }
+}
+
+/// `resetlab list --json` agrees with the guest kernel on every device.
+#[test]
+fn list_json_matches_guest_kernel() {
+    let run = guest();
+    let view = kernel_view(run);
+    let list = run.command_json("sysfs_view", "list");
+    let by = list_by_bdf(run, &list, "resetlab list --json");
+    let problems = list_vs_kernel(&view, &by);
+    if !problems.is_empty() {
+        run.fail(&format!(
+            "resetlab list --json disagrees with the guest kernel:\n  {}",
+            problems.join("\n  ")
+        ));
+    }
+}
+
+fn assert_errno(run: &Run, key: &str, errno: &str) {
+    let v = run.value("multifunction", key);
+    if v["ok"] != false || v["errno"] != errno {
+        run.fail(&format!("multifunction {key}: want {errno}, got {v}"));
+    }
+}
+
+/// The kernel's own behaviour on the 780M-like slot, before and after remove + rescan.
+#[test]
+fn multifunction_fn0_gets_bus_and_reset_fails_with_enotty() {
+    let run = guest();
+    run.require_scenario("multifunction");
+    let (f0, f1) = (run.bdf("mf0"), run.bdf("mf1"));
+    for phase in ["before", "after"] {
+        assert_eq!(
+            run.value("multifunction", &format!("{phase}.fn0.reset_method")),
+            "bus",
+            "{phase}: fn0"
+        );
+        assert_eq!(
+            run.value("multifunction", &format!("{phase}.fn1.reset_method")),
+            "pm",
+            "{phase}: fn1"
+        );
+        assert_errno(run, &format!("{phase}.fn0.reset"), "ENOTTY");
+        let msg = &run.value("multifunction", &format!("{phase}.fn0.reset"))["message"];
+        assert_eq!(
+            msg, "Inappropriate ioctl for device",
+            "{phase}: the message a shell shows"
+        );
+        assert_eq!(
+            run.value("multifunction", &format!("{phase}.fn1.reset"))["ok"],
+            true,
+            "{phase}: fn1 pm reset"
+        );
+        assert_errno(run, &format!("{phase}.fn0.write_bus"), "EINVAL");
+        assert_eq!(
+            run.value(
+                "multifunction",
+                &format!("{phase}.fn0.reset_method_after_write")
+            ),
+            "bus"
+        );
+    }
+    assert_eq!(
+        run.value("multifunction", "removed"),
+        true,
+        "remove left a function behind"
+    );
+    assert_eq!(run.value("multifunction", "rescan")["ok"], true);
+    assert_eq!(
+        run.value("multifunction", "rescan.order"),
+        &format!("{f0} {f1}"),
+        "enumeration order on rescan"
+    );
+}
+
+/// resetlab does not offer `bus` for fn0, and says why: its sibling.
+#[test]
+fn multifunction_list_marks_bus_unavailable_because_of_sibling() {
+    let run = guest();
+    run.require_scenario("multifunction");
+    let list = run.command_json("multifunction", "list");
+    let by = list_by_bdf(run, &list, "resetlab list --json");
+    let (f0, f1) = (run.bdf("mf0"), run.bdf("mf1"));
+    let fn0 = by
+        .get(&f0)
+        .unwrap_or_else(|| run.fail(&format!("resetlab list lacks {f0}")));
+    assert_eq!(
+        fn0["kernel_reset_methods"],
+        serde_json::json!(["bus"]),
+        "{f0}"
+    );
+    let bus = &fn0["methods"]["bus"];
+    assert_eq!(bus["available"], false, "{f0} methods.bus: {bus}");
+    let reason = bus["reason"].as_str().unwrap_or("");
+    let short = f1.strip_prefix("0000:").unwrap_or(&f1);
+    assert!(
+        reason.contains(short),
+        "{f0} bus reason should name the sibling {f1}: {reason:?}"
+    );
+}
+
+/// A snapshot taken in the guest replays on the host to the same `list --json`.
+#[test]
+fn snapshot_from_guest_replays_on_host() {
+    let run = guest();
+    run.require_scenario("snapshot");
+    let live = run.command_json("snapshot", "list");
+    run.command_ok("snapshot", "snapshot");
+    let tar = run
+        .blobs
+        .get(&("snapshot".to_owned(), "snapshot".to_owned()))
+        .unwrap_or_else(|| run.fail("the guest sent no snapshot"));
+    let path = run.out.join("snap.tar");
+    std::fs::write(&path, tar).expect("write snap.tar");
+    let host = Command::new(env!("CARGO_BIN_EXE_resetlab"))
+        .arg("--sysfs")
+        .arg(&path)
+        .args(["list", "--json"])
+        .output()
+        .expect("run the host resetlab");
+    assert!(
+        host.status.success(),
+        "host `resetlab --sysfs {} list --json` failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&host.stderr)
+    );
+    let replay: Value = serde_json::from_slice(&host.stdout).unwrap_or_else(|e| {
+        run.fail(&format!(
+            "host replay printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&host.stdout)
+        ))
+    });
+    let guest_replay = run.command_json("snapshot", "replay_list");
+    for (what, other) in [("host replay", &replay), ("guest replay", &guest_replay)] {
+        if other != &live {
+            let (a, b) = (
+                list_by_bdf(run, &live, "live list"),
+                list_by_bdf(run, other, what),
+            );
+            let diff: Vec<String> = a
+                .keys()
+                .chain(b.keys())
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| {
+                    format!(
+                        "{k}:\n    guest live: {:?}\n    {what}: {:?}",
+                        a.get(k),
+                        b.get(k)
+                    )
+                })
+                .collect();
+            run.fail(&format!(
+                "{what} of the snapshot differs from the guest's list:\n  {}",
+                diff.join("\n  ")
+            ));
+        }
+    }
+}
+
+/// The kernel resets a runtime-suspended (D3hot) vfio-pci device through `reset`, even with `pm` alone:
+/// reset_store() wakes it first. A tool that refuses `pm` because of D3 should wake it instead.
+#[test]
+fn runtime_suspended_vfio_device_resets_with_pm() {
+    let run = guest();
+    run.require_scenario("runtime_pm");
+    let v = |k: &str| run.value("runtime_pm", k);
+    assert_eq!(v("driver"), "vfio-pci");
+    assert_eq!(
+        v("power_state.before"),
+        "D3hot",
+        "vfio-pci should have runtime-suspended the idle rng1"
+    );
+    assert_eq!(v("reset_method.before"), "flr pm bus");
+    assert_eq!(v("set_pm")["ok"], true, "{}", v("set_pm"));
+    assert_eq!(
+        v("reset")["ok"],
+        true,
+        "pm reset from D3hot: {}",
+        v("reset")
+    );
+    assert_eq!(v("set_default")["ok"], true, "{}", v("set_default"));
+    assert_eq!(v("reset_method.after"), "flr pm bus");
+}
+
+/// A guest write through the kernel's resource2 mmap reaches a host process, and its answer comes back.
+#[test]
+fn ivshmem_bar_roundtrip_between_guest_mmap_and_host() {
+    let run = guest();
+    run.require_scenario("ivshmem");
+    assert_eq!(
+        run.value("ivshmem", "resource2.size"),
+        1 << 20,
+        "BAR 2 = the 1 MiB backend"
+    );
+    assert_ne!(
+        run.value("ivshmem", "resource2.read")["rc"],
+        0,
+        "read(2) of a memory BAR's resource2 should fail"
+    );
+    assert_eq!(
+        run.value("ivshmem", "enable")["ok"],
+        true,
+        "enable the device (memory decoding)"
+    );
+    let req = run
+        .value("ivshmem", "request")
+        .as_u64()
+        .unwrap_or_else(|| run.fail("no numeric request"));
+    let req = u32::try_from(req).unwrap_or_else(|_| run.fail("request over 32 bits"));
+    assert_eq!(
+        run.value("ivshmem", "write")["ok"],
+        true,
+        "guest mmio write"
+    );
+    assert!(
+        run.shm_requests.contains(&req),
+        "the host never saw the guest's request {req:#x} in shm0.shm (saw {:x?})",
+        run.shm_requests
+    );
+    let answer = run.value("ivshmem", "answer");
+    assert_eq!(
+        answer["ok"], true,
+        "the guest never read the host's answer: {answer}"
+    );
+    assert_eq!(
+        answer["value"], !req,
+        "the guest read {} for request {req:#x}",
+        answer["value"]
+    );
+}
+
+/// The comparison itself, on made-up data: silence on agreement, one line per disagreement.
+#[test]
+fn list_vs_kernel_reports_each_disagreement() {
+    use serde_json::json;
+    let kernel = json!({"bdf": "0000:04:00.0", "vendor": "1b36", "device": "0005", "class": "00ff00",
+        "driver": "vfio-pci", "iommu_group": 11, "reset_method": ["bus"], "power_state": "D0"});
+    let method = |available: bool| json!({"available": available, "reason": "r", "affects": []});
+    let mut entry = json!({"bdf": "0000:04:00.0", "vendor": "1b36", "device": "0005", "class": "00ff00",
+        "driver": "vfio-pci", "iommu_group": 11, "kernel_reset_methods": ["bus"], "holders": [],
+        "methods": {"flr": method(false), "af_flr": method(false), "pm": method(false),
+                    "bus": method(false), "d3cold": method(false), "remove_rescan": method(true)}});
+    let view = BTreeMap::from([("0000:04:00.0".to_owned(), kernel)]);
+    let list = |e: &Value| BTreeMap::from([("0000:04:00.0".to_owned(), e.clone())]);
+    assert_eq!(list_vs_kernel(&view, &list(&entry)), Vec::<String>::new());
+
+    entry["driver"] = Value::Null;
+    entry["methods"]["pm"]["available"] = json!(true);
+    entry["kernel_reset_methods"] = json!([]);
+    if let Some(o) = entry.as_object_mut() {
+        o.remove("holders");
+    }
+    entry["methods"]["d3cold"] = json!({"available": true});
+    let problems = list_vs_kernel(&view, &list(&entry));
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    for needle in [
+        "driver",
+        "kernel_reset_methods",
+        "holders",
+        "methods.d3cold",
+        " pm: ",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem about {needle}: {problems:#?}"
+        );
+    }
+    let other = BTreeMap::from([("0000:04:00.1".to_owned(), entry)]);
+    assert!(list_vs_kernel(&view, &other)[0].starts_with("BDFs differ"));
+}
+
+#[test]
+fn base64_decode_matches_known_vectors() {
+    assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
+    assert_eq!(base64_decode("Zm9v").as_deref(), Some(&b"foo"[..]));
+    assert_eq!(base64_decode("Zm9vYg==\n").as_deref(), Some(&b"foob"[..]));
+    assert_eq!(base64_decode("Zm9v\nYmE=").as_deref(), Some(&b"fooba"[..]));
+    assert_eq!(base64_decode("Zm9v!"), None);
+}

@@ -1,0 +1,253 @@
+#!/bin/bash
+# Boot the bench guest once and run scenarios in it (docs/testing.md, tier 3).
+#
+#   tools/vm/run.sh [-v|-i] [SCENARIO...]   default: every tools/vm/scenarios/*.sh, in name order
+#     -v  stream the guest console while it runs
+#     -i  interactive: the console is this terminal, and after the scenarios the guest gives a shell
+#         (`exit` powers it off)
+#
+# Steps: tools/vm/setup.sh (installs, kernel; idempotent) -> static resetlab + guest_helper (cargo, release,
+# crt-static; checked to be static) -> initramfs (busybox, modules with their modules.dep dependencies,
+# tools/vm/guest/, scenarios, the device names of tools/vm/topology) -> qemu-system-x86_64 -machine q35
+# with the topology's devices, bounded by VM_TIMEOUT.
+#
+# Output in $VM_OUT (default target/vm/run): console.log (ttyS0: kernel + scenario output),
+# results.log (ttyS1: @@RESULT/@@BLOB/@@BEGIN/@@END/@@EXIT lines), NAME.shm (ivshmem backing files),
+# qemu.args, boot-seconds.
+#
+# Exit status: 0 when the guest reached `@@EXIT 0`; 1 when it reported failures; 2 bad usage or setup;
+# 3 when it never reported an exit (crash, panic); 124 on timeout.
+#
+# Environment: VM_OUT, VM_TIMEOUT (s, default 300), VM_ACCEL (tcg | kvm | auto; default tcg: KVM starts
+# but hangs on the machines this was built on; auto probes KVM with a bounded boot and falls back),
+# VM_BIN_DIR (use the static resetlab and guest_helper found there instead of building), VM_MEM (MiB).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+vm=$repo/target/vm
+out=${VM_OUT:-$vm/run}
+timeout_s=${VM_TIMEOUT:-300}
+accel=${VM_ACCEL:-tcg}
+verbose=0
+interactive=0
+
+die() { echo "run.sh: error: $*" >&2; exit 2; }
+log() { echo "run.sh: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    -v) verbose=1; shift ;;
+    -i) interactive=1; shift ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; break ;;
+    -*) die "unknown option $1" ;;
+    *) break ;;
+    esac
+done
+
+scenarios=("$@")
+if [ ${#scenarios[@]} -eq 0 ]; then
+    for f in "$here"/scenarios/*.sh; do scenarios+=("$(basename "$f" .sh)"); done
+fi
+for s in "${scenarios[@]}"; do
+    [ -f "$here/scenarios/$s.sh" ] || die "no scenario $s (tools/vm/scenarios/$s.sh)"
+done
+
+# --- 1. host tools and kernel -------------------------------------------------------------------------
+eval "$("$here/setup.sh")"
+
+# --- 2. static binaries ---------------------------------------------------------------------------------
+triple=x86_64-unknown-linux-gnu
+if [ -n "${VM_BIN_DIR:-}" ]; then
+    bindir=$VM_BIN_DIR
+else
+    log "building static resetlab and guest_helper (release, $triple)"
+    # --target keeps build scripts and proc macros dynamic; crt-static applies to the target only.
+    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
+        "${CARGO:-cargo}" build --quiet --release --target "$triple" --bin resetlab --example guest_helper) \
+        || die "cargo build of the static binaries failed"
+    bindir=${CARGO_TARGET_DIR:-$repo/target}/$triple/release
+fi
+resetlab=$bindir/resetlab
+helper=$bindir/guest_helper
+[ -x "$helper" ] || helper=$bindir/examples/guest_helper
+for b in "$resetlab" "$helper"; do
+    [ -x "$b" ] || die "missing $b"
+    # A dynamic binary would fail in the initramfs with a bare "not found"; say it here instead.
+    # Static (and static-pie) ELF files have no PT_INTERP.
+    ! readelf -lW "$b" | grep -q 'program interpreter' || die "$b is dynamically linked, not static"
+done
+
+# --- 3. topology -> QEMU arguments and the guest's device list ------------------------------------------
+rm -rf "$out"
+mkdir -p "$out"
+machine=q35
+append=""
+modules=()
+qargs=()
+declare -A path=()
+devices=""
+lineno=0
+while IFS= read -r line || [ -n "$line" ]; do
+    lineno=$((lineno + 1))
+    line=${line%%#*}
+    read -r -a f <<<"$line" || true
+    [ ${#f[@]} -gt 0 ] || continue
+    where="tools/vm/topology:$lineno"
+    case ${f[0]} in
+    %machine) machine=${f[1]:?$where: %machine needs options} ;;
+    %append) append="$append ${f[*]:1}" ;;
+    %module) modules+=("${f[@]:1}") ;;
+    %*) die "$where: unknown directive ${f[0]}" ;;
+    *)
+        [ ${#f[@]} -ge 4 ] || die "$where: want NAME TYPE BUS ADDR [OPTS] [+FLAG...], got: $line"
+        name=${f[0]} type=${f[1]} bus=${f[2]} addr=${f[3]} opts=- flags=""
+        for x in "${f[@]:4}"; do
+            case $x in
+            +vfio) flags="$flags $x" ;;
+            +*) die "$where: unknown flag $x" ;;
+            *) [ "$opts" = - ] || die "$where: OPTS given twice"; opts=$x ;;
+            esac
+        done
+        [[ $name =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]] || die "$where: bad name $name"
+        [ -z "${path[$name]:-}" ] || die "$where: $name defined twice"
+        dev="$type,id=$name"
+        if [ "$bus" != - ]; then
+            [[ $addr =~ ^([0-9a-fA-F]{1,2})\.([0-7])$ ]] || die "$where: ADDR must be SLOT.FN in hex, got $addr"
+            slotfn=$(printf '%02x.%x' "0x${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
+            if [ "$bus" = pcie.0 ]; then
+                path[$name]="/sys/devices/pci0000:00/0000:00:$slotfn"
+            else
+                [ -n "${path[$bus]:-}" ] || die "$where: bus $bus is not defined above"
+                path[$name]="${path[$bus]}/0000:??:$slotfn"
+            fi
+            dev="$dev,bus=$bus,addr=$slotfn"
+        else
+            path[$name]=-
+        fi
+        case $type in
+        nvme)
+            qargs+=(-blockdev "driver=null-co,node-name=$name-disk,size=1048576,read-zeroes=on")
+            dev="$dev,drive=$name-disk" ;;
+        ivshmem-plain)
+            truncate -s 0 "$out/$name.shm"
+            truncate -s 1M "$out/$name.shm"
+            qargs+=(-object "memory-backend-file,id=$name-mem,share=on,mem-path=$out/$name.shm,size=1M")
+            dev="$dev,memdev=$name-mem" ;;
+        esac
+        [ "$opts" = - ] || dev="$dev,$opts"
+        qargs+=(-device "$dev")
+        [ "${path[$name]}" = - ] || devices+="$name $type ${path[$name]}$flags"$'\n'
+        ;;
+    esac
+done <"$here/topology"
+
+# --- 4. initramfs -----------------------------------------------------------------------------------------
+root=$out/initramfs
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc/vm,lib/vm,scenarios,lib/modules}
+cp "$VM_BUSYBOX" "$root/bin/busybox"
+objcopy --strip-debug "$resetlab" "$root/bin/resetlab"
+objcopy --strip-debug "$helper" "$root/bin/guest-helper"
+install -m 755 "$here/guest/init" "$root/init"
+cp "$here/guest/lib.sh" "$root/lib/vm/lib.sh"
+for s in "${scenarios[@]}"; do cp "$here/scenarios/$s.sh" "$root/scenarios/"; done
+printf '%s\n' "${scenarios[@]}" >"$root/etc/vm/scenarios"
+printf '%s' "$devices" >"$root/etc/vm/devices"
+
+# Modules in load order: every dependency (modules.dep lists the full closure) before its user.
+declare -A loaded=()
+order=()
+dep_of() { awk -v m="$1" -F': *' '$1 == m { print $2; found = 1 } END { exit !found }' "$VM_MODULES/modules.dep"; }
+load() {
+    local ko=$1 d deps
+    [ -z "${loaded[$ko]:-}" ] || return 0
+    loaded[$ko]=1
+    deps=$(dep_of "$ko") || die "$ko is not in modules.dep"
+    for d in $deps; do load "$d"; done
+    order+=("$ko")
+}
+for m in "${modules[@]}"; do
+    # Module names treat - and _ alike; builtin ones need nothing.
+    pat=${m//[-_]/[-_]}
+    ko=$(grep -Eo "^[^:]*/$pat\.ko(\.xz|\.zst|\.gz)?:" "$VM_MODULES/modules.dep" | head -n1 | tr -d :) || true
+    if [ -z "$ko" ]; then
+        grep -Eq "/$pat\.ko$" "$VM_MODULES/modules.builtin" && continue
+        die "module $m: neither in modules.dep nor builtin ($VM_MODULES)"
+    fi
+    load "$ko"
+done
+: >"$root/etc/vm/modules"
+for ko in "${order[@]}"; do
+    mkdir -p "$root/lib/modules/$(dirname "$ko")"
+    case $ko in # busybox insmod takes plain .ko: decompress here
+    *.xz) xz -dc "$VM_MODULES/$ko" >"$root/lib/modules/${ko%.xz}"; ko=${ko%.xz} ;;
+    *.zst) zstd -qdc "$VM_MODULES/$ko" >"$root/lib/modules/${ko%.zst}"; ko=${ko%.zst} ;;
+    *.gz) gzip -dc "$VM_MODULES/$ko" >"$root/lib/modules/${ko%.gz}"; ko=${ko%.gz} ;;
+    *) cp "$VM_MODULES/$ko" "$root/lib/modules/$ko" ;;
+    esac
+    echo "$ko" >>"$root/etc/vm/modules"
+done
+(cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$out/initramfs.cpio"
+
+# --- 5. boot ------------------------------------------------------------------------------------------------
+boot() { # boot ACCEL TIMEOUT -> QEMU's exit status (124 on timeout)
+    local a=$1 t=$2
+    local con=(-chardev "file,id=con,path=$out/console.log") fg=() shell=""
+    if [ "$interactive" = 1 ]; then
+        con=(-chardev "stdio,id=con,signal=off,logfile=$out/console.log")
+        fg=(--foreground) shell=" vm.shell"
+    fi
+    local args=(
+        -machine "$machine" -accel "$a" -cpu max -m "${VM_MEM:-512}" -smp 1
+        -nodefaults -no-reboot -display none -monitor none
+        "${con[@]}" -serial chardev:con
+        -chardev "file,id=res,path=$out/results.log" -serial chardev:res
+        -kernel "$VM_KERNEL" -initrd "$out/initramfs.cpio"
+        -append "console=ttyS0 panic=-1 rdinit=/init$append$shell"
+        "${qargs[@]}"
+    )
+    printf '%q ' "$VM_QEMU" "${args[@]}" >"$out/qemu.args"
+    : >"$out/console.log"
+    : >"$out/results.log"
+    local tailpid=""
+    if [ "$verbose" = 1 ] && [ "$interactive" = 0 ]; then tail -n +1 -f "$out/console.log" & tailpid=$!; fi
+    local rc=0
+    if [ "$interactive" = 1 ]; then
+        timeout "${fg[@]}" -k 5 "$t" "$VM_QEMU" "${args[@]}" 2>"$out/qemu.out" || rc=$?
+    else
+        # In a subshell, so that a QEMU that aborts (KVM probe) does not make bash print a job notice.
+        (timeout -k 5 "$t" "$VM_QEMU" "${args[@]}" </dev/null >"$out/qemu.out" 2>&1) || rc=$?
+    fi
+    [ -z "$tailpid" ] || kill "$tailpid" 2>/dev/null || true
+    return $rc
+}
+
+if [ "$accel" = auto ]; then
+    accel=tcg
+    if [ -w /dev/kvm ]; then
+        log "probing KVM with a bounded boot"
+        if boot kvm 20 && grep -q '^@@EXIT' "$out/results.log"; then accel=kvm; else log "KVM did not boot in 20 s: using TCG"; fi
+    fi
+fi
+log "booting ($accel, ${#scenarios[@]} scenario(s), bound ${timeout_s}s)"
+start=$(date +%s.%N)
+rc=0
+boot "$accel" "$timeout_s" || rc=$?
+end=$(date +%s.%N)
+secs=$(echo "$start $end" | awk '{ printf "%.1f", $2 - $1 }')
+echo "$secs" >"$out/boot-seconds"
+
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    log "guest timed out after ${timeout_s}s (console: $out/console.log)"
+    exit 124
+fi
+exit_line=$(grep -a '^@@EXIT' "$out/results.log" | tr -d '\r' | tail -n1) || true
+if [ -z "$exit_line" ]; then
+    log "guest ended (qemu status $rc, ${secs}s) without reporting an exit (console: $out/console.log)"
+    cat "$out/qemu.out" >&2
+    exit 3
+fi
+status=${exit_line#@@EXIT }
+log "guest exit status $status after ${secs}s (results: $out/results.log)"
+[ "$status" = 0 ] || exit 1
