@@ -2,6 +2,7 @@
 //! the device model that answers it.
 
 pub mod config;
+pub mod profile;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
