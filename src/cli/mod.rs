@@ -11,6 +11,7 @@ use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 mod list;
 pub mod regs;
 pub mod reset;
+pub mod sim;
 mod snapshot;
 pub mod vbios;
 
@@ -48,6 +49,8 @@ pub enum Cmd {
     Reset(reset::ResetArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
+    /// The twin as a daemon: up, down, dirty, status.
+    Sim(sim::SimArgs),
     /// The register database (regs/) and a device's IP discovery bases.
     Regs(regs::RegsArgs),
     /// Dump the VBIOS from the ACPI VFCT table, or check a ROM file.
@@ -134,7 +137,7 @@ impl Ctx {
     pub fn new(cli: &Cli) -> Result<Ctx> {
         let regs = crate::amd::regs::RegsDb::load(&cli.regs)?;
         if cli.sim {
-            let twin = crate::sim::Twin::new()?;
+            let twin = crate::sim::Twin::running(crate::sim::profile::Profile::default())?;
             return Ok(Ctx {
                 host: Host::new(&twin.sysfs),
                 json: cli.json,
@@ -176,12 +179,16 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    if let Cmd::Sim(a) = &cli.cmd {
+        return sim::run(a, cli.json);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
+        Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }

@@ -224,11 +224,13 @@ impl Journal {
     }
 }
 
-/// Writes a sysfs attribute with one write(2), as `echo` does, so the kernel
-/// sees the whole value at once; the errno comes back as an `Error::Io`.
+/// Writes a sysfs attribute with one write(2), as `echo` does (O_TRUNC
+/// included: sysfs ignores it, a regular file in the twin needs it), so the
+/// kernel sees the whole value at once; the errno comes back as an `Error::Io`.
 pub fn write_attr(path: &Path, value: &str) -> Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(path)
         .map_err(|e| Error::io("open for writing", path, e))?;
     f.write_all(value.as_bytes())

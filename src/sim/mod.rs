@@ -2,6 +2,7 @@
 //! the device model that answers it.
 
 pub mod config;
+pub mod model;
 pub mod profile;
 pub mod tree;
 
@@ -9,21 +10,46 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// A twin laid out in its own temp dir, removed on drop.
+/// A twin laid out in its own temp dir, removed on drop (the model, if
+/// running, stops first).
 pub struct Twin {
+    model: Option<model::ModelHandle>,
     dir: tempfile::TempDir,
     pub sysfs: PathBuf,
 }
 
 impl Twin {
-    /// Builds the UM880 Pro twin in a fresh temp dir.
+    /// Builds the UM880 Pro twin's tree in a fresh temp dir (no model: files only).
     pub fn new() -> Result<Twin> {
         let dir = tempfile::Builder::new()
             .prefix("resetlab-twin-")
             .tempdir()
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
         let sysfs = tree::build(dir.path(), &tree::um880pro())?;
-        Ok(Twin { dir, sysfs })
+        Ok(Twin {
+            model: None,
+            dir,
+            sysfs,
+        })
+    }
+
+    /// Builds the twin and starts its device model in a thread.
+    pub fn running(profile: profile::Profile) -> Result<Twin> {
+        let mut t = Twin::new()?;
+        t.model = Some(model::ModelHandle::spawn(
+            t.dir.path(),
+            tree::um880pro(),
+            profile,
+        )?);
+        Ok(t)
+    }
+
+    /// Errors the model thread met (it keeps going after one).
+    pub fn model_errors(&self) -> Vec<String> {
+        self.model
+            .as_ref()
+            .and_then(|m| m.errors.lock().ok().map(|v| v.clone()))
+            .unwrap_or_default()
     }
 
     pub fn root(&self) -> &Path {

@@ -1,0 +1,758 @@
+//! The twin's device model: it makes the twin's tree behave as the kernel and
+//! the hardware would. It watches the tree with inotify and answers:
+//!
+//! - `remove` (the device and its subtree leave the tree), `rescan` (global,
+//!   a bus's, a device's: removed devices under that bus come back, bound to
+//!   the driver the host gives them), `drivers/*/bind|unbind`,
+//!   `driver_override`, `reset` (the kernel's reset), `power/control`
+//!   (runtime suspend to D3hot, or D3cold where `_PR3` exists);
+//! - config writes that matter: BRIDGE_CONTROL.BUS_RESET (every function
+//!   below returns to its power-on state), PMCSR D3hot→D0 with
+//!   No_Soft_Reset 0 (that function resets; not for the AMD VGA functions the
+//!   kernel's quirk names), DEVCTL.BCR_FLR / AF_CTRL.FLR where the function has
+//!   FLR; writable-bit masks are enforced after each write;
+//! - the reset-bug state: `dirty` marks a GPU as left by a guest driver; only
+//!   the methods the profile calls effective make it clean.
+//!
+//! A regular file cannot return an errno, so the twin cannot refuse a write
+//! the way the kernel does (ENOTTY, EINVAL): those semantics are proven in the
+//! QEMU guest tier instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::pci::regs::*;
+use crate::pci::Bdf;
+use crate::sim::profile::{Fault, Profile};
+use crate::sim::tree::{self, FnSpec, Kind};
+
+/// Where the model keeps its own state, beside `sys/`.
+pub fn model_dir(root: &Path) -> PathBuf {
+    root.join("model")
+}
+
+/// `<root>/model/dirty/<bdf>` exists while the GPU is in the reset-bug state.
+pub fn dirty_flag(root: &Path, bdf: &Bdf) -> PathBuf {
+    model_dir(root).join("dirty").join(bdf.to_string())
+}
+
+/// Marks a device as left dirty by a guest driver (`resetlab sim dirty`).
+pub fn mark_dirty(root: &Path, bdf: &Bdf) -> Result<()> {
+    let p = dirty_flag(root, bdf);
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).map_err(|e| Error::io("create directory", d, e))?;
+    }
+    fs::write(&p, b"dirty\n").map_err(|e| Error::io("write", &p, e))
+}
+
+pub fn is_dirty(root: &Path, bdf: &Bdf) -> bool {
+    dirty_flag(root, bdf).exists()
+}
+
+/// One thing the model did, appended to `<root>/model/events.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub t_ms: f64,
+    pub device: String,
+    pub what: String,
+}
+
+struct Dev {
+    spec: FnSpec,
+    /// Config as last seen (after the model's own enforcement).
+    config: Vec<u8>,
+    writable: Vec<u8>,
+    w1c: Vec<u8>,
+}
+
+pub struct Model {
+    root: PathBuf,
+    sysfs: PathBuf,
+    specs: Vec<FnSpec>,
+    profile: Profile,
+    present: BTreeMap<Bdf, Dev>,
+    removed: BTreeSet<Bdf>,
+    /// Devices that vanished for good (fault injection).
+    gone: BTreeSet<Bdf>,
+    inotify: Inotify,
+    watches: BTreeMap<WatchDescriptor, PathBuf>,
+    start: Instant,
+    events: Option<fs::File>,
+    pending_rescan: Vec<(Instant, Option<Bdf>)>,
+}
+
+fn read_trim(p: &Path) -> String {
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Model {
+    pub fn new(root: &Path, specs: Vec<FnSpec>, profile: Profile) -> Result<Model> {
+        let sysfs = root.join("sys");
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| Error::io("inotify_init", root, e.into()))?;
+        let dir = model_dir(root);
+        fs::create_dir_all(dir.join("dirty"))
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let events = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))
+            .ok();
+        let mut m = Model {
+            root: root.to_path_buf(),
+            sysfs,
+            specs,
+            profile,
+            present: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            inotify,
+            watches: BTreeMap::new(),
+            start: Instant::now(),
+            events,
+            pending_rescan: Vec::new(),
+        };
+        let all = m.specs.clone();
+        for s in &all {
+            if fs::symlink_metadata(tree::device_dir(&m.sysfs, s, &all)).is_ok() {
+                m.adopt(s.clone())?;
+            } else {
+                m.removed.insert(s.bdf);
+            }
+        }
+        m.watch(&m.sysfs.join("bus/pci"))?;
+        let drivers = m.sysfs.join("bus/pci/drivers");
+        if let Ok(rd) = fs::read_dir(&drivers) {
+            for e in rd.flatten() {
+                m.watch(&e.path())?;
+            }
+        }
+        m.watch(&m.sysfs.join("devices/pci0000:00/pci_bus/0000:00"))?;
+        Ok(m)
+    }
+
+    fn watch(&mut self, dir: &Path) -> Result<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let wd = self
+            .inotify
+            .add_watch(
+                dir,
+                AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MODIFY,
+            )
+            .map_err(|e| Error::io("inotify_add_watch", dir, e.into()))?;
+        self.watches.insert(wd, dir.to_path_buf());
+        Ok(())
+    }
+
+    fn dir_of(&self, spec: &FnSpec) -> PathBuf {
+        tree::device_dir(&self.sysfs, spec, &self.specs)
+    }
+
+    fn multifunction(&self, spec: &FnSpec) -> bool {
+        self.specs
+            .iter()
+            .any(|s| s.bdf != spec.bdf && s.bdf.slot() == spec.bdf.slot())
+    }
+
+    /// Starts modelling a device already laid out in the tree.
+    fn adopt(&mut self, spec: FnSpec) -> Result<()> {
+        let dir = self.dir_of(&spec);
+        let (_, writable, w1c) = tree::config_space(&spec, self.multifunction(&spec));
+        let config = fs::read(dir.join("config")).unwrap_or_default();
+        self.watch(&dir)?;
+        self.watch(&dir.join("power"))?;
+        if let Kind::RootPort { secondary, .. } = spec.kind {
+            self.watch(
+                &dir.join("pci_bus")
+                    .join(format!("{:04x}:{secondary:02x}", spec.bdf.domain)),
+            )?;
+        }
+        self.removed.remove(&spec.bdf);
+        self.present.insert(
+            spec.bdf,
+            Dev {
+                spec,
+                config,
+                writable,
+                w1c,
+            },
+        );
+        Ok(())
+    }
+
+    fn log(&mut self, device: &str, what: impl Into<String>) {
+        let ev = Event {
+            t_ms: self.start.elapsed().as_secs_f64() * 1e3,
+            device: device.to_string(),
+            what: what.into(),
+        };
+        if let Some(f) = &mut self.events {
+            if let Ok(mut line) = serde_json::to_vec(&ev) {
+                line.push(b'\n');
+                let _ = f.write_all(&line);
+            }
+        }
+    }
+
+    fn clean(&mut self, bdf: &Bdf, method: &str) {
+        if is_dirty(&self.root, bdf) && self.profile.effective.cleans(method) {
+            let _ = fs::remove_file(dirty_flag(&self.root, bdf));
+            self.log(&bdf.to_string(), format!("clean after {method}"));
+        }
+    }
+
+    /// Handles pending inotify events; returns whether there were any.
+    pub fn handle_events(&mut self) -> Result<bool> {
+        let events = match self.inotify.read_events() {
+            Ok(ev) => ev,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(Error::io("inotify read", &self.sysfs, e.into())),
+        };
+        let mut paths = BTreeSet::new();
+        for ev in events {
+            if let (Some(dir), Some(name)) = (self.watches.get(&ev.wd), ev.name) {
+                paths.insert(dir.join(name));
+            }
+        }
+        for p in paths {
+            self.on_write(&p)?;
+        }
+        Ok(true)
+    }
+
+    fn owner(&self, path: &Path) -> Option<Bdf> {
+        let mut cur = path.parent();
+        while let Some(d) = cur {
+            if let Some(b) = d
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<Bdf>().ok())
+            {
+                if d.starts_with(self.sysfs.join("devices")) {
+                    return Some(b);
+                }
+            }
+            cur = d.parent();
+        }
+        None
+    }
+
+    fn on_write(&mut self, path: &Path) -> Result<()> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let parent = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let drivers = self.sysfs.join("bus/pci/drivers");
+        if path == self.sysfs.join("bus/pci/rescan") {
+            if read_trim(path) == "1" {
+                truncate(path);
+                self.schedule_rescan(None);
+            }
+            return Ok(());
+        }
+        if path.parent().and_then(|p| p.parent()) == Some(drivers.as_path()) {
+            let value = read_trim(path);
+            if value.is_empty() {
+                return Ok(());
+            }
+            truncate(path);
+            if let Ok(bdf) = value.parse::<Bdf>() {
+                match name.as_str() {
+                    "bind" => self.bind(&bdf, &parent)?,
+                    "unbind" => self.unbind(&bdf)?,
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if parent.contains(':')
+            && path
+                .parent()
+                .and_then(|p| p.parent())
+                .and_then(|p| p.file_name())
+                == Some("pci_bus".as_ref())
+        {
+            // <bridge>/pci_bus/<dddd:bb>/rescan
+            if name == "rescan" && read_trim(path) == "1" {
+                truncate(path);
+                let bridge = self.owner(path);
+                self.schedule_rescan(bridge);
+            }
+            return Ok(());
+        }
+        let Some(bdf) = self.owner(path) else {
+            return Ok(());
+        };
+        if !self.present.contains_key(&bdf) {
+            return Ok(());
+        }
+        let in_power = parent == "power";
+        match (in_power, name.as_str()) {
+            (false, "config") => self.on_config(&bdf),
+            (false, "remove") => {
+                if read_trim(path) == "1" {
+                    self.remove(&bdf)?;
+                }
+                Ok(())
+            }
+            (false, "rescan") => {
+                if read_trim(path) == "1" {
+                    truncate(path);
+                    let parent = self.present.get(&bdf).and_then(|d| d.spec.parent);
+                    self.schedule_rescan(parent);
+                }
+                Ok(())
+            }
+            (false, "reset") => {
+                if read_trim(path) == "1" {
+                    truncate(path);
+                    self.kernel_reset(&bdf)?;
+                }
+                Ok(())
+            }
+            (false, "driver_override") => {
+                let v = read_trim(path);
+                if v.is_empty() {
+                    let _ = fs::write(path, "(null)\n");
+                }
+                Ok(())
+            }
+            (false, "reset_method") => {
+                let v = read_trim(path);
+                if v == "default" {
+                    let spec = self.present[&bdf].spec.reset_method;
+                    let _ = fs::write(path, format!("{spec}\n"));
+                }
+                Ok(())
+            }
+            (true, "control") => self.on_power_control(&bdf, &read_trim(path)),
+            _ => Ok(()),
+        }
+    }
+
+    fn schedule_rescan(&mut self, bridge: Option<Bdf>) {
+        let at = Instant::now() + Duration::from_millis(self.profile.rescan_ms);
+        self.pending_rescan.push((at, bridge));
+    }
+
+    /// Runs rescans whose delay has passed.
+    pub fn tick(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.pending_rescan.drain(..).partition(|(t, _)| *t <= now);
+        self.pending_rescan = later;
+        for (_, bridge) in due {
+            self.rescan(bridge)?;
+        }
+        Ok(())
+    }
+
+    fn below(&self, bridge: &Bdf) -> Vec<Bdf> {
+        let mut out = Vec::new();
+        let mut stack = vec![*bridge];
+        while let Some(b) = stack.pop() {
+            for s in &self.specs {
+                if s.parent == Some(b) && !out.contains(&s.bdf) {
+                    out.push(s.bdf);
+                    stack.push(s.bdf);
+                }
+            }
+        }
+        out
+    }
+
+    fn remove(&mut self, bdf: &Bdf) -> Result<()> {
+        let mut victims = vec![*bdf];
+        victims.extend(self.below(bdf));
+        for v in &victims {
+            let Some(dev) = self.present.remove(v) else {
+                continue;
+            };
+            let dir = self.dir_of(&dev.spec);
+            let name = v.to_string();
+            let _ = fs::remove_file(self.sysfs.join("bus/pci/devices").join(&name));
+            if let Some(d) = dev.spec.driver {
+                let _ = fs::remove_file(self.sysfs.join("bus/pci/drivers").join(d).join(&name));
+            }
+            if let Ok(rd) = fs::read_dir(self.sysfs.join("bus/pci/drivers")) {
+                for e in rd.flatten() {
+                    let _ = fs::remove_file(e.path().join(&name));
+                }
+            }
+            if let Some(g) = dev.spec.iommu_group {
+                let _ = fs::remove_file(
+                    self.sysfs
+                        .join("kernel/iommu_groups")
+                        .join(g.to_string())
+                        .join("devices")
+                        .join(&name),
+                );
+            }
+            let _ = fs::remove_dir_all(&dir);
+            self.removed.insert(*v);
+            self.log(&name, "removed");
+        }
+        Ok(())
+    }
+
+    fn rescan(&mut self, bridge: Option<Bdf>) -> Result<()> {
+        let candidates: Vec<FnSpec> = self
+            .specs
+            .iter()
+            .filter(|s| self.removed.contains(&s.bdf) && !self.gone.contains(&s.bdf))
+            .filter(|s| match bridge {
+                None => true,
+                Some(b) => s.parent == Some(b) || self.below(&b).contains(&s.bdf),
+            })
+            .cloned()
+            .collect();
+        // Parents before children.
+        let mut order = candidates;
+        order.sort_by_key(|s| (s.parent.is_some(), s.bdf));
+        for s in order {
+            if let Some(p) = s.parent {
+                if !self.present.contains_key(&p) {
+                    continue;
+                }
+            }
+            tree::lay_device(&self.sysfs, &s, &self.specs)?;
+            let name = s.bdf.to_string();
+            self.adopt(s.clone())?;
+            self.log(&name, "added by rescan");
+            self.clean(&s.bdf, "remove_rescan");
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, bdf: &Bdf, driver: &str) -> Result<()> {
+        let Some(dev) = self.present.get(bdf) else {
+            return Ok(());
+        };
+        let dir = self.dir_of(&dev.spec);
+        if fs::symlink_metadata(dir.join("driver")).is_ok() {
+            return Ok(()); // the kernel refuses (EBUSY); the twin ignores it
+        }
+        let ddir = self.sysfs.join("bus/pci/drivers").join(driver);
+        if !ddir.is_dir() {
+            return Ok(());
+        }
+        let rel = |from: &Path, to: &Path| pathdiff(from, to);
+        let _ = std::os::unix::fs::symlink(rel(&dir, &ddir), dir.join("driver"));
+        let _ = std::os::unix::fs::symlink(rel(&ddir, &dir), ddir.join(bdf.to_string()));
+        self.log(&bdf.to_string(), format!("bound to {driver}"));
+        Ok(())
+    }
+
+    fn unbind(&mut self, bdf: &Bdf) -> Result<()> {
+        let Some(dev) = self.present.get(bdf) else {
+            return Ok(());
+        };
+        let dir = self.dir_of(&dev.spec);
+        if let Ok(t) = fs::read_link(dir.join("driver")) {
+            if let Some(d) = t.file_name() {
+                let _ = fs::remove_file(
+                    self.sysfs
+                        .join("bus/pci/drivers")
+                        .join(d)
+                        .join(bdf.to_string()),
+                );
+            }
+        }
+        let _ = fs::remove_file(dir.join("driver"));
+        self.log(&bdf.to_string(), "unbound");
+        Ok(())
+    }
+
+    fn write_config(&mut self, bdf: &Bdf, data: Vec<u8>) {
+        let Some(dev) = self.present.get_mut(bdf) else {
+            return;
+        };
+        let path = tree::device_dir(&self.sysfs, &dev.spec, &self.specs).join("config");
+        // In place, without truncating: a concurrent reader never sees a short file.
+        if let Ok(f) = fs::OpenOptions::new().write(true).open(&path) {
+            use std::os::unix::fs::FileExt;
+            let _ = f.write_all_at(&data, 0);
+        }
+        dev.config = data;
+    }
+
+    /// The power-on state of a function's config: what a reset leaves.
+    fn power_on_config(&self, spec: &FnSpec) -> Vec<u8> {
+        let (mut data, writable, _) = tree::config_space(spec, self.multifunction(spec));
+        // BARs unassigned, COMMAND cleared, bridge windows kept by firmware? No:
+        // a conventional reset clears every writable bit of the header.
+        for o in (PCI_BASE_ADDRESS_0 as usize)..0x28 {
+            data[o] &= !writable[o];
+        }
+        data[PCI_COMMAND as usize] = 0;
+        data[PCI_COMMAND as usize + 1] = 0;
+        data
+    }
+
+    fn reset_function(&mut self, bdf: &Bdf, method: &str) {
+        let Some(spec) = self.present.get(bdf).map(|d| d.spec.clone()) else {
+            return;
+        };
+        let data = self.power_on_config(&spec);
+        self.write_config(bdf, data);
+        self.log(&bdf.to_string(), format!("{method} reset"));
+        self.clean(bdf, method);
+    }
+
+    fn on_config(&mut self, bdf: &Bdf) -> Result<()> {
+        let Some(dev) = self.present.get(bdf) else {
+            return Ok(());
+        };
+        let path = self.dir_of(&dev.spec).join("config");
+        let Ok(new) = fs::read(&path) else {
+            return Ok(());
+        };
+        if new.len() != dev.config.len() || new == dev.config {
+            return Ok(());
+        }
+        let old = dev.config.clone();
+        // Enforce what hardware would have let through: read-only bits keep
+        // their value; write-1-to-clear bits clear where a 1 was written. A
+        // file cannot tell an unchanged byte from one rewritten with the same
+        // value, so w1c applies to changed bytes only.
+        let mut eff = old.clone();
+        for i in 0..eff.len() {
+            let (m, c) = (dev.writable[i], dev.w1c[i]);
+            let mut v = (old[i] & !m) | (new[i] & m);
+            if new[i] != old[i] {
+                v &= !(new[i] & c);
+            }
+            eff[i] = v;
+        }
+        let spec = dev.spec.clone();
+        let caps =
+            crate::pci::caps::Caps::walk(&crate::pci::config::MemConfig::image("m", eff.clone()));
+        let r16 = |d: &[u8], o: u16| u16::from_le_bytes([d[o as usize], d[o as usize + 1]]);
+        let r32 = |d: &[u8], o: u16| {
+            u32::from_le_bytes([
+                d[o as usize],
+                d[o as usize + 1],
+                d[o as usize + 2],
+                d[o as usize + 3],
+            ])
+        };
+        self.write_config(bdf, eff.clone());
+        // Secondary bus reset: the functions below go to their power-on state
+        // when the bit rises (they are held in reset until it falls).
+        if spec.is_bridge() {
+            let was = r16(&old, PCI_BRIDGE_CONTROL) & BridgeCtl::BUS_RESET.bits() != 0;
+            let now = r16(&eff, PCI_BRIDGE_CONTROL) & BridgeCtl::BUS_RESET.bits() != 0;
+            if !was && now {
+                for child in self.below(bdf) {
+                    if self.present.contains_key(&child) {
+                        self.reset_function(&child, "bus");
+                    }
+                }
+                self.log(&bdf.to_string(), "secondary bus reset");
+            }
+        }
+        if let Some(pm) = caps.find(PCI_CAP_ID_PM) {
+            let was = r16(&old, pm + PCI_PM_CTRL) & 3;
+            let now = r16(&eff, pm + PCI_PM_CTRL) & 3;
+            let nsr = r16(&eff, pm + PCI_PM_CTRL) & Pmcsr::NO_SOFT_RESET.bits() != 0;
+            if was != now {
+                let state = if now == 3 { "D3hot" } else { "D0" };
+                let _ = fs::write(self.dir_of(&spec).join("power_state"), format!("{state}\n"));
+                let quirk = crate::reset::pm::kernel_refuses(
+                    spec.vendor,
+                    spec.class,
+                    &match spec.parent {
+                        Some(b) => crate::pci::sysfs::Parent::Bridge(b),
+                        None => crate::pci::sysfs::Parent::RootBus("pci0000:00".into()),
+                    },
+                );
+                if was == 3 && now == 0 && !nsr && !quirk {
+                    // D3hot→D0 with No_Soft_Reset 0: an internal reset (keeps PMCSR D0).
+                    self.reset_function(bdf, "pm");
+                } else if was == 3 && now == 0 {
+                    self.log(&bdf.to_string(), "D3hot→D0 without reset");
+                }
+            }
+        }
+        if let Some(exp) = caps.find(PCI_CAP_ID_EXP) {
+            let devctl = r16(&eff, exp + PCI_EXP_DEVCTL);
+            if devctl & DevCtl::BCR_FLR.bits() != 0 {
+                let flr =
+                    DevCap::from_bits_retain(r32(&eff, exp + PCI_EXP_DEVCAP)).contains(DevCap::FLR);
+                if flr && !spec.is_bridge() {
+                    self.reset_function(bdf, "flr");
+                } else {
+                    let mut d = eff.clone();
+                    let v = (devctl & !DevCtl::BCR_FLR.bits()).to_le_bytes();
+                    d[(exp + PCI_EXP_DEVCTL) as usize] = v[0];
+                    d[(exp + PCI_EXP_DEVCTL) as usize + 1] = v[1];
+                    self.write_config(bdf, d);
+                }
+            }
+        }
+        if let Some(af) = caps.find(PCI_CAP_ID_AF) {
+            if eff[(af + PCI_AF_CTRL) as usize] & AfCtrl::FLR.bits() != 0 {
+                self.reset_function(bdf, "af_flr");
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel_reset(&mut self, bdf: &Bdf) -> Result<()> {
+        // pci_reset_function saves, resets, restores: the config ends as it was.
+        let Some(before) = self.present.get(bdf).map(|d| d.config.clone()) else {
+            return Ok(());
+        };
+        self.log(&bdf.to_string(), "kernel reset");
+        self.clean(bdf, "kernel");
+        self.write_config(bdf, before);
+        Ok(())
+    }
+
+    fn on_power_control(&mut self, bdf: &Bdf, value: &str) -> Result<()> {
+        let Some(spec) = self.present.get(bdf).map(|d| d.spec.clone()) else {
+            return Ok(());
+        };
+        let dir = self.dir_of(&spec);
+        let (state, status) = match value {
+            "auto" if spec.driver == Some("vfio-pci") => {
+                if spec.pr3.is_empty() {
+                    ("D3hot", "suspended")
+                } else {
+                    ("D3cold", "suspended")
+                }
+            }
+            "on" => ("D0", "active"),
+            _ => return Ok(()),
+        };
+        let prev = read_trim(&dir.join("power_state"));
+        let _ = fs::write(dir.join("power_state"), format!("{state}\n"));
+        let _ = fs::write(dir.join("power/runtime_status"), format!("{status}\n"));
+        self.log(&bdf.to_string(), format!("power {prev} → {state}"));
+        if prev == "D3cold" && state == "D0" {
+            // Power was cut: the function comes back from its power-on state,
+            // which the kernel's resume path restores.
+            self.clean(bdf, "d3cold");
+        }
+        Ok(())
+    }
+
+    /// Marks device faults: a device that vanishes mid-reset never returns.
+    pub fn apply_device_fault(&mut self, bdf: &Bdf) -> Result<()> {
+        if self.profile.device_fault == Fault::Vanish {
+            self.gone.insert(*bdf);
+            self.remove(bdf)?;
+            self.log(&bdf.to_string(), "vanished (injected fault)");
+        }
+        Ok(())
+    }
+
+    /// One round: wait for events (at most `timeout`), handle them, run due rescans.
+    pub fn step(&mut self, timeout: Duration) -> Result<()> {
+        let ready = {
+            let fd = self.inotify.as_fd();
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+            poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0)
+        };
+        if ready > 0 {
+            self.handle_events()?;
+        }
+        self.tick()
+    }
+}
+
+fn truncate(p: &Path) {
+    if let Ok(f) = fs::OpenOptions::new().write(true).open(p) {
+        let _ = f.set_len(0);
+    }
+}
+
+/// Relative path from directory `from` to `to` (both absolute).
+fn pathdiff(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..f.len() {
+        p.push("..");
+    }
+    for c in &t[common..] {
+        p.push(c.as_os_str());
+    }
+    p
+}
+
+/// The model running in a thread; stops (and joins) on drop.
+pub struct ModelHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl ModelHandle {
+    pub fn spawn(root: &Path, specs: Vec<FnSpec>, profile: Profile) -> Result<ModelHandle> {
+        let mut model = Model::new(root, specs, profile)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (s, e) = (stop.clone(), errors.clone());
+        let thread = std::thread::Builder::new()
+            .name("resetlab-twin-model".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if let Err(err) = model.step(Duration::from_millis(5)) {
+                        if let Ok(mut v) = e.lock() {
+                            v.push(err.one_line());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawn model thread", root, e))?;
+        Ok(ModelHandle {
+            stop,
+            thread: Some(thread),
+            errors,
+        })
+    }
+}
+
+impl Drop for ModelHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the model in the foreground until `stop` is set (the `sim serve` daemon).
+pub fn serve(root: &Path, profile: Profile, stop: Arc<AtomicBool>) -> Result<()> {
+    let mut model = Model::new(root, tree::um880pro(), profile)?;
+    while !stop.load(Ordering::Relaxed) {
+        model.step(Duration::from_millis(5))?;
+    }
+    Ok(())
+}
