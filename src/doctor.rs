@@ -1038,9 +1038,7 @@ fn check_iommu_pt(ctx: &DoctorCtx) -> Vec<Check> {
             format!("cannot read the kernel command line: {e}"),
             "run doctor where /proc is mounted (or pass --root)",
         ),
-        Ok(c) if c.last("iommu") == Some("pt") => {
-            Check::pass("iommu-pt", "iommu=pt on the kernel command line")
-        }
+        Ok(c) if iommu_pt(c) => Check::pass("iommu-pt", "iommu=pt on the kernel command line"),
         Ok(c) => {
             let now = c
                 .last("iommu")
@@ -1054,6 +1052,20 @@ fn check_iommu_pt(ctx: &DoctorCtx) -> Vec<Check> {
         }
     };
     vec![c]
+}
+
+/// Whether the kernel ends up in passthrough mode: arch/x86/kernel/pci-dma.c `iommu_setup` walks
+/// each `iommu=` comma list in order; `pt` sets passthrough, `nopt` clears it.
+fn iommu_pt(c: &Cmdline) -> bool {
+    let mut pt = false;
+    for opt in c.values("iommu").flatten().flat_map(|v| v.split(',')) {
+        match opt {
+            "pt" => pt = true,
+            "nopt" => pt = false,
+            _ => {}
+        }
+    }
+    pt
 }
 
 /// `vfio_virqfd` is left out: it was merged into `vfio` in Linux 6.2 (the seed's list has it).

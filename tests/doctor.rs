@@ -358,6 +358,9 @@ fn iommu_pt_missing_or_unreadable_warns() {
     let c = one(&checks, "iommu-pt", None);
     assert_eq!(c.status, Status::Warn);
     assert!(c.detail.starts_with("iommu=nopt"), "{}", c.detail);
+    // Another iommu= option later does not undo pt.
+    f.put("proc/cmdline", "quiet iommu=pt iommu=soft\n");
+    assert_eq!(status(&f.run(None), "iommu-pt", None), Status::Pass);
     fs::remove_file(f.path("proc/cmdline")).unwrap();
     assert_eq!(status(&f.run(None), "iommu-pt", None), Status::Warn);
 }
