@@ -1861,6 +1861,12 @@ fn check_vga(ctx: &DoctorCtx) -> Vec<Check> {
                 hp.index
             ),
         )
+    } else if let Some((i, d)) = gpus.first().filter(|_| xvga.is_empty()) {
+        Check::warn(
+            "vga",
+            format!("the GPU {} (hostpci{i}) has no x-vga=1; vga: {vga_text}: it is not the guest's primary display", d.bdf.short()),
+            format!("add x-vga=1 to hostpci{i} and set vga: none (qm set {vmid} --vga none)"),
+        )
     } else if gpus.is_empty() {
         Check::pass("vga", format!("no GPU passed through; vga: {vga_text}"))
     } else if xvga.len() > 1 {
@@ -1872,26 +1878,21 @@ fn check_vga(ctx: &DoctorCtx) -> Vec<Check> {
             ),
             "keep x-vga=1 on the primary GPU only",
         )
-    } else if let Some(hp) = xvga.first() {
+    } else {
+        // Exactly one x-vga entry, on the GPU.
+        let i = xvga.first().map(|h| h.index).unwrap_or_default();
         if vga_none {
             Check::pass(
                 "vga",
-                format!("x-vga=1 on hostpci{} (the GPU) with vga: none", hp.index),
+                format!("x-vga=1 on hostpci{i} (the GPU) with vga: none"),
             )
         } else {
             Check::warn(
                 "vga",
-                format!("x-vga=1 on hostpci{} but vga: {vga_text}: the guest also gets an emulated display", hp.index),
+                format!("x-vga=1 on hostpci{i} but vga: {vga_text}: the guest also gets an emulated display"),
                 format!("qm set {vmid} --vga none"),
             )
         }
-    } else {
-        let (i, d) = &gpus[0];
-        Check::warn(
-            "vga",
-            format!("the GPU {} (hostpci{i}) has no x-vga=1; vga: {vga_text}: it is not the guest's primary display", d.bdf.short()),
-            format!("add x-vga=1 to hostpci{i} and set vga: none (qm set {vmid} --vga none)"),
-        )
     };
     vec![c]
 }
