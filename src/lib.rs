@@ -5,6 +5,7 @@
 
 pub mod amd;
 pub mod cli;
+pub mod doctor;
 pub mod error;
 pub mod experiment;
 pub mod hook;
