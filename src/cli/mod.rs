@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{exit, Error, Result};
 use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
+mod doctor;
 mod list;
 pub mod regs;
 pub mod reset;
@@ -49,6 +50,8 @@ pub enum Cmd {
     Reset(reset::ResetArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
+    /// Check the host (and a VM) against the passthrough recipe.
+    Doctor(doctor::DoctorArgs),
     /// The twin as a daemon: up, down, dirty, status.
     Sim(sim::SimArgs),
     /// The register database (regs/) and a device's IP discovery bases.
@@ -188,6 +191,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
+        Cmd::Doctor(a) => doctor::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
