@@ -191,7 +191,16 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
-        Cmd::Doctor(a) => doctor::run(a, &ctx.host.sysfs, ctx.json),
+        Cmd::Doctor(a) => {
+            // A twin or unpacked snapshot keeps its /proc and /etc beside sys/.
+            let mut a = a.clone();
+            if a.root == std::path::Path::new("/") && !ctx.host.is_live() {
+                if let Some(base) = ctx.host.sysfs.parent() {
+                    a.root = base.to_path_buf();
+                }
+            }
+            doctor::run(&a, &ctx.host.sysfs, ctx.json)
+        }
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),

@@ -1093,7 +1093,76 @@ pub fn build(root: &Path, specs: &[FnSpec]) -> Result<PathBuf> {
         }
     }
     mkdir(&root.join("run"))?;
+    write(&root.join("dev/kmsg"), "")?;
+    host_files(root, &sysfs)?;
     Ok(sysfs)
+}
+
+/// The seed host's configuration beside the tree (`<root>/proc`, `/etc`,
+/// `/usr/share/kvm`, …): what `doctor` and `hook` read there. The command
+/// line, modprobe configuration, VM 100 and storage.cfg are the field
+/// report's; the kernel release is a plausible Proxmox 8.4 one.
+fn host_files(root: &Path, sysfs: &Path) -> Result<()> {
+    let files: &[(&str, &str)] = &[
+        ("proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.8.12-11-pve root=/dev/mapper/pve-root ro quiet iommu=pt\n"),
+        ("proc/sys/kernel/osrelease", "6.8.12-11-pve\n"),
+        ("etc/modules", "vfio\nvfio_iommu_type1\nvfio_pci\nvfio_virqfd\n"),
+        (
+            "etc/modprobe.d/passthrough.conf",
+            "# don't load driver for iGPU and sound devices\nblacklist amdgpu\nblacklist radeon\n\
+             blacklist snd_sof_amd_acp63\nblacklist snd_hda_intel\nblacklist snd_pci_ps\n\
+             blacklist snd_rpl_pci_acp6x\nblacklist snd_acp_pci\n\n# load vfio-pci driver instead\n\
+             options vfio-pci ids=1002:1900,1002:1640,1022:15e2,1022:15e3\n",
+        ),
+        (
+            "etc/pve/storage.cfg",
+            "dir: local\n\tpath /var/lib/vz\n\tcontent images,vztmpl,snippets,iso,backup,rootdir\n\t\
+             prune-backups keep-all=1\n\nzfspool: tank\n\tpool tank\n\tcontent rootdir,images\n\t\
+             mountpoint /tank\n\tsparse 1\n",
+        ),
+        (
+            "etc/pve/qemu-server/100.conf",
+            "agent: 1\nbios: ovmf\nboot: order=scsi0;ide1\ncores: 4\ncpu: host\n\
+             efidisk0: tank:vm-100-disk-0,efitype=4m,pre-enrolled-keys=1,size=1M\n\
+             hookscript: local:snippets/vm100-hooks.sh\n\
+             hostpci0: 0000:c5:00.0,pcie=1,x-vga=1,romfile=vbios_1002_1900.bin\n\
+             hostpci1: 0000:c5:00.1,pcie=1,romfile=AMDGopDriver_8845hs.rom\n\
+             machine: pc-q35-9.2+pve1\nmemory: 32768\nname: win11\n\
+             net0: virtio=BC:24:11:65:28:1F,bridge=lanbr\nostype: win11\n\
+             scsi0: tank:vm-100-disk-2,cache=writeback,discard=on,size=128G,ssd=1\n\
+             scsihw: virtio-scsi-pci\nsockets: 1\nusb0: host=062a:4101\nvga: none\n",
+        ),
+        (
+            "var/lib/vz/snippets/vm100-hooks.sh",
+            "#!/usr/bin/bash\n# the field report's hookscript: remove in pre-stop, rescan in pre-start/post-stop\n\
+             vmId=\"$1\"; runPhase=\"$2\"\ncase \"$runPhase\" in\n  pre-start|post-stop) echo 1 > /sys/bus/pci/rescan; sleep 2 ;;\n\
+             esac\n",
+        ),
+    ];
+    for (rel, text) in files {
+        let p = root.join(rel);
+        if let Some(d) = p.parent() {
+            mkdir(d)?;
+        }
+        write(&p, text)?;
+    }
+    let hook = root.join("var/lib/vz/snippets/vm100-hooks.sh");
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod", &hook))?;
+    let kvm = root.join("usr/share/kvm");
+    mkdir(&kvm)?;
+    write(
+        &kvm.join("vbios_1002_1900.bin"),
+        crate::amd::vbios::build_rom(0x1002, 0x1900, false),
+    )?;
+    write(
+        &kvm.join("AMDGopDriver_8845hs.rom"),
+        crate::amd::vbios::build_rom(0x1002, 0x1900, true),
+    )?;
+    for m in ["vfio", "vfio_iommu_type1", "vfio_pci"] {
+        mkdir(&sysfs.join("module").join(m))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
