@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::amd::regs::{Asic, ResolvedMailbox};
+use crate::amd::regs::{Asic, RegsDb, ResolvedMailbox};
 use crate::error::{Error, Result};
 use crate::pci::mmio::BarMap;
+use crate::pci::Device;
 use crate::reset::Journal;
 
 /// amdgpu's bound on each poll of the response register: `usec_timeout * 20`
@@ -168,6 +169,62 @@ pub fn response_error(asic: &Asic, message: &str, id: u32, arg: u32, code: u32) 
         name,
         meaning,
     }
+}
+
+/// The ASIC a device is (by `--asic NAME`, else by its PCI ids) and its
+/// register BAR (by `--bar N`, else the ASIC's). `None` when regs/ does not
+/// know the device and no name was given.
+pub fn target<'r>(
+    regs: &'r RegsDb,
+    dev: &Device,
+    asic: Option<&str>,
+    bar: Option<u8>,
+) -> Result<Option<(&'r Asic, u8)>> {
+    let a = match asic {
+        Some(name) => regs.asic(name)?,
+        None => match regs.by_pci_id(dev.vendor, dev.device) {
+            Some(a) => a,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some((a, bar.unwrap_or(a.file.bar.index))))
+}
+
+/// amdgpu owns the mailbox while bound (it serialises messages under its
+/// own lock, smu_cmn.c: `smu->message_lock`): never talk to it then.
+pub fn refuse_if_amdgpu(dev: &Device) -> Result<()> {
+    if dev.driver.as_deref() == Some("amdgpu") {
+        return Err(Error::refused(format!(
+            "{} is bound to amdgpu, which owns the SMU mailbox (messages from two masters would interleave); unbind it or bind vfio-pci first",
+            dev.bdf
+        )));
+    }
+    Ok(())
+}
+
+/// Records the three writes of a message without a mapped BAR (a dry run
+/// that could not map it, e.g. not root): the same records `send` makes.
+pub fn record_send(
+    journal: &mut Journal,
+    device: &str,
+    region: &str,
+    mailbox: &ResolvedMailbox,
+    id: u32,
+    arg: u32,
+) -> Result<()> {
+    if !journal.dry_run {
+        return Err(Error::failed(
+            "record_send is for dry runs only: no BAR to write to",
+        ));
+    }
+    for (off, v) in [
+        (mailbox.resp, RESP_NONE),
+        (mailbox.arg, arg),
+        (mailbox.msg, id),
+    ] {
+        journal.mmio_write(device, region, off, v)?;
+    }
+    Ok(())
 }
 
 /// Polls `read` until it returns non-zero or `bound` passes: a short spin,
