@@ -12,6 +12,7 @@ mod list;
 pub mod regs;
 pub mod reset;
 pub mod sim;
+pub mod smu;
 mod snapshot;
 pub mod vbios;
 
@@ -47,6 +48,8 @@ pub enum Cmd {
     Probe(list::ProbeArgs),
     /// Reset a device: an ordered fallback chain of methods, with guards and a journal.
     Reset(reset::ResetArgs),
+    /// Talk to a GPU's SMU mailbox: test, version, features, send MSG [ARG].
+    Smu(smu::SmuArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
     /// The twin as a daemon: up, down, dirty, status.
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
         Cmd::Sim(a) => sim::run(a, ctx.json),
+        Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }
