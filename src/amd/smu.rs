@@ -409,7 +409,17 @@ impl<'a> Smu<'a> {
             self.timeouts.prewait
         };
         let (code, _) = poll_nonzero(bound, || self.bar.read32(resp))?;
-        let problem = if code == RESP_NONE {
+        let problem = if code == RESP_NONE && journal.dry_run {
+            journal.note(
+                Some(&self.device),
+                format!(
+                    "{} reads {RESP_NONE:#x} now: a real send of {name} would first wait up to {} ms for a previous message's answer, and send nothing if none came (--ignore-pending skips the wait)",
+                    self.mailbox.resp_register,
+                    self.timeouts.prewait.as_millis()
+                ),
+            )?;
+            None
+        } else if code == RESP_NONE {
             Some(Error::Timeout {
                 what: format!(
                     "the SMU to answer its previous message before {name} ({id:#x}): {} still {RESP_NONE:#x}; nothing was sent. amdgpu skips this wait only for its first message after SMU init; if nothing else talks to this SMU (amdgpu unbound), --ignore-pending does the same",
@@ -604,7 +614,7 @@ mod tests {
         assert!(j.records.iter().any(|r| r
             .note
             .as_deref()
-            .is_some_and(|n| n.contains("would not send"))));
+            .is_some_and(|n| n.contains("would first wait"))));
         assert!(std::fs::read(&p).unwrap().iter().all(|b| *b == 0));
     }
 

@@ -437,6 +437,9 @@ fn print_report(r: &SmuReport) {
     if let Some(f) = r.features {
         println!("enabled SMU features {f:#018x}");
     }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
     if r.dry_run {
         println!(
             "dry run: {} write(s) would be made, none was:",
