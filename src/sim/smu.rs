@@ -317,6 +317,13 @@ impl SmuModel {
                 None
             }
             State::Idle => {
+                // RCC_CONFIG_MEMSIZE is re-asserted every step and never 0:
+                // reading 0 means the file was zeroed under the model (the
+                // guest bench truncates the backing file before QEMU starts),
+                // so power on again.
+                if bar.read32(l.memsize).ok() == Some(0) && self.power_on(bar).is_err() {
+                    return None;
+                }
                 self.refresh(bar);
                 // The message register is written last; its write is what
                 // rings the firmware. The model consumes it (writes 0 back) so
@@ -591,6 +598,18 @@ mod tests {
         send(&mut bar, &l, 0x1, 0);
         until_event(&mut m, &mut bar, &mut t, 10).unwrap();
         assert_eq!(bar.read32(l.resp).unwrap(), OK);
+    }
+
+    #[test]
+    fn a_zeroed_file_powers_the_model_on_again() {
+        let (_d, mut bar, mut m, l) = setup(SmuProfile::default());
+        let t = Instant::now();
+        m.step(&mut bar, t);
+        for off in l.all() {
+            bar.device_write32(off, 0).unwrap();
+        }
+        m.step(&mut bar, t);
+        assert_eq!(bar.read32(l.resp).unwrap(), 1);
     }
 
     #[test]
