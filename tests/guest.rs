@@ -19,12 +19,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use resetlab::amd::regs::RegsDb;
+use resetlab::pci::mmio::{Access, BarMap};
+use resetlab::sim::profile::SmuProfile;
+use resetlab::sim::smu::{SmuEvent, SmuModel};
+
 /// Scenarios of tools/vm/scenarios/, in the order the guest runs them. `multifunction` removes and
 /// rescans devices, so it comes last.
 const SCENARIOS: &[&str] = &[
     "sysfs_view",
     "snapshot",
     "ivshmem",
+    "smu",
     "runtime_pm",
     "multifunction",
 ];
@@ -51,6 +57,8 @@ struct Run {
     bad_lines: Vec<String>,
     /// Requests the host-side ivshmem responder saw.
     shm_requests: Vec<u32>,
+    /// What the host-side SMU model on shm0.shm saw.
+    smu_events: Vec<SmuEvent>,
     boot_seconds: Option<f64>,
 }
 
@@ -283,12 +291,60 @@ fn respond(shm: &Path, stop: &AtomicBool) -> Vec<u32> {
     seen
 }
 
+/// The host side of the `smu` scenario: the twin's SMU model, laid out as phoenix's register BAR, on the
+/// same file. run.sh removes the output directory and recreates the file before QEMU starts, so the
+/// model (re)maps it whenever a 1 MiB file with a new inode appears. The GPU starts dirty; a mode 2
+/// cleans it (GRBM_STATUS.GUI_ACTIVE goes to 0), so the guest's health check proves the reset ran.
+fn serve_smu(shm: &Path, stop: &AtomicBool) -> Vec<SmuEvent> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(db) = RegsDb::embedded() else {
+        return Vec::new();
+    };
+    let Ok(asic) = db.asic("phoenix") else {
+        return Vec::new();
+    };
+    let mut cur: Option<(u64, BarMap, SmuModel)> = None;
+    let mut events = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match std::fs::metadata(shm) {
+            Ok(m) if m.len() == 1 << 20 => {
+                if cur.as_ref().map(|c| c.0) != Some(m.ino()) {
+                    cur = BarMap::open_file(shm, 1 << 20, Access::ReadWrite)
+                        .ok()
+                        .and_then(|mut bar| {
+                            let mut model =
+                                SmuModel::new(asic, None, SmuProfile::default()).ok()?;
+                            model.power_on(&mut bar).ok()?;
+                            model.set_dirty(true);
+                            Some((m.ino(), bar, model))
+                        });
+                }
+            }
+            _ => cur = None,
+        }
+        if let Some((_, bar, model)) = cur.as_mut() {
+            if let Some(e) = model.step(bar, std::time::Instant::now()) {
+                if e == SmuEvent::Mode2Done {
+                    model.set_dirty(false);
+                }
+                events.push(e);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    events
+}
+
 fn boot() -> Run {
     let out = repo().join("target/vm/test");
     let stop = Arc::new(AtomicBool::new(false));
     let responder = {
         let (shm, stop) = (out.join("shm0.shm"), Arc::clone(&stop));
         std::thread::spawn(move || respond(&shm, &stop))
+    };
+    let smu = {
+        let (shm, stop) = (out.join("shm0.shm"), Arc::clone(&stop));
+        std::thread::spawn(move || serve_smu(&shm, &stop))
     };
     let output = Command::new("bash")
         .arg(repo().join("tools/vm/run.sh"))
@@ -299,6 +355,7 @@ fn boot() -> Run {
         .output();
     stop.store(true, Ordering::SeqCst);
     let shm_requests = responder.join().unwrap_or_default();
+    let smu_events = smu.join().unwrap_or_default();
     let (status, stderr) = match output {
         Ok(o) => (
             o.status.code(),
@@ -320,6 +377,7 @@ fn boot() -> Run {
         exit: None,
         bad_lines: Vec::new(),
         shm_requests,
+        smu_events,
         boot_seconds: read("boot-seconds")
             .ok()
             .and_then(|s| s.trim().parse().ok()),
@@ -746,6 +804,84 @@ fn ivshmem_bar_roundtrip_between_guest_mmap_and_host() {
         answer["value"], !req,
         "the guest read {} for request {req:#x}",
         answer["value"]
+    );
+}
+
+/// `resetlab smu` through the guest kernel's real mmap of a BAR, answered by the twin's SMU model on the
+/// host: the firmware flags over the SMN pair, TestMessage, the version, and a `send` without `--commit`
+/// that only records its writes.
+#[test]
+fn smu_client_talks_to_the_host_model_through_the_guest_mmap() {
+    let run = guest();
+    run.require_scenario("smu");
+    assert_eq!(
+        run.value("smu", "driver"),
+        &Value::Null,
+        "shm0 has no driver: the guards pass it without --force"
+    );
+    let t = run.command_json("smu", "smu_test");
+    assert_eq!(t["firmware_running"], true, "{t}");
+    assert_eq!(t["replies"][0]["message"], "TestMessage", "{t}");
+    assert_eq!(t["replies"][0]["response"], 1, "{t}");
+    let v = run.command_json("smu", "smu_version");
+    assert_eq!(
+        v["pmfw_version"]["raw"],
+        SmuProfile::default().pmfw_version,
+        "{v}"
+    );
+    let dry = run.command_json("smu", "smu_send_dry");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(
+        dry["writes"]
+            .as_array()
+            .is_some_and(|w| w.len() >= 3 && w.iter().all(|x| x["dry_run"] == true)),
+        "{dry}"
+    );
+    let mode2 = run
+        .smu_events
+        .iter()
+        .filter(|e| **e == SmuEvent::Mode2Started)
+        .count();
+    assert_eq!(
+        mode2, 1,
+        "only the reset sends mode 2 (the dry-run send must not): {:?}",
+        run.smu_events
+    );
+}
+
+/// `resetlab reset --method smu_mode2` in the guest: mode 2 answered, the vendor health checks pass
+/// (GRBM_STATUS idle only after the host model saw the reset), COMMAND as found.
+#[test]
+fn smu_mode2_reset_through_the_guest_mmap_is_healthy() {
+    let run = guest();
+    run.require_scenario("smu");
+    let r = run.command_json("smu", "reset");
+    assert_eq!(r["success"], true, "{r:#}");
+    let one = &r["runs"][0];
+    assert_eq!(one["method"], "smu_mode2", "{one}");
+    let items = one["health"]["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for name in [
+        "bar_alive",
+        "ifwi_ready",
+        "smu_fw_running",
+        "smu_responds",
+        "gfx_idle",
+    ] {
+        let ok = items.iter().any(|i| i["name"] == name && i["ok"] == true);
+        assert!(ok, "health item {name} missing or failed: {one}");
+    }
+    assert!(
+        run.smu_events.contains(&SmuEvent::Mode2Done),
+        "the host model never finished a mode 2: {:?}",
+        run.smu_events
+    );
+    assert_eq!(
+        run.value("smu", "command.before"),
+        run.value("smu", "command.after"),
+        "COMMAND restored"
     );
 }
 

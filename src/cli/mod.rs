@@ -13,6 +13,7 @@ mod list;
 pub mod regs;
 pub mod reset;
 pub mod sim;
+pub mod smu;
 mod snapshot;
 pub mod vbios;
 
@@ -48,6 +49,8 @@ pub enum Cmd {
     Probe(list::ProbeArgs),
     /// Reset a device: an ordered fallback chain of methods, with guards and a journal.
     Reset(reset::ResetArgs),
+    /// Talk to a GPU's SMU mailbox: test, version, features, send MSG [ARG].
+    Smu(smu::SmuArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
     /// Check the host (and a VM) against the passthrough recipe.
@@ -202,6 +205,7 @@ fn run(cli: Cli) -> Result<i32> {
             doctor::run(&a, &ctx.host.sysfs, ctx.json)
         }
         Cmd::Sim(a) => sim::run(a, ctx.json),
+        Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }

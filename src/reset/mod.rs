@@ -30,6 +30,7 @@ pub mod flr;
 pub mod kernel;
 pub mod pm;
 pub mod remove_rescan;
+pub mod smu_mode2;
 
 /// One raw register value behind a verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -295,6 +296,7 @@ pub static METHODS: &[MethodDef] = &[
     bus::DEF,
     d3cold::DEF,
     remove_rescan::DEF,
+    smu_mode2::DEF,
 ];
 
 /// Canonical method name: `-` is accepted for `_`, `sbr` for `bus`; a

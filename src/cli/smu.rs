@@ -1,0 +1,469 @@
+//! `resetlab smu DEV test|version|features|send MSG [ARG]`: talk to a GPU's
+//! SMU mailbox (docs/smu.md).
+//!
+//! Writes: every action writes the mailbox (response, argument, message), so
+//! every action needs root, passes the reset guards (VFIO group not open, no
+//! live host driver, unless `--force`), takes the device lock and records
+//! its writes in the journal. `send` makes them only with `--commit` (without
+//! it, a dry run that prints them): it can send anything, a reset included.
+//! `test`, `version` and `features` send queries that change no state, so
+//! they run without `--commit` (accepted, and harmless) and `--dry-run` shows
+//! their writes instead. amdgpu bound is refused even with `--force`: it owns
+//! the mailbox.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{print_json, Ctx, DevArgs};
+use crate::amd::regs::{RegsDb, ResolvedMailbox};
+use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
+use crate::error::{exit, Error, Result};
+use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::sysfs::read_attr;
+use crate::pci::{Device, Host, Topology};
+use crate::reset::journal::Record;
+use crate::reset::{wait, Journal, ResetOptions};
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// MP1 firmware flags, then TestMessage: is the SMU alive?
+    Test,
+    /// GetPmfwVersion (and GetDriverIfVersion).
+    Version,
+    /// GetEnabledSmuFeatures, low and high halves.
+    Features,
+    /// Send MSG (a regs/ name or a number) with ARG (default 0).
+    Send,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SmuArgs {
+    /// The device: 0000:c5:00.0 or c5:00.0.
+    #[arg(value_name = "DEV")]
+    pub dev: String,
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: Action,
+    /// `send`: the message, by regs/ name (TestMessage) or number (0x1).
+    #[arg(value_name = "MSG")]
+    pub message: Option<String>,
+    /// `send`: the argument (decimal, 0x hex, 0b binary); default 0.
+    #[arg(value_name = "ARG")]
+    pub arg: Option<String>,
+    /// `send`: really write (without it, a dry run that prints the writes).
+    #[arg(long)]
+    pub commit: bool,
+    /// Record the writes, make none (the default for `send`).
+    #[arg(long, conflicts_with = "commit")]
+    pub dry_run: bool,
+    /// Go past the guards (VFIO group open, live host driver); never past amdgpu.
+    #[arg(long)]
+    pub force: bool,
+    /// The ASIC (regs/ name) when the ids do not say it (`phoenix`).
+    #[arg(long)]
+    pub asic: Option<String>,
+    /// The register BAR, when not the ASIC's usual one.
+    #[arg(long)]
+    pub bar: Option<u8>,
+    /// The MP1 version whose mailbox to use (`13.0.4`, `13.0.11`); default the first in regs/.
+    #[arg(long, value_name = "VERSION")]
+    pub mp1: Option<String>,
+    /// Bound of each wait for the SMU's answer, in ms (amdgpu: about 2000).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub timeout: u64,
+    /// Do not wait for an answer to a previous message before sending, as
+    /// amdgpu does for its first message after SMU init.
+    #[arg(long)]
+    pub ignore_pending: bool,
+    /// Append every write as a JSON line, fsync'd before the write is made.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Bound of waiting for another resetlab holding the device's lock, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub lock_timeout: u64,
+}
+
+impl SmuArgs {
+    /// Whether this invocation only records its writes.
+    pub fn dry_run(&self) -> bool {
+        match self.action {
+            Action::Send => !self.commit,
+            _ => self.dry_run,
+        }
+    }
+}
+
+/// What `resetlab smu` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmuReport {
+    pub device: String,
+    pub asic: String,
+    pub bar: u8,
+    pub mailbox: ResolvedMailbox,
+    pub action: Action,
+    pub dry_run: bool,
+    pub warnings: Vec<String>,
+    /// MP1 firmware flags' INTERRUPTS_ENABLED (`test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_flags: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pmfw_version: Option<PmfwVersion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_if_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<u64>,
+    pub replies: Vec<Reply>,
+    /// The journal's notes (waits skipped, what a dry run would not do).
+    pub notes: Vec<String>,
+    /// Every write, in order (with `dry_run` set when it was not made).
+    pub writes: Vec<Record>,
+}
+
+/// Wakes a runtime-suspended device (`power/control` = on) and returns what
+/// to put back: MMIO of a suspended device reads all-ones.
+fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Option<String>> {
+    let suspended = dev.runtime_status.as_deref() == Some("suspended")
+        || matches!(dev.power_state.as_deref(), Some("D3hot") | Some("D3cold"));
+    let control = dev.dir.join("power/control");
+    let prev = read_attr(&control)?;
+    if !suspended || prev.is_none() {
+        return Ok(None);
+    }
+    let bdf = dev.bdf.to_string();
+    journal.sysfs_write(Some(&bdf), &control, "on")?;
+    if !journal.dry_run {
+        let ps = dev.dir.join("power_state");
+        wait::poll(
+            &format!("{bdf} to wake to D0"),
+            bound,
+            Duration::from_millis(10),
+            || Ok((read_attr(&ps)?.as_deref().unwrap_or("D0") == "D0").then_some(())),
+        )?;
+    }
+    Ok(prev.filter(|p| p != "on"))
+}
+
+/// Runs one `smu` action against the device, with guards, lock and journal.
+pub fn execute(
+    host: &Host,
+    regs: &RegsDb,
+    args: &SmuArgs,
+    journal: &mut Journal,
+) -> Result<SmuReport> {
+    let topo = Topology::scan(host)?;
+    let dev = DevArgs {
+        dev: Some(args.dev.clone()),
+        ..DevArgs::default()
+    }
+    .resolve(&topo)?
+    .clone();
+    let (asic, bar) =
+        smu::target(regs, &dev, args.asic.as_deref(), args.bar)?.ok_or_else(|| {
+            Error::not_found(
+                "register database entry for",
+                format!(
+                    "{:04x}:{:04x} ({}); --asic NAME names the ASIC",
+                    dev.vendor, dev.device, dev.bdf
+                ),
+            )
+        })?;
+    let mailbox = asic.mailbox(args.mp1.as_deref())?;
+    let (message, arg) = match args.action {
+        Action::Send => {
+            let m = args
+                .message
+                .as_deref()
+                .ok_or_else(|| Error::parse("smu send", "", "name the message: send MSG [ARG]"))?;
+            let arg = match &args.arg {
+                Some(t) => crate::amd::regs::parse_u32(t).ok_or_else(|| {
+                    Error::parse("message argument", t.as_str(), "not a 32-bit number")
+                })?,
+                None => 0,
+            };
+            (Some(smu::parse_message(asic, m)?), arg)
+        }
+        _ => {
+            if args.message.is_some() {
+                return Err(Error::parse(
+                    "smu arguments",
+                    args.message.as_deref().unwrap_or(""),
+                    "only `send` takes a message",
+                ));
+            }
+            (None, 0)
+        }
+    };
+    let dry = journal.dry_run;
+    let opts = ResetOptions {
+        force: args.force,
+        dry_run: dry,
+        asic: args.asic.clone(),
+        bar: args.bar,
+        ..ResetOptions::default()
+    };
+    crate::reset::engine::guards(host, &topo, &dev, &opts).map_err(|e| match e {
+        Error::Refused { reason } if reason.contains("run as root") => Error::refused(
+            "talking to the SMU writes its mailbox registers: run as root (or use --dry-run)",
+        ),
+        e => e,
+    })?;
+    smu::refuse_if_amdgpu(&dev)?;
+    let _lock = if dry {
+        None
+    } else {
+        Some(crate::reset::lock::lock(
+            host,
+            &dev.bdf,
+            Duration::from_millis(args.lock_timeout),
+        )?)
+    };
+    journal.method = format!("smu {:?}", args.action).to_lowercase();
+    let restore_control = wake(&dev, journal, opts.wait_timeout)?;
+    let dev = Device::load(host, dev.bdf)?;
+    let saved = mmio::enable_memory(&dev, journal)?;
+    let mut report = SmuReport {
+        device: dev.bdf.to_string(),
+        asic: asic.asic_name().to_string(),
+        bar,
+        mailbox: mailbox.clone(),
+        action: args.action,
+        dry_run: dry,
+        warnings: if dry {
+            mmio::access_warnings(&dev)
+        } else {
+            vec![]
+        },
+        firmware_running: None,
+        firmware_flags: None,
+        pmfw_version: None,
+        driver_if_version: None,
+        features: None,
+        replies: vec![],
+        notes: vec![],
+        writes: vec![],
+    };
+    if !mailbox.base_confirmed {
+        report.warnings.push(format!(
+            "the {} MP1 segment base is UNCONFIRMED (regs/); `resetlab regs bases {}` checks it against the device",
+            asic.asic_name(),
+            dev.bdf
+        ));
+    }
+    let r = act(
+        host,
+        asic,
+        bar,
+        &dev,
+        args,
+        message,
+        arg,
+        journal,
+        &mut report,
+    );
+    // Put back what was changed for the exchange, also after a failure.
+    let r2 = match saved {
+        Some(s) => mmio::restore_command(&dev, journal, s),
+        None => Ok(()),
+    };
+    let r3 = match restore_control {
+        Some(prev) => journal.sysfs_write(
+            Some(&dev.bdf.to_string()),
+            &dev.dir.join("power/control"),
+            &prev,
+        ),
+        None => Ok(()),
+    };
+    r?;
+    r2?;
+    r3?;
+    report.writes = journal.writes().cloned().collect();
+    report.notes = journal
+        .records
+        .iter()
+        .filter_map(|r| r.note.clone())
+        .collect();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn act(
+    host: &Host,
+    asic: &crate::amd::regs::Asic,
+    bar: u8,
+    dev: &Device,
+    args: &SmuArgs,
+    message: Option<(String, u32)>,
+    arg: u32,
+    journal: &mut Journal,
+    report: &mut SmuReport,
+) -> Result<()> {
+    let bdf = dev.bdf.to_string();
+    let access = if journal.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let map = match BarMap::open(dev, bar, access, &SystemFiles::for_host(host)) {
+        Ok(m) => m,
+        Err(e) if journal.dry_run => {
+            // A dry run still shows the writes it would make.
+            report
+                .warnings
+                .push(format!("BAR not mapped: {}", e.one_line()));
+            let region = format!("resource{bar}");
+            let plan: Vec<(String, u32, u32)> = match (&args.action, message) {
+                (Action::Send, Some((n, id))) => vec![(n, id, arg)],
+                (Action::Test, _) => {
+                    vec![("TestMessage".into(), asic.message("TestMessage")?.id, 0)]
+                }
+                (Action::Version, _) => vec![(
+                    "GetPmfwVersion".into(),
+                    asic.message("GetPmfwVersion")?.id,
+                    0,
+                )],
+                (Action::Features, _) => {
+                    let id = asic.message("GetEnabledSmuFeatures")?.id;
+                    vec![
+                        ("GetEnabledSmuFeatures".into(), id, 0),
+                        ("GetEnabledSmuFeatures".into(), id, 1),
+                    ]
+                }
+                (Action::Send, None) => vec![],
+            };
+            for (_, id, a) in plan {
+                smu::record_send(journal, &bdf, &region, &report.mailbox, id, a)?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut client = Smu::new(asic, args.mp1.as_deref(), map, bdf)?;
+    let bound = Duration::from_millis(args.timeout);
+    client.timeouts = smu::SmuTimeouts {
+        prewait: bound,
+        answer: bound,
+    };
+    client.skip_prewait = args.ignore_pending;
+    match args.action {
+        Action::Test => {
+            if asic.file.indirect.is_some() && asic.smn("MP1_FIRMWARE_FLAGS").is_ok() {
+                if let Some((running, raw)) = client.firmware_running(journal)? {
+                    report.firmware_running = Some(running);
+                    report.firmware_flags = Some(raw);
+                }
+            }
+            report.replies.push(client.test(journal)?);
+        }
+        Action::Version => {
+            let (r, v) = client.version(journal)?;
+            report.replies.push(r);
+            report.pmfw_version = v;
+            let r = client.send(journal, "GetDriverIfVersion", 0)?;
+            report.driver_if_version = r.value;
+            report.replies.push(r);
+        }
+        Action::Features => {
+            let (rs, mask) = client.features(journal)?;
+            report.replies.extend(rs);
+            report.features = mask;
+        }
+        Action::Send => {
+            let (name, id) =
+                message.ok_or_else(|| Error::parse("smu send", "", "name the message"))?;
+            report
+                .replies
+                .push(client.send_id(journal, &name, id, arg)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &SmuReport) {
+    let m = &r.mailbox;
+    println!(
+        "{}: {} SMU, MP1 {} mailbox at BAR {} + msg {:#x} / arg {:#x} / resp {:#x}{}",
+        r.device,
+        r.asic,
+        m.mp1_version,
+        r.bar,
+        m.msg,
+        m.arg,
+        m.resp,
+        if m.base_confirmed {
+            ""
+        } else {
+            " (base UNCONFIRMED)"
+        }
+    );
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if let (Some(run), Some(raw)) = (r.firmware_running, r.firmware_flags) {
+        println!(
+            "MP1 firmware: {} (MP1_FIRMWARE_FLAGS {raw:#010x})",
+            if run { "running" } else { "NOT running" }
+        );
+    }
+    for rep in &r.replies {
+        match rep.response {
+            Some(code) => println!(
+                "{} ({:#x}, arg {:#x}): {} ({code:#x}) in {:.2} ms{}",
+                rep.message,
+                rep.id,
+                rep.arg,
+                rep.response_name.as_deref().unwrap_or("?"),
+                rep.answer_ms,
+                rep.value
+                    .map(|v| format!(", result {v:#010x}"))
+                    .unwrap_or_default()
+            ),
+            None => println!(
+                "{} ({:#x}, arg {:#x}): not sent (dry run)",
+                rep.message, rep.id, rep.arg
+            ),
+        }
+    }
+    if let Some(v) = &r.pmfw_version {
+        println!("PMFW version {v}");
+    }
+    if let Some(v) = r.driver_if_version {
+        println!("driver interface version {v:#x}");
+    }
+    if let Some(f) = r.features {
+        println!("enabled SMU features {f:#018x}");
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    if r.dry_run {
+        println!(
+            "dry run: {} write(s) would be made, none was:",
+            r.writes.len()
+        );
+        for w in &r.writes {
+            println!("  {w}");
+        }
+        if r.action == Action::Send {
+            println!("(add --commit to send)");
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &SmuArgs) -> Result<i32> {
+    let mut journal = Journal::new(args.dry_run());
+    if let Some(t) = &args.trace {
+        journal = journal.with_trace(t)?;
+    }
+    let report = execute(&ctx.host, &ctx.regs, args, &mut journal)?;
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    Ok(exit::OK)
+}
