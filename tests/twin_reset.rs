@@ -62,14 +62,48 @@ fn kernel_method_explains_the_missing_reset_attribute() {
 }
 
 #[test]
-fn default_chain_of_the_igpu_ends_in_remove_rescan() {
+fn default_chain_of_the_igpu_cleans_a_dirty_gpu_with_mode_2() {
     let t = running();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    resetlab::sim::model::mark_dirty(t.root(), &bdf).unwrap();
     let (code, v, err) = reset_json(&t, &["c5:00.0"]);
     assert_eq!(code, Some(0), "{err}\n{v}");
-    assert_eq!(v["method"], "remove_rescan");
+    assert_eq!(v["method"], "smu_mode2");
     let run = v["runs"].as_array().unwrap().last().unwrap();
     assert_eq!(run["health"]["healthy"], true, "{run}");
     assert!(t.model_errors().is_empty(), "{:?}", t.model_errors());
+}
+
+#[test]
+fn when_mode_2_does_not_clean_the_chain_falls_back_to_remove_rescan() {
+    let mut p = Profile::default();
+    p.effective.smu_mode2 = false;
+    let t = Twin::running(p).unwrap();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    resetlab::sim::model::mark_dirty(t.root(), &bdf).unwrap();
+    let (code, v, err) = reset_json(&t, &["c5:00.0"]);
+    assert_eq!(code, Some(0), "{err}\n{v}");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["method"], "smu_mode2");
+    assert_eq!(runs[0]["health"]["healthy"], false, "{}", runs[0]);
+    assert!(
+        runs[0]["health"]["items"].to_string().contains("gfx_idle"),
+        "{}",
+        runs[0]
+    );
+    assert_eq!(v["method"], "remove_rescan");
+}
+
+#[test]
+fn raw_methods_do_not_clean_a_dirty_gpu() {
+    let t = running();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    resetlab::sim::model::mark_dirty(t.root(), &bdf).unwrap();
+    let (code, v, err) = reset_json(&t, &["c5:00.0", "-m", "pm", "--force"]);
+    assert_eq!(code, Some(1), "{err}\n{v}");
+    let run = &v["runs"][0];
+    assert_eq!(run["attempted"], true);
+    assert_eq!(run["health"]["healthy"], false, "{run}");
 }
 
 #[test]

@@ -91,6 +91,9 @@ pub struct Model {
     start: Instant,
     events: Option<fs::File>,
     pending_rescan: Vec<(Instant, Option<Bdf>)>,
+    /// The SMU of each device regs/ knows (the iGPU), on its mapped register BAR.
+    smu: BTreeMap<Bdf, (crate::pci::mmio::BarMap, crate::sim::smu::SmuModel)>,
+    regs: crate::amd::regs::RegsDb,
 }
 
 fn read_trim(p: &Path) -> String {
@@ -125,6 +128,8 @@ impl Model {
             start: Instant::now(),
             events,
             pending_rescan: Vec::new(),
+            smu: BTreeMap::new(),
+            regs: crate::amd::regs::RegsDb::embedded()?,
         };
         let all = m.specs.clone();
         for s in &all {
@@ -184,6 +189,7 @@ impl Model {
             )?;
         }
         self.removed.remove(&spec.bdf);
+        self.attach_smu(&spec, &dir)?;
         self.present.insert(
             spec.bdf,
             Dev {
@@ -193,6 +199,55 @@ impl Model {
                 w1c,
             },
         );
+        Ok(())
+    }
+
+    /// Starts the SMU model on the register BAR of a device regs/ knows.
+    fn attach_smu(&mut self, spec: &FnSpec, dir: &Path) -> Result<()> {
+        let Some(asic) = self.regs.by_pci_id(spec.vendor, spec.device) else {
+            return Ok(());
+        };
+        let bar = asic.file.bar.index;
+        let Some(size) = spec.bars.iter().find(|b| b.index == bar).map(|b| b.size) else {
+            return Ok(());
+        };
+        let path = dir.join(format!("resource{bar}"));
+        let mut map =
+            crate::pci::mmio::BarMap::open_file(&path, size, crate::pci::mmio::Access::ReadWrite)?;
+        let mut smu = crate::sim::smu::SmuModel::new(asic, None, self.profile.smu.clone())?;
+        smu.set_dirty(is_dirty(&self.root, &spec.bdf));
+        smu.power_on(&mut map)?;
+        self.smu.insert(spec.bdf, (map, smu));
+        Ok(())
+    }
+
+    /// Steps every SMU model; mode 2 cleans a dirty GPU when the profile
+    /// says so, a vanish removes the device for good.
+    fn step_smu(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for (bdf, (map, smu)) in self.smu.iter_mut() {
+            smu.set_dirty(is_dirty(&self.root, bdf));
+            match smu.step(map, now) {
+                Some(crate::sim::smu::SmuEvent::Mode2Done) => done.push((*bdf, false)),
+                Some(crate::sim::smu::SmuEvent::Vanish) => done.push((*bdf, true)),
+                _ => {}
+            }
+        }
+        for (bdf, vanish) in done {
+            if vanish {
+                self.smu.remove(&bdf);
+                self.gone.insert(bdf);
+                self.remove(&bdf)?;
+                self.log(&bdf.to_string(), "vanished mid mode 2 (injected fault)");
+            } else {
+                self.log(&bdf.to_string(), "SMU mode 2 done");
+                self.clean(&bdf, "smu_mode2");
+                if let Some((_, smu)) = self.smu.get_mut(&bdf) {
+                    smu.set_dirty(is_dirty(&self.root, &bdf));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -388,6 +443,7 @@ impl Model {
         let mut victims = vec![*bdf];
         victims.extend(self.below(bdf));
         for v in &victims {
+            self.smu.remove(v);
             let Some(dev) = self.present.remove(v) else {
                 continue;
             };
@@ -672,6 +728,12 @@ impl Model {
 
     /// One round: wait for events (at most `timeout`), handle them, run due rescans.
     pub fn step(&mut self, timeout: Duration) -> Result<()> {
+        // The SMU model looks at its BAR about every millisecond.
+        let timeout = if self.smu.is_empty() {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(1))
+        };
         let ready = {
             let fd = self.inotify.as_fd();
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -681,6 +743,7 @@ impl Model {
         if ready > 0 {
             self.handle_events()?;
         }
+        self.step_smu()?;
         self.tick()
     }
 }
