@@ -5,6 +5,7 @@ pub mod addr;
 pub mod caps;
 pub mod config;
 pub mod holders;
+pub mod mmio;
 pub mod names;
 pub mod regs;
 pub mod resource;

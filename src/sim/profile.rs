@@ -123,7 +123,12 @@ impl Profile {
                 .map(|s| {
                     let before = &text[..s.start.min(text.len())];
                     let line = before.matches('\n').count() + 1;
-                    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+                    let col = before
+                        .rsplit('\n')
+                        .next()
+                        .map(|l| l.chars().count())
+                        .unwrap_or(0)
+                        + 1;
                     (line, col)
                 })
                 .unwrap_or((0, 0));
@@ -151,12 +156,18 @@ mod tests {
         let p = Profile::default();
         assert!(p.effective.cleans("remove_rescan"));
         assert!(p.effective.cleans("smu_mode2"));
-        assert!(!p.effective.cleans("flr") && !p.effective.cleans("pm") && !p.effective.cleans("bus"));
+        assert!(
+            !p.effective.cleans("flr") && !p.effective.cleans("pm") && !p.effective.cleans("bus")
+        );
     }
 
     #[test]
     fn parses_and_rejects_with_position() {
-        let p = Profile::parse(Path::new("p.toml"), "[smu]\nfault = \"busy\"\nfault_count = 2\n").unwrap();
+        let p = Profile::parse(
+            Path::new("p.toml"),
+            "[smu]\nfault = \"busy\"\nfault_count = 2\n",
+        )
+        .unwrap();
         assert_eq!(p.smu.fault, Fault::Busy);
         let e = Profile::parse(Path::new("p.toml"), "[smu]\nfalut = 1\n").unwrap_err();
         assert!(e.to_string().starts_with("p.toml:2:1:"), "{e}");
