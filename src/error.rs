@@ -110,6 +110,19 @@ pub enum Error {
         errno: i32,
         explanation: String,
     },
+    /// The SMU answered a message with a code other than OK (or its BAR reads
+    /// all-ones); `name` and `meaning` come from the regs/ response table.
+    #[error(
+        "SMU message {message} ({id:#x}, argument {arg:#x}): response {code:#x} {name}: {meaning}"
+    )]
+    Smu {
+        message: String,
+        id: u32,
+        arg: u32,
+        code: u32,
+        name: String,
+        meaning: String,
+    },
 }
 
 impl Error {
@@ -163,7 +176,7 @@ impl Error {
             | Error::Layout { .. } => exit::USAGE,
             Error::Refused { .. } => exit::REFUSED,
             Error::Timeout { .. } => exit::TIMEOUT,
-            Error::Failed { .. } => exit::FAILED,
+            Error::Failed { .. } | Error::Smu { .. } => exit::FAILED,
             Error::Io { .. }
             | Error::ConfigTruncated { .. }
             | Error::AllOnes { .. }

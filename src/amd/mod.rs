@@ -3,4 +3,5 @@
 pub mod discovery;
 pub mod health;
 pub mod regs;
+pub mod smu;
 pub mod vbios;

@@ -180,6 +180,58 @@ pub fn memory_decoding(dev: &Device) -> Result<bool> {
     Ok(Command::from_bits_retain(cmd).contains(Command::MEMORY))
 }
 
+/// COMMAND as found, when [`enable_memory`] turned memory decoding on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedCommand(pub u16);
+
+/// Turns COMMAND.MEMORY on (through the journal) when it is off, so BAR
+/// accesses reach the device; returns what to put back with
+/// [`restore_command`]. vfio-pci leaves an idle device with COMMAND = 0
+/// (FACTS.md). Config space is read with COMMAND's current value, so a
+/// device in D3cold is refused rather than woken.
+pub fn enable_memory(dev: &Device, journal: &mut Journal) -> Result<Option<SavedCommand>> {
+    let bytes = dev.read_config()?;
+    let lo = bytes.get(usize::from(PCI_COMMAND)).copied().unwrap_or(0);
+    let hi = bytes
+        .get(usize::from(PCI_COMMAND) + 1)
+        .copied()
+        .unwrap_or(0);
+    let cmd = u16::from_le_bytes([lo, hi]);
+    if Command::from_bits_retain(cmd).contains(Command::MEMORY) {
+        return Ok(None);
+    }
+    let mut cfg = open_config_for(dev, journal)?;
+    let bdf = dev.bdf.to_string();
+    journal.config_write(
+        &bdf,
+        &mut cfg,
+        PCI_COMMAND,
+        2,
+        u32::from(cmd | Command::MEMORY.bits()),
+    )?;
+    Ok(Some(SavedCommand(cmd)))
+}
+
+/// Puts COMMAND back as [`enable_memory`] found it.
+pub fn restore_command(dev: &Device, journal: &mut Journal, saved: SavedCommand) -> Result<()> {
+    let mut cfg = open_config_for(dev, journal)?;
+    journal.config_write(
+        &dev.bdf.to_string(),
+        &mut cfg,
+        PCI_COMMAND,
+        2,
+        u32::from(saved.0),
+    )
+}
+
+fn open_config_for(dev: &Device, journal: &Journal) -> Result<crate::pci::config::SysfsConfig> {
+    if journal.dry_run {
+        dev.open_config()
+    } else {
+        crate::pci::config::SysfsConfig::open_rw(&dev.config_path())
+    }
+}
+
 fn explain_mmap_error(path: &Path, e: std::io::Error, sys: &SystemFiles) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let explanation = match errno {

@@ -1,0 +1,575 @@
+//! The SMU (MP1) mailbox client, speaking amdgpu's protocol
+//! (drivers/gpu/drm/amd/pm/swsmu/smu_cmn.c):
+//!
+//! 1. `smu_cmn_send_smc_msg_with_param` first waits, bounded
+//!    (`__smu_cmn_poll_stat`), for the response register to be non-zero: the
+//!    previous message has been answered. If it stays 0, or holds a code
+//!    outside the table, amdgpu sends nothing (`reg == SMU_RESP_NONE || res ==
+//!    -EREMOTEIO` → `goto Out`). It skips this wait for its first message
+//!    after SMU init (`smu->smc_fw_state == SMU_FW_INIT`, set by
+//!    amdgpu_smu.c: `smu_start_smc_engine`), because a driver unload can
+//!    leave the register at 0; on a clean SMU it reads 0x1.
+//! 2. `__smu_cmn_send_msg`: response ← 0, argument ← param, message ← id.
+//! 3. `__smu_cmn_poll_stat` again: `udelay(1)` up to `usec_timeout * 20`
+//!    (AMDGPU_MAX_USEC_TIMEOUT 100000 → about 2 s).
+//! 4. `smu_cmn_read_arg`: the result is in the argument register.
+//! 5. `__smu_cmn_reg2errno` / `__smu_cmn_reg_print_error` give each code its
+//!    meaning; here the words come from the regs/ `[[responses]]` table.
+//!
+//! What "the first message after SMU init" means for us: a resetlab process
+//! cannot know whether the SMU was just (re)initialised, so every message
+//! waits for the previous answer, like amdgpu's steady state, and gives up
+//! with an error that says so when the register stays 0. The caller may set
+//! [`Smu::skip_prewait`] (`resetlab smu --ignore-pending`) when it knows
+//! nothing else talks to this SMU (amdgpu unbound, our device lock held): the
+//! same decision amdgpu makes at SMU init. After our own mode-2 reset the
+//! register holds the reset's OK answer, so no skip is needed there.
+//!
+//! Every write goes through the journal; in dry-run the writes are recorded
+//! and nothing is sent (no answer is awaited).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::amd::regs::{Asic, ResolvedMailbox};
+use crate::error::{Error, Result};
+use crate::pci::mmio::BarMap;
+use crate::reset::Journal;
+
+/// amdgpu's bound on each poll of the response register: `usec_timeout * 20`
+/// iterations of `udelay(1)` with AMDGPU_MAX_USEC_TIMEOUT = 100000
+/// (amdgpu.h), about 2 s.
+pub const AMDGPU_POLL_BOUND: Duration = Duration::from_secs(2);
+
+/// Spin (no sleep) this long before backing off: simple messages are
+/// answered within microseconds.
+const SPIN: Duration = Duration::from_micros(200);
+/// Longest sleep between polls once backing off.
+const MAX_SLEEP: Duration = Duration::from_millis(1);
+
+/// The SMU's answer of the BAR reading dead (smu_cmn.c: SMU_RESP_UNEXP).
+pub const RESP_DEAD: u32 = 0xffff_ffff;
+pub const RESP_NONE: u32 = 0x0;
+pub const RESP_OK: u32 = 0x1;
+
+/// Bounds of the two waits of one message.
+#[derive(Debug, Clone, Copy)]
+pub struct SmuTimeouts {
+    /// Waiting for the previous message's answer before sending.
+    pub prewait: Duration,
+    /// Waiting for this message's answer.
+    pub answer: Duration,
+}
+
+impl Default for SmuTimeouts {
+    fn default() -> Self {
+        SmuTimeouts {
+            prewait: AMDGPU_POLL_BOUND,
+            answer: AMDGPU_POLL_BOUND,
+        }
+    }
+}
+
+/// One message's exchange.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    pub message: String,
+    pub id: u32,
+    pub arg: u32,
+    /// False in dry-run: the writes were only recorded.
+    pub sent: bool,
+    /// The response register before sending (None when the wait was skipped).
+    pub previous: Option<u32>,
+    /// The response code (None in dry-run).
+    pub response: Option<u32>,
+    pub response_name: Option<String>,
+    /// The argument register after the answer: the message's result.
+    pub value: Option<u32>,
+    /// From the message write to the answer.
+    pub answer_ms: f64,
+}
+
+/// `GetPmfwVersion`'s result: program << 24 | major << 16 | minor << 8 | debug
+/// (smu_v13_0.c: `smu_v13_0_check_fw_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PmfwVersion {
+    pub raw: u32,
+    pub program: u8,
+    pub major: u8,
+    pub minor: u8,
+    pub debug: u8,
+}
+
+impl PmfwVersion {
+    pub fn decode(raw: u32) -> PmfwVersion {
+        let [debug, minor, major, program] = raw.to_le_bytes();
+        PmfwVersion {
+            raw,
+            program,
+            major,
+            minor,
+            debug,
+        }
+    }
+}
+
+impl std::fmt::Display for PmfwVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{} (program {}, raw {:#010x})",
+            self.major, self.minor, self.debug, self.program, self.raw
+        )
+    }
+}
+
+/// Parses a message given as a regs/ name (`TestMessage`, case-insensitive)
+/// or a number (`0x1`, `1`): its name and id.
+pub fn parse_message(asic: &Asic, text: &str) -> Result<(String, u32)> {
+    let t = text.trim();
+    if let Ok(m) = asic.message(t) {
+        return Ok((m.name.clone(), m.id));
+    }
+    match crate::amd::regs::parse_u32(t) {
+        Some(id) => Ok(asic
+            .message_by_id(id)
+            .map(|m| (m.name.clone(), m.id))
+            .unwrap_or_else(|| (format!("message {id:#x}"), id))),
+        None => {
+            let names: Vec<&str> = asic.file.messages.iter().map(|m| m.name.as_str()).collect();
+            Err(Error::parse(
+                "SMU message",
+                t,
+                format!(
+                    "not a number nor one of {} ({})",
+                    names.join(", "),
+                    asic.asic_name()
+                ),
+            ))
+        }
+    }
+}
+
+/// The error for a non-OK response code, in the regs/ table's words.
+pub fn response_error(asic: &Asic, message: &str, id: u32, arg: u32, code: u32) -> Error {
+    let (name, meaning) = match asic.response(code) {
+        Some(r) => (r.name.clone(), r.meaning.clone()),
+        None => (
+            "UNKNOWN".to_string(),
+            "not a code of the response table: the SMU is in an unknown state, likely hung (smu_cmn.c: __smu_cmn_reg2errno → -EREMOTEIO)".to_string(),
+        ),
+    };
+    Error::Smu {
+        message: message.to_string(),
+        id,
+        arg,
+        code,
+        name,
+        meaning,
+    }
+}
+
+/// Polls `read` until it returns non-zero or `bound` passes: a short spin,
+/// then sleeps from 10 µs doubling up to 1 ms. Returns the last value and
+/// the time spent.
+pub fn poll_nonzero(
+    bound: Duration,
+    mut read: impl FnMut() -> Result<u32>,
+) -> Result<(u32, Duration)> {
+    let start = Instant::now();
+    let mut delay = Duration::from_micros(10);
+    loop {
+        let v = read()?;
+        let spent = start.elapsed();
+        if v != 0 || spent >= bound {
+            return Ok((v, spent));
+        }
+        if spent < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::sleep(delay.min(bound - spent));
+        delay = (delay * 2).min(MAX_SLEEP);
+    }
+}
+
+/// A client of one SMU mailbox on a mapped register BAR.
+pub struct Smu<'a> {
+    asic: &'a Asic,
+    pub mailbox: ResolvedMailbox,
+    bar: BarMap,
+    device: String,
+    pub timeouts: SmuTimeouts,
+    /// Skip the wait for the previous answer on the next message (amdgpu's
+    /// SMU_FW_INIT); cleared after one message.
+    pub skip_prewait: bool,
+    /// PCIE_INDEX2 / PCIE_DATA2 byte offsets, when regs/ has the pair.
+    indirect: Option<(u64, u64)>,
+}
+
+impl<'a> Smu<'a> {
+    /// A client of `asic`'s mailbox for MP1 version `mp1` (the first listed
+    /// when None) on `bar`. `device` names the device in journal records.
+    pub fn new(
+        asic: &'a Asic,
+        mp1: Option<&str>,
+        bar: BarMap,
+        device: impl Into<String>,
+    ) -> Result<Smu<'a>> {
+        let mailbox = asic.mailbox(mp1)?;
+        for (reg, off) in [
+            (&mailbox.msg_register, mailbox.msg),
+            (&mailbox.arg_register, mailbox.arg),
+            (&mailbox.resp_register, mailbox.resp),
+        ] {
+            if off + 4 > bar.len() {
+                return Err(Error::OutOfBounds {
+                    what: format!("{} {reg} in {}", asic.asic_name(), bar.path.display()),
+                    offset: off,
+                    width: 4,
+                    len: bar.len(),
+                });
+            }
+        }
+        let indirect = match &asic.file.indirect {
+            Some(ind) => Some((
+                asic.resolve(&ind.index)?.bar_offset,
+                asic.resolve(&ind.data)?.bar_offset,
+            )),
+            None => None,
+        };
+        Ok(Smu {
+            asic,
+            mailbox,
+            bar,
+            device: device.into(),
+            timeouts: SmuTimeouts::default(),
+            skip_prewait: false,
+            indirect,
+        })
+    }
+
+    pub fn asic(&self) -> &'a Asic {
+        self.asic
+    }
+
+    pub fn bar(&self) -> &BarMap {
+        &self.bar
+    }
+
+    pub fn bar_mut(&mut self) -> &mut BarMap {
+        &mut self.bar
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    pub fn into_bar(self) -> BarMap {
+        self.bar
+    }
+
+    /// The response register now.
+    pub fn response_now(&self) -> Result<u32> {
+        self.bar.read32(self.mailbox.resp)
+    }
+
+    /// Sends a message named in regs/ (or given by number).
+    pub fn send(&mut self, journal: &mut Journal, message: &str, arg: u32) -> Result<Reply> {
+        let (name, id) = parse_message(self.asic, message)?;
+        self.send_id(journal, &name, id, arg)
+    }
+
+    /// Sends message `id` (`name` for records and errors) with `arg`.
+    pub fn send_id(
+        &mut self,
+        journal: &mut Journal,
+        name: &str,
+        id: u32,
+        arg: u32,
+    ) -> Result<Reply> {
+        let skip = std::mem::take(&mut self.skip_prewait);
+        let previous = if skip {
+            journal.note(
+                Some(&self.device),
+                format!(
+                    "not waiting for a previous answer before {name} (as amdgpu after SMU init)"
+                ),
+            )?;
+            None
+        } else {
+            Some(self.prewait(journal, name, id, arg)?)
+        };
+        let m = self.mailbox.clone();
+        let dev = self.device.clone();
+        self.bar.write32(journal, &dev, m.resp, RESP_NONE)?;
+        self.bar.write32(journal, &dev, m.arg, arg)?;
+        self.bar.write32(journal, &dev, m.msg, id)?;
+        let mut reply = Reply {
+            message: name.to_string(),
+            id,
+            arg,
+            sent: false,
+            previous,
+            response: None,
+            response_name: None,
+            value: None,
+            answer_ms: 0.0,
+        };
+        if journal.dry_run {
+            return Ok(reply);
+        }
+        reply.sent = true;
+        let (code, spent) = poll_nonzero(self.timeouts.answer, || self.bar.read32(m.resp))?;
+        reply.answer_ms = spent.as_secs_f64() * 1e3;
+        if code == RESP_NONE {
+            return Err(Error::Timeout {
+                what: format!(
+                    "the SMU's answer to {name} ({id:#x}, argument {arg:#x}): {} still {RESP_NONE:#x} (no answer)",
+                    m.resp_register
+                ),
+                bound_ms: self.timeouts.answer.as_millis() as u64,
+            });
+        }
+        reply.response = Some(code);
+        reply.response_name = self.asic.response(code).map(|r| r.name.clone());
+        if code != RESP_OK {
+            return Err(response_error(self.asic, name, id, arg, code));
+        }
+        reply.value = Some(self.bar.read32(m.arg)?);
+        Ok(reply)
+    }
+
+    /// Waits for the previous message's answer; errors when there is none,
+    /// the BAR reads dead or the code is unknown (nothing is sent then). In
+    /// dry-run these become notes.
+    fn prewait(&mut self, journal: &mut Journal, name: &str, id: u32, arg: u32) -> Result<u32> {
+        let resp = self.mailbox.resp;
+        let bound = if journal.dry_run {
+            Duration::ZERO
+        } else {
+            self.timeouts.prewait
+        };
+        let (code, _) = poll_nonzero(bound, || self.bar.read32(resp))?;
+        let problem = if code == RESP_NONE {
+            Some(Error::Timeout {
+                what: format!(
+                    "the SMU to answer its previous message before {name} ({id:#x}): {} still {RESP_NONE:#x}; nothing was sent. amdgpu skips this wait only for its first message after SMU init; if nothing else talks to this SMU (amdgpu unbound), --ignore-pending does the same",
+                    self.mailbox.resp_register
+                ),
+                bound_ms: bound.as_millis() as u64,
+            })
+        } else if code == RESP_DEAD || self.asic.response(code).is_none() {
+            Some(match response_error(self.asic, name, id, arg, code) {
+                Error::Smu {
+                    message,
+                    id,
+                    arg,
+                    code,
+                    name,
+                    meaning,
+                } => Error::Smu {
+                    message,
+                    id,
+                    arg,
+                    code,
+                    name,
+                    meaning: format!("{meaning} (read before sending; nothing was sent)"),
+                },
+                e => e,
+            })
+        } else {
+            None
+        };
+        match problem {
+            Some(e) if journal.dry_run => {
+                journal.note(
+                    Some(&self.device),
+                    format!("would not send: {}", e.one_line()),
+                )?;
+                Ok(code)
+            }
+            Some(e) => Err(e),
+            None => Ok(code),
+        }
+    }
+
+    /// TestMessage: OK means the PMFW is alive and answering.
+    pub fn test(&mut self, journal: &mut Journal) -> Result<Reply> {
+        self.send(journal, "TestMessage", 0)
+    }
+
+    /// GetPmfwVersion, decoded (None in dry-run).
+    pub fn version(&mut self, journal: &mut Journal) -> Result<(Reply, Option<PmfwVersion>)> {
+        let r = self.send(journal, "GetPmfwVersion", 0)?;
+        let v = r.value.map(PmfwVersion::decode);
+        Ok((r, v))
+    }
+
+    /// GetEnabledSmuFeatures with argument 0 (low half) then 1 (high half),
+    /// as smu_cmn.c: `smu_cmn_get_enabled_mask` does (None in dry-run).
+    pub fn features(&mut self, journal: &mut Journal) -> Result<(Vec<Reply>, Option<u64>)> {
+        let lo = self.send(journal, "GetEnabledSmuFeatures", 0)?;
+        let hi = self.send(journal, "GetEnabledSmuFeatures", 1)?;
+        let mask = match (lo.value, hi.value) {
+            (Some(l), Some(h)) => Some(u64::from(h) << 32 | u64::from(l)),
+            _ => None,
+        };
+        Ok((vec![lo, hi], mask))
+    }
+
+    fn indirect(&self) -> Result<(u64, u64)> {
+        self.indirect.ok_or_else(|| {
+            Error::not_found(
+                "indirect SMN register pair",
+                format!("{} (regs/ has no [indirect])", self.asic.asic_name()),
+            )
+        })
+    }
+
+    /// Reads an SMN address through PCIE_INDEX2 / PCIE_DATA2: index ← address,
+    /// read the index back (flushes the posted write), read data
+    /// (amdgpu_device.c: `amdgpu_device_indirect_rreg`). None in dry-run: the
+    /// index write is only recorded, so data would not be the register.
+    pub fn smn_read(&mut self, journal: &mut Journal, address: u32) -> Result<Option<u32>> {
+        let (index, data) = self.indirect()?;
+        let dev = self.device.clone();
+        self.bar.write32(journal, &dev, index, address)?;
+        if journal.dry_run {
+            return Ok(None);
+        }
+        let _ = self.bar.read32(index)?;
+        Ok(Some(self.bar.read32(data)?))
+    }
+
+    /// Writes an SMN address through the pair (`amdgpu_device_indirect_wreg`).
+    pub fn smn_write(&mut self, journal: &mut Journal, address: u32, value: u32) -> Result<()> {
+        let (index, data) = self.indirect()?;
+        let dev = self.device.clone();
+        self.bar.write32(journal, &dev, index, address)?;
+        if !journal.dry_run {
+            let _ = self.bar.read32(index)?;
+        }
+        self.bar.write32(journal, &dev, data, value)?;
+        if !journal.dry_run {
+            let _ = self.bar.read32(data)?;
+        }
+        Ok(())
+    }
+
+    /// MP1 firmware flags' INTERRUPTS_ENABLED (the SMU firmware runs), from
+    /// the regs/ `[[smn]]` entry MP1_FIRMWARE_FLAGS (smu_v13_0.c:
+    /// `smu_v13_0_check_fw_status`). Returns the flag and the raw value;
+    /// None in dry-run.
+    pub fn firmware_running(&mut self, journal: &mut Journal) -> Result<Option<(bool, u32)>> {
+        let reg = self.asic.smn("MP1_FIRMWARE_FLAGS")?;
+        let field = reg.field("INTERRUPTS_ENABLED")?;
+        let (address, field) = (reg.address, field.clone());
+        Ok(self
+            .smn_read(journal, address)?
+            .map(|v| (field.extract(v) == 1, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amd::regs::RegsDb;
+    use crate::pci::mmio::Access;
+    use proptest::prelude::*;
+
+    fn phoenix() -> RegsDb {
+        RegsDb::embedded().unwrap()
+    }
+
+    #[test]
+    fn messages_parse_by_name_or_number() {
+        let db = phoenix();
+        let a = db.asic("phoenix").unwrap();
+        assert_eq!(
+            parse_message(a, "testmessage").unwrap(),
+            ("TestMessage".into(), 1)
+        );
+        assert_eq!(parse_message(a, "0x11").unwrap().0, "GfxDeviceDriverReset");
+        assert_eq!(
+            parse_message(a, "0x42").unwrap(),
+            ("message 0x42".into(), 0x42)
+        );
+        let e = parse_message(a, "Frobnicate").unwrap_err().to_string();
+        assert!(e.contains("TestMessage"), "{e}");
+    }
+
+    #[test]
+    fn response_codes_get_the_tables_words() {
+        let db = phoenix();
+        let a = db.asic("phoenix").unwrap();
+        let e = response_error(a, "TestMessage", 1, 0, 0xfd).to_string();
+        assert!(
+            e.contains("CMD_BAD_PREREQ") && e.contains("prerequisites"),
+            "{e}"
+        );
+        let e = response_error(a, "TestMessage", 1, 0, 0x42).to_string();
+        assert!(e.contains("UNKNOWN") && e.contains("hung"), "{e}");
+        let e = response_error(a, "TestMessage", 1, 0, RESP_DEAD).to_string();
+        assert!(e.contains("all-ones"), "{e}");
+    }
+
+    #[test]
+    fn version_decodes_bytes() {
+        let v = PmfwVersion::decode(0x004c_5000);
+        assert_eq!((v.program, v.major, v.minor, v.debug), (0, 0x4c, 0x50, 0));
+        assert_eq!(v.to_string(), "76.80.0 (program 0, raw 0x004c5000)");
+    }
+
+    #[test]
+    fn dry_run_records_the_three_writes_and_sends_nothing() {
+        let db = phoenix();
+        let a = db.asic("phoenix").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("resource5");
+        std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
+        let bar = BarMap::open_file(&p, 0x80000, Access::ReadOnly).unwrap();
+        let mut smu = Smu::new(a, None, bar, "0000:c5:00.0").unwrap();
+        let mut j = Journal::new(true);
+        let r = smu.send(&mut j, "GfxDeviceDriverReset", 2).unwrap();
+        assert!(!r.sent && r.response.is_none());
+        let w: Vec<String> = j.writes().map(|r| r.to_string()).collect();
+        assert_eq!(
+            w,
+            [
+                "mmio 0000:c5:00.0 resource5+0x58a68 <- 0x00000000",
+                "mmio 0000:c5:00.0 resource5+0x58a48 <- 0x00000002",
+                "mmio 0000:c5:00.0 resource5+0x58a08 <- 0x00000011",
+            ]
+        );
+        // The register read 0 (no previous answer): a note says it would not send.
+        assert!(j.records.iter().any(|r| r
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("would not send"))));
+        assert!(std::fs::read(&p).unwrap().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn poll_gives_up_at_its_bound() {
+        let (v, _) = poll_nonzero(Duration::from_millis(3), || Ok(0)).unwrap();
+        assert_eq!(v, 0);
+        let mut n = 0;
+        let (v, _) = poll_nonzero(Duration::from_secs(5), || {
+            n += 1;
+            Ok(if n > 3 { 7 } else { 0 })
+        })
+        .unwrap();
+        assert_eq!(v, 7);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_message_never_panics(s in "\\PC{0,40}") {
+            let db = phoenix();
+            let a = db.asic("phoenix").unwrap();
+            let _ = parse_message(a, &s);
+        }
+    }
+}
