@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod profile;
+pub mod smu;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
