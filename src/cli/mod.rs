@@ -11,6 +11,7 @@ use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 mod list;
 pub mod regs;
 pub mod reset;
+pub mod run;
 mod snapshot;
 pub mod vbios;
 
@@ -46,6 +47,8 @@ pub enum Cmd {
     Probe(list::ProbeArgs),
     /// Reset a device: an ordered fallback chain of methods, with guards and a journal.
     Reset(reset::ResetArgs),
+    /// Run a register-level experiment (dry unless --commit); `run diff TRACE A B`.
+    Run(run::RunArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
     /// The register database (regs/) and a device's IP discovery bases.
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
+        Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }
