@@ -12,6 +12,7 @@ mod doctor;
 mod list;
 pub mod regs;
 pub mod reset;
+pub mod run;
 pub mod sim;
 pub mod smu;
 mod snapshot;
@@ -51,6 +52,8 @@ pub enum Cmd {
     Reset(reset::ResetArgs),
     /// Talk to a GPU's SMU mailbox: test, version, features, send MSG [ARG].
     Smu(smu::SmuArgs),
+    /// Run a register-level experiment (dry unless --commit); `run diff TRACE A B`.
+    Run(run::RunArgs),
     /// Capture the PCI part of sysfs (read-only) into a file --sysfs can replay.
     Snapshot(snapshot::SnapshotArgs),
     /// Check the host (and a VM) against the passthrough recipe.
@@ -206,6 +209,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Smu(a) => smu::run(&ctx, a),
+        Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
     }

@@ -5,6 +5,7 @@
 mod cfgnames;
 pub mod parse;
 pub mod resolve;
+pub mod run;
 
 pub use parse::{
     load, parse, parse_duration, parse_number, CapKind, CfgLoc, CfgRef, Experiment, FieldRef,

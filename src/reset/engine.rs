@@ -216,7 +216,7 @@ pub fn run_chain(
     }
     locked.sort();
     locked.dedup();
-    let _locks: Vec<DeviceLock> = if opts.dry_run {
+    let _locks: Vec<DeviceLock> = if opts.dry_run || opts.caller_holds_lock {
         vec![]
     } else {
         locked

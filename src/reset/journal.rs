@@ -218,6 +218,20 @@ impl Journal {
         Ok(!self.dry_run)
     }
 
+    /// Appends a line of another kind (an experiment step's result) to the
+    /// trace, fsync'd like the write records; no-op without `--trace`.
+    pub fn trace_line(&mut self, value: &serde_json::Value) -> Result<()> {
+        if let Some((path, f)) = &mut self.trace {
+            let mut line = serde_json::to_vec(value).unwrap_or_default();
+            line.push(b'\n');
+            f.write_all(&line)
+                .map_err(|e| Error::io("write trace", path.as_path(), e))?;
+            f.sync_data()
+                .map_err(|e| Error::io("fsync trace", path.as_path(), e))?;
+        }
+        Ok(())
+    }
+
     /// The writes (not notes) recorded so far.
     pub fn writes(&self) -> impl Iterator<Item = &Record> {
         self.records.iter().filter(|r| r.target != Target::Note)

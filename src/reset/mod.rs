@@ -201,6 +201,9 @@ pub struct ResetOptions {
     pub asic: Option<String>,
     /// Vendor methods: the register BAR when not the ASIC's usual one.
     pub bar: Option<u8>,
+    /// The caller already holds the device's lock (an experiment's `reset`
+    /// step): the orchestrator must not take it again.
+    pub caller_holds_lock: bool,
 }
 
 impl Default for ResetOptions {
@@ -214,6 +217,7 @@ impl Default for ResetOptions {
             lock_timeout: Duration::from_secs(30),
             asic: None,
             bar: None,
+            caller_holds_lock: false,
         }
     }
 }
