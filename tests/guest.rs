@@ -31,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "snapshot",
     "ivshmem",
     "smu",
+    "experiment",
     "runtime_pm",
     "multifunction",
 ];
@@ -932,4 +933,51 @@ fn base64_decode_matches_known_vectors() {
     assert_eq!(base64_decode("Zm9vYg==\n").as_deref(), Some(&b"foob"[..]));
     assert_eq!(base64_decode("Zm9v\nYmE=").as_deref(), Some(&b"fooba"[..]));
     assert_eq!(base64_decode("Zm9v!"), None);
+}
+
+/// The experiment runner on a real kernel's mmap: e1000e's CTRL.RST set through BAR 0 and polled
+/// until the device clears it.
+#[test]
+fn experiment_e1000e_ctrl_rst_through_the_kernels_mmap() {
+    let run = guest();
+    run.require_scenario("experiment");
+    let plan = run.command_json("experiment", "dry");
+    assert_eq!(plan["bar"]["index"], 0, "{plan}");
+    let refused = run.value("experiment", "refused");
+    assert_eq!(
+        refused["rc"], 3,
+        "a live driver must be refused without --force: {refused}"
+    );
+    // With --force the kernel itself refuses to map a region the driver holds (STRICT_DEVMEM).
+    let strict = run.value("experiment", "strict_devmem");
+    assert_eq!(strict["rc"], 1, "{strict}");
+    let out = strict["stdout"].as_str().unwrap_or("");
+    assert!(
+        out.contains("errno 22") && out.contains("iomem=relaxed"),
+        "EINVAL explained: {strict}"
+    );
+    assert_eq!(run.value("experiment", "unbound_driver"), &Value::Null);
+    let rep = run.command_json("experiment", "commit");
+    assert_eq!(rep["completed"], true, "{rep}");
+    let steps = rep["steps"].as_array().expect("steps");
+    let modify = steps
+        .iter()
+        .find(|s| s["op"].as_str().is_some_and(|o| o.starts_with("modify")))
+        .unwrap_or_else(|| run.fail(&format!("no modify step: {rep}")));
+    assert_eq!(
+        modify["written"].as_u64().unwrap() & 0x0400_0000,
+        0x0400_0000,
+        "RST set: {modify}"
+    );
+    let poll = steps
+        .iter()
+        .find(|s| s["op"].as_str().is_some_and(|o| o.starts_with("poll")))
+        .unwrap_or_else(|| run.fail(&format!("no poll step: {rep}")));
+    assert_eq!(
+        poll["read"].as_u64().unwrap() & 0x0400_0000,
+        0,
+        "RST cleared by the device: {poll}"
+    );
+    run.command_json("experiment", "diff");
+    assert_eq!(run.value("experiment", "rebound_driver"), "e1000e");
 }

@@ -152,6 +152,9 @@ objcopy --strip-debug "$helper" "$root/bin/guest-helper"
 install -m 755 "$here/guest/init" "$root/init"
 cp "$here/guest/lib.sh" "$root/lib/vm/lib.sh"
 for s in "${scenarios[@]}"; do cp "$here/scenarios/$s.sh" "$root/scenarios/"; done
+# The example experiments, for scenarios that run them (/lib/vm/experiments/*.rlx).
+mkdir -p "$root/lib/vm/experiments"
+cp "$repo/tools/experiments/"*.rlx "$root/lib/vm/experiments/"
 printf '%s\n' "${scenarios[@]}" >"$root/etc/vm/scenarios"
 printf '%s' "$devices" >"$root/etc/vm/devices"
 
