@@ -10,6 +10,7 @@ pub mod error;
 pub mod experiment;
 pub mod hook;
 pub mod inventory;
+pub mod journal;
 pub mod pci;
 pub mod reset;
 pub mod sim;

@@ -19,49 +19,9 @@ use resetlab::sim::Twin;
 const RELEASE: &str = "6.8.12-4-pve";
 
 /// The seed's `qm config 100`.
-const SEED_VM_100: &str = "\
-agent: 1
-bios: ovmf
-boot: order=scsi0;ide1
-cores: 4
-cpu: host
-efidisk0: tank:vm-100-disk-0,efitype=4m,pre-enrolled-keys=1,size=1M
-hookscript: local:snippets/vm100-hooks.sh
-hostpci0: 0000:c5:00.0,pcie=1,x-vga=1,romfile=vbios_1002_1900.bin
-hostpci1: 0000:c5:00.1,pcie=1,romfile=AMDGopDriver_8845hs.rom
-ide0: none,media=cdrom
-ide1: none,media=cdrom
-machine: pc-q35-9.2+pve1
-memory: 32768
-meta: creation-qemu=9.2.0,ctime=1751205760
-name: win11
-net0: virtio=BC:24:11:65:28:1F,bridge=lanbr
-numa: 0
-onboot: 1
-ostype: win11
-parent: after_add_devcon_scripts
-scsi0: tank:vm-100-disk-2,cache=writeback,discard=on,size=128G,ssd=1
-scsihw: virtio-scsi-pci
-smbios1: uuid=2685ce19-6d14-4bc8-a08a-70699408edfc
-sockets: 1
-tpmstate0: tank:vm-100-disk-1,size=4M,version=v2.0
-usb0: host=062a:4101
-vga: none
-vmgenid: 4dee25b3-2e2d-4948-8151-8e8b7758a410
-";
+const SEED_VM_100: &str = resetlab::sim::seed::VM_100_CONF;
 
-const SEED_STORAGE_CFG: &str = "\
-dir: local
-        path /var/lib/vz
-        content images,vztmpl,snippets,iso,backup,rootdir
-        prune-backups keep-all=1
-
-zfspool: tank
-        pool tank
-        content rootdir,images
-        mountpoint /tank
-        sparse 1
-";
+const SEED_STORAGE_CFG: &str = resetlab::sim::seed::STORAGE_CFG;
 
 /// The seed's `/etc/modprobe.d/passthrough.conf` (abridged to the modules the aliases below
 /// name, plus a few of the others).

@@ -34,9 +34,9 @@ use serde::Serialize;
 
 use crate::amd::regs::{Asic, RegsDb, ResolvedMailbox};
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::pci::mmio::BarMap;
 use crate::pci::Device;
-use crate::reset::Journal;
 
 /// amdgpu's bound on each poll of the response register: `usec_timeout * 20`
 /// iterations of `udelay(1)` with AMDGPU_MAX_USEC_TIMEOUT = 100000

@@ -8,8 +8,8 @@ use super::{print_json, Ctx, DevArgs};
 use crate::error::{exit, Error, Result};
 use crate::experiment::run::{self as runner, DeviceResolver, RunOptions};
 use crate::experiment::{load, resolve};
+use crate::journal::Journal;
 use crate::pci::Topology;
-use crate::reset::Journal;
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]

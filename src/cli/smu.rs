@@ -20,11 +20,10 @@ use super::{print_json, Ctx, DevArgs};
 use crate::amd::regs::{RegsDb, ResolvedMailbox};
 use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
 use crate::error::{exit, Error, Result};
+use crate::journal::Record;
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
-use crate::pci::sysfs::read_attr;
 use crate::pci::{Device, Host, Topology};
-use crate::reset::journal::Record;
-use crate::reset::{wait, Journal, ResetOptions};
+use crate::reset::{Journal, ResetOptions};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,30 +123,6 @@ pub struct SmuReport {
     pub writes: Vec<Record>,
 }
 
-/// Wakes a runtime-suspended device (`power/control` = on) and returns what
-/// to put back: MMIO of a suspended device reads all-ones.
-fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Option<String>> {
-    let suspended = dev.runtime_status.as_deref() == Some("suspended")
-        || matches!(dev.power_state.as_deref(), Some("D3hot") | Some("D3cold"));
-    let control = dev.dir.join("power/control");
-    let prev = read_attr(&control)?;
-    if !suspended || prev.is_none() {
-        return Ok(None);
-    }
-    let bdf = dev.bdf.to_string();
-    journal.sysfs_write(Some(&bdf), &control, "on")?;
-    if !journal.dry_run {
-        let ps = dev.dir.join("power_state");
-        wait::poll(
-            &format!("{bdf} to wake to D0"),
-            bound,
-            Duration::from_millis(10),
-            || Ok((read_attr(&ps)?.as_deref().unwrap_or("D0") == "D0").then_some(())),
-        )?;
-    }
-    Ok(prev.filter(|p| p != "on"))
-}
-
 /// Runs one `smu` action against the device, with guards, lock and journal.
 pub fn execute(
     host: &Host,
@@ -223,7 +198,7 @@ pub fn execute(
         )?)
     };
     journal.method = format!("smu {:?}", args.action).to_lowercase();
-    let restore_control = wake(&dev, journal, opts.wait_timeout)?;
+    let restore_control = crate::reset::engine::wake(&dev, journal, opts.wait_timeout)?;
     let dev = Device::load(host, dev.bdf)?;
     let saved = mmio::enable_memory(&dev, journal)?;
     let mut report = SmuReport {

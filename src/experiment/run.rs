@@ -494,7 +494,9 @@ pub fn run(
     let _lock = lock(host, &dev.bdf, opts.lock_timeout)?;
     let name = dev.bdf.to_string();
     journal.method = format!("run {}", plan.path.display());
-    // MMIO of a device with memory decoding off reads all-ones: on for the run.
+    // MMIO of a suspended device, or one with memory decoding off, reads
+    // all-ones: awake and decoding for the run, both put back after.
+    let woken = crate::reset::engine::wake(dev, journal, Duration::from_secs(10))?;
     let saved_cmd = mmio::enable_memory(dev, journal)?;
     let asic = match &opts.asic {
         Some(a) => Some(regs.asic(a)?),
@@ -570,6 +572,7 @@ pub fn run(
             mmio::restore_command(&d, journal, c)?;
         }
     }
+    crate::reset::engine::unwake(host, journal, &dev.bdf, woken)?;
     Ok(RunReport {
         device: name,
         committed: true,

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::pci::regs::{Command, PCI_COMMAND};
 use crate::pci::{Device, Host};
-use crate::reset::Journal;
 
 /// Read-only or read-write mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

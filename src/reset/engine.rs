@@ -160,13 +160,9 @@ fn rrs_enabled(topo: &Topology, dev: &Device) -> bool {
 }
 
 /// Wakes a runtime-suspended device for the duration (`power/control=on`) and
-/// returns what to put back. MMIO of a suspended device reads all-ones.
-fn wake(
-    host: &Host,
-    journal: &mut Journal,
-    dev: &Device,
-    opts: &ResetOptions,
-) -> Result<Option<String>> {
+/// returns what to put back (`None`: nothing to restore). MMIO of a suspended
+/// device reads all-ones, and a PM reset starts from D0.
+pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Option<String>> {
     let suspended = dev.runtime_status.as_deref() == Some("suspended")
         || matches!(dev.power_state.as_deref(), Some("D3hot") | Some("D3cold"));
     let control = dev.dir.join("power/control");
@@ -176,18 +172,25 @@ fn wake(
     }
     let bdf = dev.bdf.to_string();
     journal.sysfs_write(Some(&bdf), &control, "on")?;
-    if opts.dry_run {
-        return Ok(prev.filter(|p| p != "on"));
+    if !journal.dry_run {
+        let ps = dev.dir.join("power_state");
+        wait::poll(
+            &format!("{bdf} to wake to D0"),
+            bound,
+            Duration::from_millis(10),
+            || Ok((read_attr(&ps)?.as_deref().unwrap_or("D0") == "D0").then_some(())),
+        )?;
     }
-    let ps = dev.dir.join("power_state");
-    wait::poll(
-        &format!("{bdf} to wake to D0"),
-        opts.wait_timeout,
-        Duration::from_millis(10),
-        || Ok((read_attr(&ps)?.as_deref().unwrap_or("D0") == "D0").then_some(())),
-    )?;
-    let _ = host;
     Ok(prev.filter(|p| p != "on"))
+}
+
+/// Puts `power/control` back after [`wake`].
+pub fn unwake(host: &Host, journal: &mut Journal, bdf: &Bdf, prev: Option<String>) -> Result<()> {
+    if let Some(prev) = prev {
+        let control = host.device_dir(bdf).join("power/control");
+        journal.sysfs_write(Some(&bdf.to_string()), &control, &prev)?;
+    }
+    Ok(())
 }
 
 /// Runs a chain of methods on one device.
@@ -224,7 +227,7 @@ pub fn run_chain(
             .map(|b| lock(host, b, opts.lock_timeout))
             .collect::<Result<_>>()?
     };
-    let restore_control = wake(host, journal, &dev, opts)?;
+    let restore_control = wake(&dev, journal, opts.wait_timeout)?;
     let mut runs = Vec::new();
     let mut success = None;
     for spec in chain {
@@ -243,11 +246,8 @@ pub fn run_chain(
             break;
         }
     }
-    if let Some(prev) = restore_control {
-        let control = host.device_dir(bdf).join("power/control");
-        journal.method = String::new();
-        journal.sysfs_write(Some(&bdf.to_string()), &control, &prev)?;
-    }
+    journal.method = String::new();
+    unwake(host, journal, bdf, restore_control)?;
     Ok(ChainReport {
         device: *bdf,
         dry_run: opts.dry_run,

@@ -14,11 +14,10 @@ use crate::pci::caps::Decoded;
 use crate::pci::config::MemConfig;
 use crate::pci::{Bdf, Device, Host, Topology};
 
-pub use journal::Journal;
+pub use crate::journal::{self, Journal};
 
 pub mod engine;
 pub mod health;
-pub mod journal;
 pub mod lock;
 pub mod state;
 pub mod wait;

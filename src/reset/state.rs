@@ -6,10 +6,10 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::journal::Journal;
 use crate::pci::caps::Caps;
 use crate::pci::config::{read_width, ConfigAccess};
 use crate::pci::regs::*;
-use crate::reset::Journal;
 
 /// One register to restore: offset, width, name.
 #[derive(Debug, Clone, Serialize)]

@@ -216,6 +216,7 @@ impl Model {
             crate::pci::mmio::BarMap::open_file(&path, size, crate::pci::mmio::Access::ReadWrite)?;
         let mut smu = crate::sim::smu::SmuModel::new(asic, None, self.profile.smu.clone())?;
         smu.set_dirty(is_dirty(&self.root, &spec.bdf));
+        smu.set_mode2_cleans(self.profile.effective.smu_mode2);
         smu.power_on(&mut map)?;
         self.smu.insert(spec.bdf, (map, smu));
         Ok(())
@@ -494,11 +495,14 @@ impl Model {
                     continue;
                 }
             }
-            tree::lay_device(&self.sysfs, &s, &self.specs)?;
+            // Files first, the GPU's state and SMU set up, then the device
+            // becomes visible: a client polling for it never sees it half made.
+            let dir = tree::lay_device_files(&self.sysfs, &s, &self.specs)?;
             let name = s.bdf.to_string();
-            self.adopt(s.clone())?;
-            self.log(&name, "added by rescan");
             self.clean(&s.bdf, "remove_rescan");
+            self.adopt(s.clone())?;
+            tree::publish_device(&self.sysfs, &s, &dir)?;
+            self.log(&name, "added by rescan");
         }
         Ok(())
     }
@@ -515,7 +519,7 @@ impl Model {
         if !ddir.is_dir() {
             return Ok(());
         }
-        let rel = |from: &Path, to: &Path| pathdiff(from, to);
+        let rel = tree::relative;
         let _ = std::os::unix::fs::symlink(rel(&dir, &ddir), dir.join("driver"));
         let _ = std::os::unix::fs::symlink(rel(&ddir, &dir), ddir.join(bdf.to_string()));
         self.log(&bdf.to_string(), format!("bound to {driver}"));
@@ -752,21 +756,6 @@ fn truncate(p: &Path) {
     if let Ok(f) = fs::OpenOptions::new().write(true).open(p) {
         let _ = f.set_len(0);
     }
-}
-
-/// Relative path from directory `from` to `to` (both absolute).
-fn pathdiff(from: &Path, to: &Path) -> PathBuf {
-    let f: Vec<_> = from.components().collect();
-    let t: Vec<_> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut p = PathBuf::new();
-    for _ in common..f.len() {
-        p.push("..");
-    }
-    for c in &t[common..] {
-        p.push(c.as_os_str());
-    }
-    p
 }
 
 /// The model running in a thread; stops (and joins) on drop.

@@ -161,6 +161,7 @@ pub struct SmuModel {
     ids: Ids,
     state: State,
     dirty: bool,
+    mode2_cleans: bool,
     /// Messages the fault still hits; None = every one.
     faults_left: Option<u32>,
     /// Messages received, in order (id, argument).
@@ -206,9 +207,16 @@ impl SmuModel {
             profile,
             state: State::Off,
             dirty: false,
+            mode2_cleans: false,
             faults_left,
             received: Vec::new(),
         })
+    }
+
+    /// Whether mode 2 returns a dirty GPU to clean (the profile's
+    /// `effective.smu_mode2`): applied before the OK is written.
+    pub fn set_mode2_cleans(&mut self, cleans: bool) {
+        self.mode2_cleans = cleans;
     }
 
     /// The GPU's reset-bug state: GRBM_STATUS.GUI_ACTIVE reads 1 while dirty.
@@ -359,6 +367,12 @@ impl SmuModel {
                 if now < until {
                     return None;
                 }
+                // The reset's effect is in the registers before the answer,
+                // so a client reading them right after OK sees it.
+                if self.mode2_cleans {
+                    self.dirty = false;
+                    self.refresh(bar);
+                }
                 let _ = bar.device_write32(l.resp, OK);
                 self.state = State::Idle;
                 Some(SmuEvent::Mode2Done)
@@ -429,6 +443,7 @@ impl SmuModel {
         mode2_effective: bool,
     ) -> (SmuModel, Vec<SmuEvent>) {
         let mut events = Vec::new();
+        self.mode2_cleans = mode2_effective;
         while !stop.load(Ordering::SeqCst) {
             if let Some(e) = self.step(&mut bar, Instant::now()) {
                 if e == SmuEvent::Mode2Done && mode2_effective {

@@ -865,7 +865,7 @@ pub fn resources(spec: &FnSpec, all: &[FnSpec]) -> Vec<Resource> {
 }
 
 /// Relative symlink target from directory `from` to `to` (both absolute).
-fn relative(from: &Path, to: &Path) -> PathBuf {
+pub(crate) fn relative(from: &Path, to: &Path) -> PathBuf {
     let f: Vec<Component> = from.components().collect();
     let t: Vec<Component> = to.components().collect();
     let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
@@ -923,6 +923,20 @@ pub fn device_dir(sysfs: &Path, spec: &FnSpec, all: &[FnSpec]) -> PathBuf {
 
 /// Lays out one function: its directory, attributes and every link to it.
 pub fn lay_device(sysfs: &Path, spec: &FnSpec, all: &[FnSpec]) -> Result<PathBuf> {
+    let dir = lay_device_files(sysfs, spec, all)?;
+    publish_device(sysfs, spec, &dir)?;
+    Ok(dir)
+}
+
+/// The `bus/pci/devices/<bdf>` link: where a device becomes visible. Laid
+/// last, as the kernel adds a device to sysfs once it is set up.
+pub fn publish_device(sysfs: &Path, spec: &FnSpec, dir: &Path) -> Result<()> {
+    let devlink = sysfs.join("bus/pci/devices").join(spec.bdf.to_string());
+    link(&devlink, dir)
+}
+
+/// Everything of [`lay_device`] but the `bus/pci/devices` link.
+pub fn lay_device_files(sysfs: &Path, spec: &FnSpec, all: &[FnSpec]) -> Result<PathBuf> {
     let dir = device_dir(sysfs, spec, all);
     mkdir(&dir)?;
     let multifunction = all
@@ -1008,8 +1022,6 @@ pub fn lay_device(sysfs: &Path, spec: &FnSpec, all: &[FnSpec]) -> Result<PathBuf
         write(&bus.join("cpuaffinity"), "ffff\n")?;
     }
     link(&dir.join("subsystem"), &sysfs.join("bus/pci"))?;
-    let devlink = sysfs.join("bus/pci/devices").join(spec.bdf.to_string());
-    link(&devlink, &dir)?;
     if let Some(drv) = spec.driver {
         let ddir = sysfs.join("bus/pci/drivers").join(drv);
         lay_driver(&ddir)?;
@@ -1106,32 +1118,10 @@ fn host_files(root: &Path, sysfs: &Path) -> Result<()> {
     let files: &[(&str, &str)] = &[
         ("proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.8.12-11-pve root=/dev/mapper/pve-root ro quiet iommu=pt\n"),
         ("proc/sys/kernel/osrelease", "6.8.12-11-pve\n"),
-        ("etc/modules", "vfio\nvfio_iommu_type1\nvfio_pci\nvfio_virqfd\n"),
-        (
-            "etc/modprobe.d/passthrough.conf",
-            "# don't load driver for iGPU and sound devices\nblacklist amdgpu\nblacklist radeon\n\
-             blacklist snd_sof_amd_acp63\nblacklist snd_hda_intel\nblacklist snd_pci_ps\n\
-             blacklist snd_rpl_pci_acp6x\nblacklist snd_acp_pci\n\n# load vfio-pci driver instead\n\
-             options vfio-pci ids=1002:1900,1002:1640,1022:15e2,1022:15e3\n",
-        ),
-        (
-            "etc/pve/storage.cfg",
-            "dir: local\n\tpath /var/lib/vz\n\tcontent images,vztmpl,snippets,iso,backup,rootdir\n\t\
-             prune-backups keep-all=1\n\nzfspool: tank\n\tpool tank\n\tcontent rootdir,images\n\t\
-             mountpoint /tank\n\tsparse 1\n",
-        ),
-        (
-            "etc/pve/qemu-server/100.conf",
-            "agent: 1\nbios: ovmf\nboot: order=scsi0;ide1\ncores: 4\ncpu: host\n\
-             efidisk0: tank:vm-100-disk-0,efitype=4m,pre-enrolled-keys=1,size=1M\n\
-             hookscript: local:snippets/vm100-hooks.sh\n\
-             hostpci0: 0000:c5:00.0,pcie=1,x-vga=1,romfile=vbios_1002_1900.bin\n\
-             hostpci1: 0000:c5:00.1,pcie=1,romfile=AMDGopDriver_8845hs.rom\n\
-             machine: pc-q35-9.2+pve1\nmemory: 32768\nname: win11\n\
-             net0: virtio=BC:24:11:65:28:1F,bridge=lanbr\nostype: win11\n\
-             scsi0: tank:vm-100-disk-2,cache=writeback,discard=on,size=128G,ssd=1\n\
-             scsihw: virtio-scsi-pci\nsockets: 1\nusb0: host=062a:4101\nvga: none\n",
-        ),
+        ("etc/modules", super::seed::ETC_MODULES),
+        ("etc/modprobe.d/passthrough.conf", super::seed::PASSTHROUGH_CONF),
+        ("etc/pve/storage.cfg", super::seed::STORAGE_CFG),
+        ("etc/pve/qemu-server/100.conf", super::seed::VM_100_CONF),
         (
             "var/lib/vz/snippets/vm100-hooks.sh",
             "#!/usr/bin/bash\n# the field report's hookscript: remove in pre-stop, rescan in pre-start/post-stop\n\

@@ -1,4 +1,5 @@
-//! The journal: every write to hardware (sysfs attribute, config space, BAR)
+//! The journal (shared by every layer that writes: `pci::mmio`, the reset
+//! engine, the experiment runner): every write to hardware (sysfs attribute, config space, BAR)
 //! is recorded here before it is made. With `--trace FILE` each record is one
 //! JSON line, fsync'd before the write, so a host that hangs mid-reset still
 //! leaves its last write on disk. With `--dry-run` the same records are made
