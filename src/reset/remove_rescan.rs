@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
+use super::{is_parking_driver, wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
 use crate::error::Result;
 use crate::pci::sysfs::{link_name, read_attr, Parent};
 use crate::pci::{Bdf, Device, Host, Topology};
@@ -58,7 +58,31 @@ pub fn probe(a: &Analysis) -> Verdict {
     } else {
         vec![]
     };
-    Verdict::yes(format!("remove, then rescan via {}", rel.display())).with_affects(slot)
+    // The guards look at the named function only; `--slot` removes its
+    // siblings too, so a sibling in use by a host driver needs --force.
+    let live: Vec<String> = slot
+        .iter()
+        .filter_map(|b| a.topo.get(b))
+        .filter(|d| !is_parking_driver(d.driver.as_deref()))
+        .map(|d| format!("{} ({})", d.bdf, d.driver.as_deref().unwrap_or("?")))
+        .collect();
+    let how = format!("remove, then rescan via {}", rel.display());
+    if live.is_empty() {
+        Verdict::yes(how).with_affects(slot)
+    } else if a.force {
+        Verdict::yes(format!(
+            "forced: {how}; removes functions bound to live host drivers: {}",
+            live.join(", ")
+        ))
+        .with_affects(slot)
+    } else {
+        Verdict::no(format!(
+            "--slot would also remove functions bound to live host drivers: {}; unbind them \
+             (or bind vfio-pci) first, or use --force",
+            live.join(", ")
+        ))
+        .with_affects(slot)
+    }
 }
 
 /// What a function was bound to, to bind it back.
