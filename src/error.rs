@@ -104,7 +104,7 @@ pub enum Error {
         reason: String,
     },
     /// The kernel refused a sysfs write; the errno explained in words.
-    #[error("{path}: {} (errno {errno}): {explanation}", std::io::Error::from_raw_os_error(*errno))]
+    #[error("{path}: {}: {explanation}", std::io::Error::from_raw_os_error(*errno))]
     Kernel {
         path: PathBuf,
         errno: i32,

@@ -128,12 +128,19 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
         ));
     }
     if let Some(p) = &after.power_state {
-        // A runtime-suspended device is healthy in D3hot; the orchestrator
-        // woke it, so here it must be D0.
+        // The orchestrator woke the device, so it must be in D0 — unless the
+        // kernel re-created it (remove_rescan) and its driver runtime-suspended
+        // it again at once, as vfio-pci does with an idle device: that is the
+        // driver's choice, not a failed reset.
+        let suspended = after.runtime_status.as_deref() == Some("suspended");
         v.push(HealthItem::new(
             "power",
-            p == "D0",
-            format!("power_state {p}"),
+            p == "D0" || suspended,
+            if p != "D0" && suspended {
+                format!("power_state {p} (runtime-suspended by its driver)")
+            } else {
+                format!("power_state {p}")
+            },
         ));
     }
     if before.driver != after.driver {

@@ -50,10 +50,14 @@ pub fn probe(a: &Analysis) -> Verdict {
         .map(|m| vec![m.to_string()])
         .unwrap_or(methods.clone());
     if wanted.iter().all(|m| m == "bus") && !a.dev.bus_peers.is_empty() {
-        return Verdict::no(
-            "the kernel lists only 'bus', which fails with ENOTTY: it cannot reset one function \
-             while its siblings are present",
-        );
+        let why = "the kernel lists only 'bus', which fails with ENOTTY: it cannot reset one \
+                   function while its siblings are present";
+        // Forced, the kernel is asked anyway and its errno comes back explained.
+        return if a.force {
+            Verdict::yes(format!("forced although {why}"))
+        } else {
+            Verdict::no(why)
+        };
     }
     Verdict::yes(format!("the kernel offers: {}", wanted.join(" ")))
 }
@@ -66,10 +70,21 @@ pub fn explain(ctx: &ResetCtx, attr: &str, errno: i32) -> String {
              (pci_parent_bus_reset), and no other method it has applies"
                 .to_string()
         }
+        // __pci_reset_function_locked: every method said -ENOTTY, or the one that ran
+        // timed out waiting for the device (pci_dev_wait, or the link of a bus reset).
         ("reset", libc::ENOTTY) => {
-            "none of the kernel's reset methods applies to the device now".to_string()
+            "none of the kernel's reset methods applies to the device now, or the device did \
+             not come back after one (the kernel logs which: dmesg)"
+                .to_string()
         }
         ("reset", libc::EINVAL) => "the kernel accepts only '1' in 'reset'".to_string(),
+        ("reset_method", libc::EINVAL)
+            if ctx.arg == Some("bus") && !ctx.dev.bus_peers.is_empty() =>
+        {
+            "the kernel re-probes 'bus' when it is written (reset_method_store), and \
+             pci_parent_bus_reset refuses a bus on which the function has siblings"
+                .to_string()
+        }
         ("reset_method", libc::EINVAL) => {
             "the kernel re-probes the method when it is written and rejects one that no longer \
              applies (reset_method_store)"

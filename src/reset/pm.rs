@@ -78,7 +78,18 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     let pm = Caps::walk(&cfg)
         .find(PCI_CAP_ID_PM)
         .ok_or_else(|| Error::failed(format!("{}: no PM capability", ctx.bdf())))?;
-    let csr = cfg.read16(pm + PCI_PM_CTRL)?;
+    let mut csr = cfg.read16(pm + PCI_PM_CTRL)?;
+    let suspended = ctx.dev.runtime_status.as_deref() == Some("suspended");
+    if csr & Pmcsr::STATE_MASK.bits() != 0 && ctx.opts.dry_run && suspended {
+        // A real run wakes it first (the orchestrator's power/control=on); a
+        // dry run does not, so plan the writes from D0.
+        let bdf = ctx.bdf();
+        ctx.journal.note(
+            Some(&bdf),
+            "runtime-suspended: a real run finds it in D0 after waking it",
+        )?;
+        csr &= !Pmcsr::STATE_MASK.bits();
+    }
     if csr & Pmcsr::STATE_MASK.bits() != 0 {
         return Err(Error::failed(format!(
             "{}: PM reset starts from D0 but PMCSR says D{}",

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
+use super::{is_parking_driver, wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
 use crate::error::Result;
 use crate::pci::sysfs::{link_name, read_attr, Parent};
 use crate::pci::{Bdf, Device, Host, Topology};
@@ -58,7 +58,31 @@ pub fn probe(a: &Analysis) -> Verdict {
     } else {
         vec![]
     };
-    Verdict::yes(format!("remove, then rescan via {}", rel.display())).with_affects(slot)
+    // The guards look at the named function only; `--slot` removes its
+    // siblings too, so a sibling in use by a host driver needs --force.
+    let live: Vec<String> = slot
+        .iter()
+        .filter_map(|b| a.topo.get(b))
+        .filter(|d| !is_parking_driver(d.driver.as_deref()))
+        .map(|d| format!("{} ({})", d.bdf, d.driver.as_deref().unwrap_or("?")))
+        .collect();
+    let how = format!("remove, then rescan via {}", rel.display());
+    if live.is_empty() {
+        Verdict::yes(how).with_affects(slot)
+    } else if a.force {
+        Verdict::yes(format!(
+            "forced: {how}; removes functions bound to live host drivers: {}",
+            live.join(", ")
+        ))
+        .with_affects(slot)
+    } else {
+        Verdict::no(format!(
+            "--slot would also remove functions bound to live host drivers: {}; unbind them \
+             (or bind vfio-pci) first, or use --force",
+            live.join(", ")
+        ))
+        .with_affects(slot)
+    }
 }
 
 /// What a function was bound to, to bind it back.
@@ -115,29 +139,26 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             Ok((!exists(host, b)).then_some(()))
         })?;
     }
-    ctx.journal.sysfs_write(None, &rescan, "1")?;
-    if ctx.opts.dry_run {
-        ctx.journal.note(
-            None,
-            format!("would wait for {} function(s) to reappear", targets.len()),
-        )?;
-        return Ok(Outcome::did("dry run"));
+    // Rescan with driver autoprobe off, then bind each function to the
+    // driver it had. Otherwise the re-created function is probed by its
+    // natural driver first (virtio-pci, amdgpu) and unbound from it at once:
+    // slow, and on the 6.1 guest an immediate unbind of virtio-rng oopsed in
+    // hwrng_unregister. The flag is global, so it is put back whatever happens.
+    let autoprobe = ctx.host.sysfs.join("bus/pci/drivers_autoprobe");
+    let gate = read_attr(&autoprobe)?.as_deref() == Some("1");
+    if gate {
+        ctx.journal.sysfs_write(None, &autoprobe, "0")?;
     }
-    let host = ctx.host;
-    for b in &targets {
-        wait::poll(
-            &format!("{b} to reappear after rescan"),
-            bound,
-            poll_every,
-            || Ok(exists(host, b).then_some(())),
-        )?;
-    }
-    // Bind each function back to the driver it had (Proxmox expects vfio-pci).
-    let mut notes = Vec::new();
-    for bd in &bindings {
-        if let Some(n) = rebind(ctx, bd)? {
-            notes.push(n);
+    let r = rescan_and_rebind(ctx, &rescan, &targets, &bindings);
+    if gate {
+        let back = ctx.journal.sysfs_write(None, &autoprobe, "1");
+        if r.is_ok() {
+            back?;
         }
+    }
+    let notes = r?;
+    if ctx.opts.dry_run {
+        return Ok(Outcome::did("dry run"));
     }
     Ok(Outcome {
         did: format!(
@@ -156,6 +177,40 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     })
 }
 
+/// Rescans, waits for every target to reappear, binds each back; returns notes.
+fn rescan_and_rebind(
+    ctx: &mut ResetCtx,
+    rescan: &Path,
+    targets: &[Bdf],
+    bindings: &[Binding],
+) -> Result<Vec<String>> {
+    ctx.journal.sysfs_write(None, rescan, "1")?;
+    if ctx.opts.dry_run {
+        ctx.journal.note(
+            None,
+            format!("would wait for {} function(s) to reappear", targets.len()),
+        )?;
+        return Ok(vec![]);
+    }
+    let host = ctx.host;
+    for b in targets {
+        wait::poll(
+            &format!("{b} to reappear after rescan"),
+            ctx.opts.wait_timeout,
+            Duration::from_millis(20),
+            || Ok(exists(host, b).then_some(())),
+        )?;
+    }
+    // Bind each function back to the driver it had (Proxmox expects vfio-pci).
+    let mut notes = Vec::new();
+    for bd in bindings {
+        if let Some(n) = rebind(ctx, bd)? {
+            notes.push(n);
+        }
+    }
+    Ok(notes)
+}
+
 fn current_driver(dir: &Path) -> Result<Option<String>> {
     link_name(&dir.join("driver"))
 }
@@ -166,17 +221,10 @@ fn rebind(ctx: &mut ResetCtx, bd: &Binding) -> Result<Option<String>> {
     let Some(want) = bd.driver.clone() else {
         return Ok(None);
     };
-    // Give the driver core a moment to probe on its own first (bounded).
-    let settle = Duration::from_millis(500);
-    let d2 = dir.clone();
-    let w2 = want.clone();
-    let got = wait::poll(
-        "the driver to bind",
-        settle,
-        Duration::from_millis(10),
-        || Ok((current_driver(&d2)?.as_deref() == Some(w2.as_str())).then_some(())),
-    );
-    if got.is_ok() {
+    // The rescan write returns after the kernel has added the device (and,
+    // with autoprobe on, probed drivers: pci_bus_add_device → device_attach),
+    // so nothing is left to settle: no waiting here (it cost 500 ms a run).
+    if current_driver(&dir)?.as_deref() == Some(want.as_str()) {
         return Ok(None);
     }
     let ov_path = dir.join("driver_override");

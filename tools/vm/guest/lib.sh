@@ -68,3 +68,26 @@ attr() {
 sysfs_write() {
     guest-helper write "$1" "$2"
 }
+
+# bind BDF DRIVER: (re)bind a device to DRIVER as a Proxmox host does for vfio-pci (driver_override,
+# unbind, drivers_probe); prints nothing, fails if it did not end up bound to DRIVER.
+bind() {
+    local dir=/sys/bus/pci/devices/$1
+    echo "$2" >"$dir/driver_override"
+    [ -e "$dir/driver" ] && [ "$(driver_of "$1")" != "$2" ] && echo "$1" >"$dir/driver/unbind"
+    [ -e "$dir/driver" ] || echo "$1" >/sys/bus/pci/drivers_probe
+    [ "$(driver_of "$1")" = "$2" ]
+}
+
+# kview BDF: the kernel's view of a device as JSON: present, driver, power_state, runtime_status,
+# the `resource` file (BAR addresses) and the first 64 bytes of config as hex.
+kview() {
+    local dir=/sys/bus/pci/devices/$1
+    if [ ! -e "$dir" ]; then
+        printf '{"present":false}'
+        return
+    fi
+    printf '{"present":true,"driver":%s,"power_state":%s,"runtime_status":%s,"resource":%s,"config":%s}' \
+        "$(jnull "$(driver_of "$1")")" "$(attr "$1" power_state)" "$(attr "$1" power/runtime_status)" \
+        "$(attr "$1" resource)" "$(jstr "$(od -An -v -tx1 -N64 "$dir/config" | tr -d ' \n')")"
+}
