@@ -9,6 +9,7 @@ use crate::error::{exit, Error, Result};
 use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
 mod doctor;
+pub mod hook;
 mod list;
 pub mod regs;
 pub mod reset;
@@ -64,6 +65,8 @@ pub enum Cmd {
     Regs(regs::RegsArgs),
     /// Dump the VBIOS from the ACPI VFCT table, or check a ROM file.
     Vbios(vbios::VbiosArgs),
+    /// Proxmox hookscript backend: `hook VMID PHASE`, `hook install VMID`, `hook status VMID`.
+    Hook(hook::HookArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
+        Cmd::Hook(a) => hook::run(&ctx, a),
     }
 }
 
