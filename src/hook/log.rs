@@ -104,7 +104,7 @@ impl Logger {
         if self.stderr {
             eprintln!("{text}");
         }
-        self.to_kmsg(level, &text);
+        self.write_kmsg(level, &text);
         self.lines.push(LogLine {
             level,
             t_ms: self.start.elapsed().as_secs_f64() * 1e3,
@@ -116,7 +116,7 @@ impl Logger {
     /// gives each open its own `ratelimit_state`, 10 lines per 5 s unless `printk.devkmsg=on`),
     /// and a phase with several devices writes more than that. Never creates the file; a log
     /// that cannot be written (absent in a twin, not root) is given up for the rest of the run.
-    fn to_kmsg(&mut self, level: Level, text: &str) {
+    fn write_kmsg(&mut self, level: Level, text: &str) {
         let Some(path) = &self.kmsg else { return };
         let ok = OpenOptions::new()
             .append(true)

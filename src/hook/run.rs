@@ -35,6 +35,9 @@ const REBIND_SETTLE: Duration = Duration::from_millis(500);
 /// for `remove_rescan` gone, back, bound to its driver again.
 const WAITS_PER_METHOD: u32 = 5;
 
+/// Kept back from a phase's budget for writing the last records and log lines.
+const FINISH_RESERVE: Duration = Duration::from_millis(200);
+
 /// Where the hook looks for things; every root is a parameter.
 #[derive(Debug, Clone)]
 pub struct HookOptions {
@@ -426,8 +429,11 @@ impl<'a> PhaseRunner<'a> {
         self.start
     }
 
+    /// Time left for actions: the budget less a reserve for recording and logging the end.
     fn remaining(&self) -> Duration {
-        (self.start + self.budget()).saturating_duration_since(Instant::now())
+        let budget = self.budget();
+        let reserve = FINISH_RESERVE.min(budget / 10);
+        (self.start + budget - reserve).saturating_duration_since(Instant::now())
     }
 
     fn set_progress(&self, what: String) {
@@ -863,10 +869,7 @@ impl<'a> PhaseRunner<'a> {
                             action,
                             device: d.bdf,
                             result: ActionResult::Done,
-                            detail: format!(
-                                "reset by {m} in {} ms{skipped}",
-                                ms_int(t0.elapsed())
-                            ),
+                            detail: format!("reset by {m} in {} ms{skipped}", ms_int(t0.elapsed())),
                             method: Some(m.clone()),
                             ms: ms(t0.elapsed()),
                             kernel_ms: kernel,

@@ -232,15 +232,7 @@ pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport
                     steps.push(Step {
                         action: *a,
                         device: d.bdf,
-                        would: would(
-                            host,
-                            *a,
-                            d,
-                            dev,
-                            &pp,
-                            vp.present_timeout,
-                            vp.remove_timeout,
-                        ),
+                        would: would(host, *a, d, dev, &pp, vp.present_timeout, vp.remove_timeout),
                     });
                 }
             }

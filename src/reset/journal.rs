@@ -180,7 +180,12 @@ impl Journal {
 
     /// Records a sysfs write the caller makes itself right after (the hook makes writes that
     /// may block in the kernel from a child process, to bound them). Returns whether to make it.
-    pub fn sysfs_announce(&mut self, device: Option<&str>, path: &Path, value: &str) -> Result<bool> {
+    pub fn sysfs_announce(
+        &mut self,
+        device: Option<&str>,
+        path: &Path,
+        value: &str,
+    ) -> Result<bool> {
         let mut r = self.base(Target::Sysfs);
         r.device = device.map(str::to_string);
         r.path = Some(path.display().to_string());
