@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 
-use super::{print_json, Ctx};
+use super::{print_json, Cli, Ctx};
 use crate::error::{exit, Result};
 use crate::hook::install::{find_in_path, install, InstallReport, DEFAULT_SHIM_NAME};
 use crate::hook::log::Logger;
@@ -13,6 +13,7 @@ use crate::hook::policy::{Phase, DEFAULT_POLICY_PATH};
 use crate::hook::pveconf::DEFAULT_PVE_ROOT;
 use crate::hook::run::{HookOptions, PhaseRunner};
 use crate::hook::status::{status, StatusReport};
+use crate::pci::Host;
 
 /// How long past the phase's budget the watchdog lets the hook run before it gives up on it.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
@@ -99,10 +100,32 @@ fn options(p: &HookPaths) -> HookOptions {
     }
 }
 
-pub fn run(ctx: &Ctx, args: &HookArgs) -> Result<i32> {
+/// Runs `hook` without the common context when it can: a hook phase loads the register
+/// database only if it resets something, and a live `/sys` or a directory needs no set-up.
+/// `--sim` and snapshot files go through [`Ctx`].
+pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
+    let root = cli
+        .sysfs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
+    if cli.sim || root.is_file() {
+        let ctx = Ctx::new(cli)?;
+        return run(&ctx.host, &cli.regs, cli.json, args);
+    }
+    if !root.is_dir() {
+        return Err(crate::error::Error::io(
+            "open sysfs root",
+            &root,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    run(&Host::new(root), &cli.regs, cli.json, args)
+}
+
+pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
     match &args.cmd {
-        Some(HookCmd::Install(a)) => run_install(ctx, &args.paths, a),
-        Some(HookCmd::Status(a)) => run_status(ctx, &args.paths, a),
+        Some(HookCmd::Install(a)) => run_install(json, &args.paths, a),
+        Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),
         None => {
             // clap makes both required when there is no subcommand.
             let (Some(vmid), Some(phase)) = (args.vmid, args.phase.as_deref()) else {
@@ -112,13 +135,20 @@ pub fn run(ctx: &Ctx, args: &HookArgs) -> Result<i32> {
                     "expected VMID PHASE",
                 ));
             };
-            run_phase(ctx, &args.paths, vmid, phase.parse()?)
+            run_phase(host, regs, json, &args.paths, vmid, phase.parse()?)
         }
     }
 }
 
-fn run_phase(ctx: &Ctx, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i32> {
-    let runner = PhaseRunner::new(&ctx.host, &ctx.regs, options(paths), vmid, phase);
+fn run_phase(
+    host: &Host,
+    regs: &[PathBuf],
+    json: bool,
+    paths: &HookPaths,
+    vmid: u32,
+    phase: Phase,
+) -> Result<i32> {
+    let runner = PhaseRunner::new(host, regs.to_vec(), options(paths), vmid, phase);
     // The last resort behind the per-wait bounds: a wait inside the kernel that no bound of
     // ours covers must not keep Proxmox waiting for ever.
     let deadline = runner.started() + runner.budget() + WATCHDOG_GRACE;
@@ -129,7 +159,7 @@ fn run_phase(ctx: &Ctx, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i3
         exit::OK
     };
     let progress = runner.progress.clone();
-    let host = ctx.host.clone();
+    let host = host.clone();
     std::thread::spawn(move || {
         std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
         let what = progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -141,17 +171,17 @@ fn run_phase(ctx: &Ctx, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i3
         std::process::exit(code);
     });
     let report = runner.run();
-    if ctx.json {
+    if json {
         print_json(&report)?;
     }
     Ok(report.exit_code)
 }
 
-fn run_status(ctx: &Ctx, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
+fn run_status(host: &Host, json: bool, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
     let mut opts = options(paths);
     opts.stderr = false;
-    let r = status(&ctx.host, &opts, a.vmid)?;
-    if ctx.json {
+    let r = status(host, &opts, a.vmid)?;
+    if json {
         print_json(&r)?;
     } else {
         print_status(&r);
@@ -262,7 +292,7 @@ pub fn print_status(r: &StatusReport) {
     }
 }
 
-fn run_install(ctx: &Ctx, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
+fn run_install(json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
     let qm = if a.print_only {
         None
     } else {
@@ -276,7 +306,7 @@ fn run_install(ctx: &Ctx, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
         a.force,
         qm.as_deref(),
     )?;
-    if ctx.json {
+    if json {
         print_json(&r)?;
     } else {
         print_install(&r);

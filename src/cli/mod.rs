@@ -194,6 +194,9 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Sim(a) = &cli.cmd {
         return sim::run(a, cli.json);
     }
+    if let Cmd::Hook(a) = &cli.cmd {
+        return hook::run_cli(&cli, a);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -215,7 +218,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
-        Cmd::Hook(a) => hook::run(&ctx, a),
+        Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
     }
 }
 

@@ -365,7 +365,10 @@ fn ms_int(d: Duration) -> u128 {
 /// fails), read [`PhaseRunner::budget`] to arm a watchdog, then [`PhaseRunner::run`].
 pub struct PhaseRunner<'a> {
     host: &'a Host,
-    regs: &'a RegsDb,
+    /// `--regs` overlay directories; the register database is loaded only when a reset runs
+    /// (parsing it is most of a no-op phase's own time).
+    regs_dirs: Vec<PathBuf>,
+    regs: Option<RegsDb>,
     opts: HookOptions,
     vmid: u32,
     phase: Phase,
@@ -383,7 +386,7 @@ pub struct PhaseRunner<'a> {
 impl<'a> PhaseRunner<'a> {
     pub fn new(
         host: &'a Host,
-        regs: &'a RegsDb,
+        regs_dirs: Vec<PathBuf>,
         opts: HookOptions,
         vmid: u32,
         phase: Phase,
@@ -394,7 +397,8 @@ impl<'a> PhaseRunner<'a> {
         let setup = VmSetup::load(host, &opts, vmid);
         PhaseRunner {
             host,
-            regs,
+            regs_dirs,
+            regs: None,
             opts,
             vmid,
             phase,
@@ -808,6 +812,16 @@ impl<'a> PhaseRunner<'a> {
                 return;
             }
         };
+        if self.regs.is_none() {
+            match RegsDb::load(&self.regs_dirs) {
+                Ok(r) => self.regs = Some(r),
+                Err(e) => {
+                    let detail = format!("not reset: register database: {}", e.one_line());
+                    fail(self, detail, None, 0.0);
+                    return;
+                }
+            }
+        }
         let pci = to_pci(d.bdf);
         let mut tried: Vec<String> = chain
             .unavailable
@@ -828,9 +842,10 @@ impl<'a> PhaseRunner<'a> {
             }
             self.set_progress(format!("reset of {} by {label}", d.bdf));
             let opts = method_options(remaining);
+            let Some(regs) = &self.regs else { break };
             match run_chain(
                 self.host,
-                self.regs,
+                regs,
                 &pci,
                 std::slice::from_ref(spec),
                 &opts,

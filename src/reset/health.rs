@@ -129,11 +129,19 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
     }
     if let Some(p) = &after.power_state {
         // A runtime-suspended device is healthy in D3hot; the orchestrator
-        // woke it, so here it must be D0.
+        // woke it, so here it must be D0. A function re-enumerated by a
+        // rescan starts as PCI_UNKNOWN (drivers/pci/probe.c
+        // `pci_setup_device`) and reads "unknown" until a driver enables it
+        // (seen in the guest: remove + rescan of an unbound pci-testdev).
+        let fresh_unbound = p == "unknown" && after.driver.is_none();
         v.push(HealthItem::new(
             "power",
-            p == "D0",
-            format!("power_state {p}"),
+            p == "D0" || fresh_unbound,
+            if fresh_unbound {
+                "power_state unknown: re-enumerated, no driver has enabled it yet".to_string()
+            } else {
+                format!("power_state {p}")
+            },
         ));
     }
     if before.driver != after.driver {
