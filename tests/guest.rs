@@ -1130,6 +1130,10 @@ fn hook_overhead_benchmark() {
         let (b, h) = (median(times(bare)), median(times(hook)));
         eprintln!("{label:<34} {b:>9.1} {h:>9.1} {:>9.1}", h - b);
     }
+    eprintln!(
+        "starting the binary alone (resetlab --version): {:.1} ms",
+        median(times("exec.version"))
+    );
     for key in [
         "bench.report.rescan-remove",
         "bench.report.rescan",

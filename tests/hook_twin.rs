@@ -562,3 +562,43 @@ fn bin_cmd() -> std::process::Command {
     c.env_remove("RESETLAB_SYSFS");
     c
 }
+
+#[test]
+fn a_whole_slot_entry_remembers_the_functions_removed_in_pre_stop() {
+    let b = Bench::new(
+        Profile::default(),
+        Some(
+            "[phase.pre-stop]\nactions = [\"remove\"]\n\
+             [vm.100]\ndevices = [\"c5:00.0\", \"c5:00.1\"]\n",
+        ),
+    );
+    fs::write(
+        b.pve.join("qemu-server/100.conf"),
+        "hostpci0: c5:00,pcie=1,x-vga=1\nvga: none\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        b.phase_ok("pre-start");
+        b.phase_ok("post-start");
+        b.guest_dirties_the_gpu();
+        let v = b.phase_ok("pre-stop");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "remove", dev)["result"], "done");
+        }
+        // Only c5:00.2-.6 are on the bus now: the slot no longer names .0 and .1, their
+        // state records do.
+        let v = b.phase_ok("post-stop");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "ensure_present", dev)["result"], "done");
+            assert_eq!(action(&v, "reset", dev)["result"], "done");
+            assert!(b.present(dev));
+        }
+        assert_eq!(
+            v["devices"].as_array().unwrap().len(),
+            2,
+            "{}",
+            v["devices"]
+        );
+        assert!(!b.gpu_dirty());
+    }
+}

@@ -112,13 +112,53 @@ impl VmSetup {
         let present = pveconf::present_functions(&host.sysfs)?;
         let functions = config.functions(&present);
         let vm_policy = policy.for_vm(vmid);
-        Ok(VmSetup {
+        let mut setup = VmSetup {
             config,
             functions,
             policy,
             vm_policy,
             node,
-        })
+        };
+        setup.add_remembered(&StateStore::new(opts.state_dir_for(host)));
+        Ok(setup)
+    }
+
+    /// Resolves the VM's functions again against what is on the bus now: a whole-slot entry
+    /// whose functions were all removed stands for function 0 until a rescan brings the slot
+    /// back, then for every function of it.
+    pub fn refresh(&mut self, host: &Host, store: &StateStore) -> Result<()> {
+        let present = pveconf::present_functions(&host.sysfs)?;
+        self.functions = self.config.functions(&present);
+        self.add_remembered(store);
+        Ok(())
+    }
+
+    /// A whole-slot entry names only the functions on the bus now; one this VM had that is off
+    /// the bus (removed in pre-stop) is remembered by its state record, so that post-stop brings
+    /// it back and resets it too.
+    fn add_remembered(&mut self, store: &StateStore) {
+        let Ok(records) = store.list() else { return };
+        for hp in &self.config.hostpci {
+            for t in hp.targets() {
+                let pveconf::PciTarget::Slot(slot) = t else {
+                    continue;
+                };
+                for (bdf, lookup) in &records {
+                    let ours =
+                        matches!(lookup, StateLookup::Found(r) if r.vmid == Some(self.config.vmid));
+                    if bdf.slot() == slot && ours && !self.functions.iter().any(|f| f.bdf == *bdf) {
+                        self.functions.push(PassedFunction {
+                            bdf: *bdf,
+                            hostpci: hp.index,
+                            present: false,
+                            from_slot: true,
+                            driver_keep: hp.driver_keep(),
+                            mdev: hp.mdev().is_some(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// The managed functions, in the VM's order.
@@ -470,7 +510,7 @@ impl<'a> PhaseRunner<'a> {
             Ok(s) => Ok((s.managed(), s.vm_policy.clone(), s.policy.path.clone())),
             Err(e) => Err(e.one_line()),
         };
-        let (managed, vm_policy, policy_path) = match loaded {
+        let (mut managed, vm_policy, policy_path) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 let msg = format!("configuration not usable, nothing done: {e}");
@@ -508,6 +548,12 @@ impl<'a> PhaseRunner<'a> {
             match action {
                 Action::EnsurePresent => {
                     self.ensure_present(&devices, present_timeout);
+                    let host = self.host;
+                    if let Ok(s) = &mut self.setup {
+                        if s.refresh(host, &self.store).is_ok() {
+                            managed = s.managed();
+                        }
+                    }
                     devices = plan_devices(self.host, &vm_policy, self.phase, &managed);
                 }
                 Action::ResetIfDirty | Action::Reset => {

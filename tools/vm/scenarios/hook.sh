@@ -63,6 +63,7 @@ while [ $i -le 5 ]; do
     emit "bench.$i.hook.reset" "$(guest-helper time resetlab hook 100 post-stop --pve-config "$pve" --policy "$dir/bench-reset.toml" --state-dir "$dir/state")"
     emit "bench.$i.hook.nothing" "$(guest-helper time resetlab hook 100 pre-stop --pve-config "$pve" --policy "$dir/default.toml" --state-dir "$dir/state")"
     emit "bench.$i.bare.nothing" "$(guest-helper time sh -c true)"
+    emit "bench.$i.exec.version" "$(guest-helper time resetlab --version)"
     i=$((i + 1))
 done
 # The in-process view of one of each (kernel_ms per action).
