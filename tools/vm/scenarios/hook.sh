@@ -45,12 +45,14 @@ cycle() { # N POLICY
 cycle 1 default
 cycle 2 default
 # The field report's recipe (remove in pre-stop, back in post-stop). Its host blacklists the GPU's
-# drivers and gives the ids to vfio-pci, so nothing else claims a function that comes back; here
-# autoprobe off stands for that (e1000e would claim mf1).
-echo 0 >/sys/bus/pci/drivers_autoprobe
+# host drivers (amdgpu, snd_hda_intel), so nothing but vfio-pci claims a function that a rescan
+# brings back; here e1000e (mf1's host driver) is unloaded for that. drivers_autoprobe=0 would not
+# do: a rescan attaches drivers itself (drivers/pci/bus.c pci_bus_add_device -> device_attach).
+e1000e=$(grep '/e1000e\.ko' /etc/vm/modules) || exit 1
+rmmod e1000e || exit 1
 cycle 3 seed
 
-# Benchmark, autoprobe still off so that only the kernel's own work is timed (no driver probe).
+# Benchmark, still without e1000e, so that only the kernel's own work is timed (no driver probe).
 i=1
 while [ $i -le 5 ]; do
     emit "bench.$i.bare.remove" "$(guest-helper time sh -c "echo 1 >$sys/$f0/remove && echo 1 >$sys/$f1/remove")"
@@ -71,7 +73,7 @@ hook bench.report.rescan-remove bench-rescan pre-stop
 hook bench.report.rescan bench-rescan post-stop
 proxmox_binds
 hook bench.report.reset bench-reset post-stop
-echo 1 >/sys/bus/pci/drivers_autoprobe
+insmod "/lib/modules/$e1000e" || exit 1
 
 # A last default cycle: the end state is what Proxmox leaves between runs.
 cycle 4 default
