@@ -15,6 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -49,11 +52,18 @@ pub fn write(path: &Path, value: &str, bound: Duration) -> Result<WriteOutcome> 
         .map_err(|_| Error::parse("sysfs path", path.display().to_string(), "contains NUL"))?;
     let bytes = value.as_bytes().to_vec();
     let fds = open_fds();
+    // The child holds the write end until it exits: the read end then reports end-of-file, so
+    // the parent wakes the moment the write is done instead of polling on a timer.
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io("pipe for", path, e.into()))?;
     // SAFETY: after fork the child calls only async-signal-safe functions (close, open, write,
     // _exit) on memory prepared before the fork, so it is sound even if the parent has other
     // threads (the twin's model thread in tests).
     let pid = match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { child }) => {
+            drop(done_w);
+            child
+        }
         Ok(ForkResult::Child) => {
             // SAFETY: see above; `cpath` and `bytes` are valid for the whole child, `_exit` ends
             // it without running the parent's destructors or flushing its buffers.
@@ -79,13 +89,25 @@ pub fn write(path: &Path, value: &str, bound: Duration) -> Result<WriteOutcome> 
         }
         Err(e) => return Err(Error::io("fork a writer for", path, e.into())),
     };
-    wait_child(pid, bound)
+    wait_child(pid, &done_r, bound)
 }
 
-fn wait_child(pid: Pid, bound: Duration) -> Result<WriteOutcome> {
+fn wait_child(pid: Pid, done: &OwnedFd, bound: Duration) -> Result<WriteOutcome> {
     let start = Instant::now();
-    let mut delay = Duration::from_micros(200);
     loop {
+        let left = bound.saturating_sub(start.elapsed());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(done.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    "wait for the writer process",
+                    format!("pid {pid}"),
+                    e.into(),
+                ))
+            }
+        }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, 0)) => return Ok(WriteOutcome::Done),
             Ok(WaitStatus::Exited(_, code)) => return Ok(WriteOutcome::Refused(code)),
@@ -101,12 +123,11 @@ fn wait_child(pid: Pid, bound: Duration) -> Result<WriteOutcome> {
                 ))
             }
         }
-        let spent = start.elapsed();
-        if spent >= bound {
+        if start.elapsed() >= bound {
             return Ok(WriteOutcome::Pending { pid: pid.as_raw() });
         }
-        std::thread::sleep(delay.min(bound - spent));
-        delay = (delay * 2).min(Duration::from_millis(20));
+        // End-of-file comes just before the exit status is ready: give it a moment.
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 

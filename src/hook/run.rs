@@ -761,7 +761,7 @@ impl<'a> PhaseRunner<'a> {
         let _ = wait::poll(
             "the devices to appear",
             left,
-            Duration::from_millis(10),
+            Duration::from_millis(2),
             || Ok(want.iter().all(|b| is_present(host, *b)).then_some(())),
         );
         let kernel = k0.elapsed();
@@ -1001,7 +1001,7 @@ impl<'a> PhaseRunner<'a> {
             wait::poll(
                 "the device to leave the bus",
                 left,
-                Duration::from_millis(10),
+                Duration::from_millis(2),
                 || Ok((!is_present(host, d.bdf)).then_some(())),
             )
             .is_ok()
