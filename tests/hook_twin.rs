@@ -177,12 +177,13 @@ fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
 
         b.phase_ok("pre-stop");
         let v = b.phase_ok("post-stop");
-        for dev in [GPU, AUDIO] {
+        // The GPU by the SMU's mode-2 reset; its audio has no SMU of its own: remove + rescan.
+        for (dev, method) in [(GPU, "smu_mode2"), (AUDIO, "remove_rescan")] {
             let r = action(&v, "reset", dev);
             assert_eq!(r["result"], "done", "cycle {cycle}: {r}");
-            assert_eq!(r["method"], "remove_rescan");
+            assert_eq!(r["method"], method, "{r}");
             assert_eq!(b.state(dev)["state"], "clean");
-            assert_eq!(b.state(dev)["last_method"], "remove_rescan");
+            assert_eq!(b.state(dev)["last_method"], method);
             assert!(b.present(dev));
             assert_eq!(b.driver(dev).as_deref(), Some("vfio-pci"), "{dev}");
         }
@@ -194,7 +195,7 @@ fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
     }
     let kmsg = b.kmsg();
     assert_eq!(
-        kmsg.matches("<6>resetlab: VM 100 post-stop: 0000:c5:00.0 reset by remove_rescan in ")
+        kmsg.matches("<6>resetlab: VM 100 post-stop: 0000:c5:00.0 reset by smu_mode2 in ")
             .count(),
         3,
         "{kmsg}"
@@ -270,7 +271,10 @@ fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
     };
     let b = Bench::new(
         profile,
-        Some("fail_start_on_error = true\n[phase.post-stop]\nbudget_s = 3\n[phase.pre-start]\nbudget_s = 2\n"),
+        Some(
+            "fail_start_on_error = true\n[chain]\namd_gpu = [\"remove_rescan\"]\n\
+             [phase.post-stop]\nbudget_s = 3\n[phase.pre-start]\nbudget_s = 2\n",
+        ),
     );
     b.phase_ok("post-start");
     let (code, v, err) = b.phase("post-stop");
@@ -342,7 +346,7 @@ fn a_failed_pre_start_goes_on_without_fail_start_on_error() {
 fn two_hooks_never_reset_one_device_at_once() {
     let b = Bench::new(
         Profile::default(),
-        Some("[phase.post-stop]\nbudget_s = 2\n"),
+        Some("[phase.post-stop]\nbudget_s = 8\n"),
     );
     let host = Host::new(&b.twin.sysfs);
     let _other_hook =
@@ -411,7 +415,7 @@ fn status_shows_devices_their_state_and_each_phase_plan() {
         step["would"]
             .as_str()
             .unwrap()
-            .starts_with("dirty: reset with remove_rescan"),
+            .starts_with("dirty: reset with smu_mode2 → remove_rescan"),
         "{step}"
     );
     // Human form.
