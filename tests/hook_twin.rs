@@ -475,12 +475,9 @@ fn install_copies_the_shim_and_runs_qm_set() {
         &bin.join("qm"),
         &format!("#!/bin/sh\necho \"$@\" > {}\n", log.display()),
     );
-    let a = b.args(&["install", "100", "--storage", "hooks"]);
-    let o = bin_cmd()
-        .args(&a)
-        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-        .output()
-        .unwrap();
+    let qm = bin.join("qm").display().to_string();
+    let a = b.args(&["install", "100", "--storage", "hooks", "--qm", &qm]);
+    let o = bin_cmd().args(&a).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["volid"], "hooks:snippets/resetlab-hook.sh");
@@ -501,7 +498,35 @@ fn install_copies_the_shim_and_runs_qm_set() {
     let o = b.raw(&["install", "100", "--print-only"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not allow 'snippets'"));
-    // Not qm in PATH (or --print-only): the command to run is printed.
+    // On a twin no `qm` from PATH is ever run (it would change this machine's VM 100): the
+    // command to run is printed; and the twin's own `local` is beneath its root.
+    fs::write(
+        b.pve.join("storage.cfg"),
+        "dir: local\n\tpath /var/lib/vz\n\tcontent snippets\n",
+    )
+    .unwrap();
+    let o = bin_cmd()
+        .args(b.args(&["install", "100"]))
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["qm"], Value::Null, "{v}");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().trim(),
+        "set 100 --hookscript hooks:snippets/resetlab-hook.sh"
+    );
+    assert!(root.join("var/lib/vz/snippets/resetlab-hook.sh").exists());
+    fs::write(
+        b.pve.join("storage.cfg"),
+        format!(
+            "dir: hooks\n\tpath {}\n\tcontent snippets\n",
+            hooks.display()
+        ),
+    )
+    .unwrap();
+    // --print-only: the command to run is printed.
     let a = b.args(&["install", "100", "--storage", "hooks", "--print-only"]);
     let human: Vec<&str> = a
         .iter()

@@ -40,12 +40,14 @@ pub struct HookArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HookPaths {
-    /// The Proxmox configuration root (qemu-server/, mapping/pci.cfg, storage.cfg).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PVE_ROOT, global = true)]
-    pub pve_config: PathBuf,
-    /// The hook's policy (a missing file means the built-in defaults).
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY_PATH, global = true)]
-    pub policy: PathBuf,
+    /// The Proxmox configuration root (qemu-server/, mapping/pci.cfg, storage.cfg) [default:
+    /// /etc/pve; <root>/etc/pve for a --sysfs root other than /sys].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub pve_config: Option<PathBuf>,
+    /// The hook's policy; a missing file means the built-in defaults [default:
+    /// /etc/resetlab/hook.toml; under <root> for a --sysfs root other than /sys].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub policy: Option<PathBuf>,
     /// Where device state records live [default: /run/resetlab; <root>/run/resetlab for a
     /// --sysfs root other than /sys].
     #[arg(long, value_name = "DIR", global = true)]
@@ -77,8 +79,12 @@ pub struct InstallArgs {
     #[arg(long)]
     pub force: bool,
     /// Print the `qm set` command instead of running it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "qm")]
     pub print_only: bool,
+    /// The `qm` to run [default: `qm` from PATH on the live machine; with a --sysfs root other
+    /// than /sys, none: the command is printed].
+    #[arg(long, value_name = "PATH")]
+    pub qm: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,10 +93,26 @@ pub struct StatusArgs {
     pub vmid: u32,
 }
 
-fn options(p: &HookPaths) -> HookOptions {
+/// `/etc/...` on the live machine; beside the tree for a twin or snapshot (`<sysfs>/../etc/...`,
+/// as for `/dev` and `/run`), so that a twin never reads the machine's own Proxmox config.
+fn beside(host: &Host, abs: &str) -> PathBuf {
+    if host.is_live() {
+        return PathBuf::from(abs);
+    }
+    let base = host.sysfs.parent().unwrap_or(&host.sysfs);
+    base.join(abs.trim_start_matches('/'))
+}
+
+fn options(host: &Host, p: &HookPaths) -> HookOptions {
     HookOptions {
-        pve_root: p.pve_config.clone(),
-        policy: p.policy.clone(),
+        pve_root: p
+            .pve_config
+            .clone()
+            .unwrap_or_else(|| beside(host, DEFAULT_PVE_ROOT)),
+        policy: p
+            .policy
+            .clone()
+            .unwrap_or_else(|| beside(host, DEFAULT_POLICY_PATH)),
         state_dir: p.state_dir.clone(),
         node: p.node.clone(),
         migrated_from: std::env::var("PVE_MIGRATED_FROM")
@@ -124,7 +146,7 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
 
 pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
     match &args.cmd {
-        Some(HookCmd::Install(a)) => run_install(json, &args.paths, a),
+        Some(HookCmd::Install(a)) => run_install(host, json, &args.paths, a),
         Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),
         None => {
             // clap makes both required when there is no subcommand.
@@ -148,7 +170,7 @@ fn run_phase(
     vmid: u32,
     phase: Phase,
 ) -> Result<i32> {
-    let runner = PhaseRunner::new(host, regs.to_vec(), options(paths), vmid, phase);
+    let runner = PhaseRunner::new(host, regs.to_vec(), options(host, paths), vmid, phase);
     // The last resort behind the per-wait bounds: a wait inside the kernel that no bound of
     // ours covers must not keep Proxmox waiting for ever.
     let deadline = runner.started() + runner.budget() + WATCHDOG_GRACE;
@@ -178,7 +200,7 @@ fn run_phase(
 }
 
 fn run_status(host: &Host, json: bool, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
-    let mut opts = options(paths);
+    let mut opts = options(host, paths);
     opts.stderr = false;
     let r = status(host, &opts, a.vmid)?;
     if json {
@@ -292,19 +314,23 @@ pub fn print_status(r: &StatusReport) {
     }
 }
 
-fn run_install(json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
-    let qm = if a.print_only {
-        None
-    } else {
-        find_in_path("qm")
+fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
+    let qm = match (&a.qm, a.print_only) {
+        (Some(q), _) => Some(q.clone()),
+        (None, true) => None,
+        (None, false) if host.is_live() => find_in_path("qm"),
+        (None, false) => None,
     };
+    // A twin's snippets directories live beneath its root, never on this machine.
+    let root = (!host.is_live()).then(|| beside(host, "/"));
     let r = install(
-        &options(paths),
+        &options(host, paths),
         a.vmid,
         &a.storage,
         &a.name,
         a.force,
         qm.as_deref(),
+        root.as_deref(),
     )?;
     if json {
         print_json(&r)?;

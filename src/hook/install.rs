@@ -73,7 +73,8 @@ fn check_name(name: &str) -> Result<()> {
 
 /// Writes the shim as `<snippets dir of storage>/<name>` (mode 0755) and runs `qm` (the path
 /// given, when one is) to set it on the VM. A file of that name that is not resetlab's shim is
-/// left alone unless `force`.
+/// left alone unless `force`. With `root` (a twin or snapshot), a snippets directory outside it
+/// is taken beneath it (`/var/lib/vz/snippets` → `<root>/var/lib/vz/snippets`).
 pub fn install(
     opts: &HookOptions,
     vmid: u32,
@@ -81,13 +82,19 @@ pub fn install(
     name: &str,
     force: bool,
     qm: Option<&Path>,
+    root: Option<&Path>,
 ) -> Result<InstallReport> {
     check_name(name)?;
     // Refuse early on a policy that the hook could not use.
     Policy::load(&opts.policy)?;
     let vm = VmConfig::load(&opts.pve_root, vmid)?;
     let storages = StorageConfig::load(&opts.pve_root)?;
-    let dir = storages.snippets_dir(storage)?;
+    let mut dir = storages.snippets_dir(storage)?;
+    if let Some(root) = root {
+        if !dir.starts_with(root) {
+            dir = root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        }
+    }
     let path = dir.join(name);
     let written = match std::fs::read_to_string(&path) {
         Ok(old) if old == SHIM => false,

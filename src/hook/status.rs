@@ -101,8 +101,16 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn hookscript_status(opts: &HookOptions, volid: &str) -> HookscriptStatus {
+fn hookscript_status(host: &Host, opts: &HookOptions, volid: &str) -> HookscriptStatus {
     let path = StorageConfig::load(&opts.pve_root).and_then(|s| s.snippet_path(volid));
+    // A twin's snippets live beneath its root, as `hook install` puts them there.
+    let base = host.sysfs.parent().map(std::path::Path::to_path_buf);
+    let path = path.map(|p| match &base {
+        Some(b) if !host.is_live() && !p.starts_with(b) => {
+            b.join(p.strip_prefix("/").unwrap_or(&p))
+        }
+        _ => p,
+    });
     match path {
         Ok(p) => {
             let text = std::fs::read_to_string(&p).ok();
@@ -255,7 +263,7 @@ pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport
             .config
             .hookscript
             .as_deref()
-            .map(|v| hookscript_status(opts, v)),
+            .map(|v| hookscript_status(host, opts, v)),
         devices,
         unmanaged,
         phases,
