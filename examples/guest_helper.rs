@@ -6,6 +6,8 @@
 //! - `guest_helper mmio-read PATH OFFSET` / `mmio-write PATH OFFSET VALUE`: one 32-bit access through an
 //!   mmap of PATH (a memory BAR's `resourceN`, which is mmap-only: read(2) fails on it).
 //! - `guest_helper mmio-poll PATH OFFSET TIMEOUT_MS`: read until the word is non-zero, bounded.
+//! - `guest_helper time CMD [ARG...]`: run CMD (output discarded), print
+//!   `{"ok":true,"rc":0,"ms":12.3}` with its wall time (busybox's `date` has no sub-second clock).
 //!
 //! - `guest_helper time N PATH=VALUE...`: N rounds of the writes, in order; prints each round's time in
 //!   ms on the monotonic clock (`{"ok":true,"ms":[...]}`): the kernel's own reset, timed as resetlab's is.
@@ -244,7 +246,7 @@ fn run(args: &[String]) -> Result<Value, Value> {
     let usage = || {
         json!({"ok": false, "message": "usage: guest_helper write PATH VALUE | mmio-read PATH OFFSET | \
                mmio-write PATH OFFSET VALUE | mmio-poll PATH OFFSET TIMEOUT_MS | \
-               time N PATH=VALUE... | bench-table DIR"})
+               time N PATH=VALUE... | time-cmd CMD [ARG...] | bench-table DIR"})
     };
     let num = |s: &String| {
         parse_num(s).ok_or_else(|| json!({"ok": false, "message": format!("not a number: {s:?}")}))
@@ -291,6 +293,18 @@ fn run(args: &[String]) -> Result<Value, Value> {
             time_writes(num(n)?, writes)
         }
         [cmd, dir] if cmd == "bench-table" => bench_table(dir),
+        [cmd, prog, rest @ ..] if cmd == "time-cmd" => {
+            let start = Instant::now();
+            let status = std::process::Command::new(prog)
+                .args(rest)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| errno_json(&e))?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            Ok(json!({"ok": status.success(), "rc": status.code(), "ms": ms}))
+        }
         _ => Err(usage()),
     }
 }

@@ -179,6 +179,22 @@ impl Journal {
         write_attr(path, value)
     }
 
+    /// Records a sysfs write the caller makes itself right after (the hook makes writes that
+    /// may block in the kernel from a child process, to bound them). Returns whether to make it.
+    pub fn sysfs_announce(
+        &mut self,
+        device: Option<&str>,
+        path: &Path,
+        value: &str,
+    ) -> Result<bool> {
+        let mut r = self.base(Target::Sysfs);
+        r.device = device.map(str::to_string);
+        r.path = Some(path.display().to_string());
+        r.value = Some(value.to_string());
+        self.record(r)?;
+        Ok(!self.dry_run)
+    }
+
     /// Records, then (unless dry-run) writes a config register of `width` bytes.
     pub fn config_write(
         &mut self,

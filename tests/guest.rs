@@ -24,8 +24,8 @@ use resetlab::pci::mmio::{Access, BarMap};
 use resetlab::sim::profile::SmuProfile;
 use resetlab::sim::smu::{SmuEvent, SmuModel};
 
-/// Scenarios of tools/vm/scenarios/, in the order the guest runs them. `multifunction` removes and
-/// rescans devices, so it comes last.
+/// Scenarios of tools/vm/scenarios/, in the order the guest runs them. `multifunction` and `hook`
+/// remove, rescan and rebind devices, so they come last.
 const SCENARIOS: &[&str] = &[
     "sysfs_view",
     "snapshot",
@@ -36,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "multifunction",
     "reset",
     "bench",
+    "hook",
 ];
 
 /// Bound on the one boot (setup and build excluded), in seconds: TCG runs all scenarios in about two
@@ -1161,7 +1162,10 @@ fn reset_bus_behind_a_root_port_without_dllla_fails_like_the_kernel() {
     let r = &report["runs"][0];
     assert_eq!(rc, 1, "{report}");
     let err = r["error"].as_str().unwrap_or("");
-    assert!(err.contains("os error 25") && err.contains("dmesg"), "{err}");
+    assert!(
+        err.contains("os error 25") && err.contains("dmesg"),
+        "{err}"
+    );
     let dmesg = run.value("reset", "kernel_bus.root_dllla.dmesg");
     assert!(
         dmesg
@@ -1422,4 +1426,172 @@ fn bench_scenario_completes_and_its_figures_parse() {
         "guest bench (TCG, {}):\n{table}",
         run.value("init", "kernel")
     );
+}
+
+/// The actions of a hook report (`resetlab --json hook ...`) on one device.
+fn hook_action<'a>(run: &Run, report: &'a Value, action: &str, dev: &str) -> &'a Value {
+    report["actions"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["action"] == action && x["device"] == dev)
+        })
+        .unwrap_or_else(|| run.fail(&format!("no {action} on {dev} in {}", report["actions"])))
+}
+
+/// `resetlab hook` against the real kernel: a VM passing the multi-function slot as one whole-slot
+/// hostpci entry, the four phases in Proxmox's order, four times (the third the field report's
+/// remove-in-pre-stop recipe); at the end both functions are on the bus, bound to vfio-pci, answering.
+#[test]
+fn hook_phases_cycle_on_the_real_kernel() {
+    let run = guest();
+    run.require_scenario("hook");
+    let (f0, f1) = (run.bdf("mf0"), run.bdf("mf1"));
+    for c in 1..=4 {
+        for phase in ["pre-start", "post-start", "pre-stop", "post-stop"] {
+            let key = format!("c{c}.{phase}");
+            let v = run.command_json("hook", &key);
+            if v["ok"] != true || v["exit_code"] != 0 {
+                run.fail(&format!("{key}: {}", v["errors"]));
+            }
+            let managed: Vec<&str> = v["devices"]
+                .as_array()
+                .map(|d| d.iter().filter_map(|x| x["bdf"].as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(managed, [f0.as_str(), f1.as_str()], "{key}: the whole slot");
+        }
+        let post = run.command_json("hook", &format!("c{c}.post-stop"));
+        let r0 = hook_action(run, &post, "reset", &f0);
+        assert_eq!(
+            r0["method"], "remove_rescan",
+            "c{c} fn0 (the kernel has only bus): {r0}"
+        );
+        let r1 = hook_action(run, &post, "reset", &f1);
+        assert_eq!(r1["method"], "kernel", "c{c} fn1 (pm): {r1}");
+    }
+    let pre_stop = run.command_json("hook", "c3.pre-stop");
+    let post_stop = run.command_json("hook", "c3.post-stop");
+    let rescan = run.value("hook", "setup")["rescan"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let bus_rescan = rescan.rsplit("/devices/").next().unwrap_or_default();
+    for f in [&f0, &f1] {
+        assert_eq!(hook_action(run, &pre_stop, "remove", f)["result"], "done");
+        let e = hook_action(run, &post_stop, "ensure_present", f);
+        assert_eq!(e["result"], "done", "{e}");
+        assert!(
+            e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(bus_rescan),
+            "ensure_present should rescan the bridge's bus ({bus_rescan}): {e}"
+        );
+        let fin = run.value("hook", &format!("final.{f}"));
+        assert_eq!(fin["present"], true, "{f}");
+        assert_eq!(fin["driver"], "vfio-pci", "{f}");
+        assert!(
+            fin["vendor"].as_str().is_some_and(|v| v.starts_with("0x")),
+            "{fin}"
+        );
+    }
+    let list = run.command_json("hook", "final.list");
+    let by = list_by_bdf(run, &list, "resetlab list --json after the hook");
+    for f in [&f0, &f1] {
+        let d = by
+            .get(f)
+            .unwrap_or_else(|| run.fail(&format!("{f} not listed")));
+        assert_eq!(d["driver"], "vfio-pci", "{d}");
+    }
+}
+
+/// The hook's lines reach the kernel log (`dmesg`), without their syslog level prefix.
+#[test]
+fn hook_lines_are_in_dmesg() {
+    let run = guest();
+    run.require_scenario("hook");
+    let dmesg = run.value("hook", "dmesg").as_str().unwrap_or_default();
+    let f0 = run.bdf("mf0");
+    for want in [
+        format!("resetlab: VM 100 post-stop: {f0} reset by remove_rescan in "),
+        format!("resetlab: VM 100 pre-stop: {f0} removed in "),
+        "resetlab: VM 100 post-start: done in ".to_string(),
+    ] {
+        assert!(dmesg.contains(&want), "no {want:?} in dmesg:\n{dmesg}");
+    }
+    assert!(
+        !dmesg.contains("<6>"),
+        "the level prefix leaked into dmesg:\n{dmesg}"
+    );
+    // 4 cycles x 4 phases, each ending in one "done" line (the bench adds more).
+    assert!(dmesg.matches(": done in ").count() >= 16, "{dmesg}");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Benchmark (prints figures; no timing assert): each hook phase's wall time, from exec to exit, next to
+/// the bare kernel operation it makes, in the TCG guest. docs/proxmox.md records the figures.
+#[test]
+fn hook_overhead_benchmark() {
+    let run = guest();
+    run.require_scenario("hook");
+    let times = |what: &str| -> Vec<f64> {
+        (1..=5)
+            .map(|i| {
+                let v = run.value("hook", &format!("bench.{i}.{what}"));
+                if v["ok"] != true {
+                    run.fail(&format!("bench.{i}.{what} failed: {v}"));
+                }
+                v["ms"].as_f64().unwrap_or(f64::NAN)
+            })
+            .collect()
+    };
+    eprintln!("hook overhead in the guest (TCG), median of 5, ms:");
+    eprintln!(
+        "{:<34} {:>9} {:>9} {:>9}",
+        "operation", "bare", "hook", "overhead"
+    );
+    for (label, bare, hook) in [
+        (
+            "remove both functions (pre-stop)",
+            "bare.remove",
+            "hook.remove",
+        ),
+        ("rescan the bus (post-stop)", "bare.rescan", "hook.rescan"),
+        (
+            "kernel reset of fn1 (post-stop)",
+            "bare.reset",
+            "hook.reset",
+        ),
+        (
+            "no action (pre-stop, default)",
+            "bare.nothing",
+            "hook.nothing",
+        ),
+    ] {
+        let (b, h) = (median(times(bare)), median(times(hook)));
+        eprintln!("{label:<34} {b:>9.1} {h:>9.1} {:>9.1}", h - b);
+    }
+    eprintln!(
+        "starting the binary alone (resetlab --version): {:.1} ms",
+        median(times("exec.version"))
+    );
+    for key in [
+        "bench.report.rescan-remove",
+        "bench.report.rescan",
+        "bench.report.reset",
+    ] {
+        let v = run.command_json("hook", key);
+        let kernel: f64 = v["actions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["kernel_ms"].as_f64()).sum())
+            .unwrap_or(0.0);
+        eprintln!(
+            "{key}: in-process {:.1} ms, of which kernel operation {kernel:.1} ms",
+            v["elapsed_ms"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
 }

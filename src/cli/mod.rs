@@ -9,6 +9,7 @@ use crate::error::{exit, Error, Result};
 use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
 mod doctor;
+pub mod hook;
 mod list;
 pub mod regs;
 pub mod reset;
@@ -64,6 +65,8 @@ pub enum Cmd {
     Regs(regs::RegsArgs),
     /// Dump the VBIOS from the ACPI VFCT table, or check a ROM file.
     Vbios(vbios::VbiosArgs),
+    /// Proxmox hookscript backend: `hook VMID PHASE`, `hook install VMID`, `hook status VMID`.
+    Hook(hook::HookArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -191,6 +194,9 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Sim(a) = &cli.cmd {
         return sim::run(a, cli.json);
     }
+    if let Cmd::Hook(a) = &cli.cmd {
+        return hook::run_cli(&cli, a);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -212,6 +218,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
+        Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
     }
 }
 

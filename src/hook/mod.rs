@@ -1,5 +1,10 @@
 //! Proxmox hookscript backend.
 
+pub mod bounded;
+pub mod install;
+pub mod log;
 pub mod policy;
 pub mod pveconf;
+pub mod run;
 pub mod state;
+pub mod status;

@@ -130,13 +130,19 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
     if let Some(p) = &after.power_state {
         // The orchestrator woke the device, so it must be in D0 — unless the
         // kernel re-created it (remove_rescan) and its driver runtime-suspended
-        // it again at once, as vfio-pci does with an idle device: that is the
-        // driver's choice, not a failed reset.
+        // it again at once, as vfio-pci does with an idle device (the driver's
+        // choice, not a failed reset); or a function re-enumerated by a rescan
+        // starts as PCI_UNKNOWN (drivers/pci/probe.c `pci_setup_device`) and
+        // reads "unknown" until a driver enables it (seen in the guest: remove
+        // + rescan of an unbound pci-testdev).
         let suspended = after.runtime_status.as_deref() == Some("suspended");
+        let fresh_unbound = p == "unknown" && after.driver.is_none();
         v.push(HealthItem::new(
             "power",
-            p == "D0" || suspended,
-            if p != "D0" && suspended {
+            p == "D0" || suspended || fresh_unbound,
+            if fresh_unbound {
+                "power_state unknown: re-enumerated, no driver has enabled it yet".to_string()
+            } else if p != "D0" && suspended {
                 format!("power_state {p} (runtime-suspended by its driver)")
             } else {
                 format!("power_state {p}")

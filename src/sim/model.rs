@@ -3,7 +3,8 @@
 //!
 //! - `remove` (the device and its subtree leave the tree), `rescan` (global,
 //!   a bus's, a device's: removed devices under that bus come back, bound to
-//!   the driver the host gives them), `drivers/*/bind|unbind`,
+//!   the driver the host gives them; with the profile's `device_fault =
+//!   "vanish"` a removed device never comes back), `drivers/*/bind|unbind`,
 //!   `driver_override`, `reset` (the kernel's reset), `power/control`
 //!   (runtime suspend to D3hot, or D3cold where `_PR3` exists);
 //! - config writes that matter: BRIDGE_CONTROL.BUS_RESET (every function
@@ -370,7 +371,12 @@ impl Model {
             (false, "config") => self.on_config(&bdf),
             (false, "remove") => {
                 if read_trim(path) == "1" {
-                    self.remove(&bdf)?;
+                    if self.profile.device_fault == Fault::Vanish {
+                        // The injected fault: the device leaves and no rescan finds it again.
+                        self.apply_device_fault(&bdf)?;
+                    } else {
+                        self.remove(&bdf)?;
+                    }
                 }
                 Ok(())
             }

@@ -1,0 +1,633 @@
+//! `resetlab hook` on the twin (the seed's UM880 Pro host and its device model), with a fake
+//! `/etc/pve` holding the seed's VM 100, driven the way Proxmox drives a hookscript.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use resetlab::pci::{Bdf, Host};
+use resetlab::sim::model;
+use resetlab::sim::profile::{Fault, Profile};
+use resetlab::sim::Twin;
+use serde_json::Value;
+
+const GPU: &str = "0000:c5:00.0";
+const AUDIO: &str = "0000:c5:00.1";
+
+/// The seed's `qm config 100`, as qemu-server writes it.
+const VM100: &str = "\
+agent: 1
+bios: ovmf
+boot: order=scsi0;ide1
+cores: 4
+cpu: host
+efidisk0: tank:vm-100-disk-0,efitype=4m,pre-enrolled-keys=1,size=1M
+hostpci0: 0000:c5:00.0,pcie=1,x-vga=1,romfile=vbios_1002_1900.bin
+hostpci1: 0000:c5:00.1,pcie=1,romfile=AMDGopDriver_8845hs.rom
+machine: pc-q35-9.2+pve1
+memory: 32768
+name: win11
+ostype: win11
+scsi0: tank:vm-100-disk-2,cache=writeback,discard=on,size=128G,ssd=1
+vga: none
+";
+
+struct Bench {
+    twin: Twin,
+    pve: PathBuf,
+    policy: PathBuf,
+}
+
+impl Bench {
+    fn new(profile: Profile, policy: Option<&str>) -> Bench {
+        let twin = Twin::running(profile).expect("twin with model");
+        let root = twin.root().to_path_buf();
+        let pve = root.join("etc/pve");
+        fs::create_dir_all(pve.join("qemu-server")).unwrap();
+        fs::write(pve.join("qemu-server/100.conf"), VM100).unwrap();
+        // The twin's /dev/kmsg: a regular file the hook appends its lines to.
+        fs::write(root.join("dev/kmsg"), "").unwrap();
+        let policy_path = root.join("etc/resetlab/hook.toml");
+        if let Some(p) = policy {
+            fs::create_dir_all(policy_path.parent().unwrap()).unwrap();
+            fs::write(&policy_path, p).unwrap();
+        }
+        Bench {
+            twin,
+            pve,
+            policy: policy_path,
+        }
+    }
+
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--sysfs".into(),
+            sysfs_arg(&self.twin.sysfs),
+            "--json".into(),
+            "hook".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--pve-config".into(),
+            self.pve.display().to_string(),
+            "--policy".into(),
+            self.policy.display().to_string(),
+        ]);
+        v
+    }
+
+    fn raw(&self, extra: &[&str]) -> Output {
+        let a = self.args(extra);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&refs)
+    }
+
+    /// `resetlab hook 100 PHASE --json`: exit code, report, stderr.
+    fn phase(&self, phase: &str) -> (Option<i32>, Value, String) {
+        let o = self.raw(&["100", phase]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{phase}: no JSON ({e}); stderr:\n{err}"));
+        (o.status.code(), v, err)
+    }
+
+    /// Runs a phase and requires exit 0 and no errors.
+    fn phase_ok(&self, phase: &str) -> Value {
+        let (code, v, err) = self.phase(phase);
+        assert_eq!(code, Some(0), "{phase}: {err}");
+        assert_eq!(v["ok"], true, "{phase}: {}", v["errors"]);
+        v
+    }
+
+    fn kmsg(&self) -> String {
+        fs::read_to_string(self.twin.root().join("dev/kmsg")).unwrap()
+    }
+
+    fn state(&self, bdf: &str) -> Value {
+        let p = self.twin.root().join(format!("run/resetlab/{bdf}.json"));
+        serde_json::from_str(&fs::read_to_string(&p).unwrap_or_else(|e| {
+            panic!("no state record {}: {e}", p.display());
+        }))
+        .unwrap()
+    }
+
+    fn present(&self, bdf: &str) -> bool {
+        self.twin.sysfs.join("bus/pci/devices").join(bdf).exists()
+    }
+
+    fn driver(&self, bdf: &str) -> Option<String> {
+        fs::read_link(
+            self.twin
+                .sysfs
+                .join("bus/pci/devices")
+                .join(bdf)
+                .join("driver"),
+        )
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    /// The guest's driver leaves the GPU in the reset-bug state (what Windows' amdgpu does).
+    fn guest_dirties_the_gpu(&self) {
+        model::mark_dirty(self.twin.root(), &bdf(GPU)).unwrap();
+    }
+
+    fn gpu_dirty(&self) -> bool {
+        model::is_dirty(self.twin.root(), &bdf(GPU))
+    }
+}
+
+fn bdf(s: &str) -> Bdf {
+    s.parse().unwrap()
+}
+
+fn action<'a>(v: &'a Value, action: &str, dev: &str) -> &'a Value {
+    v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == action && a["device"] == dev)
+        .unwrap_or_else(|| panic!("no {action} on {dev} in {}", v["actions"]))
+}
+
+#[test]
+fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
+    let b = Bench::new(Profile::default(), None);
+    for cycle in 1..=3 {
+        let v = b.phase_ok("pre-start");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "ensure_present", dev)["result"], "skipped");
+            let r = action(&v, "reset_if_dirty", dev);
+            assert_eq!(r["result"], "skipped", "cycle {cycle}: {r}");
+        }
+        assert_eq!(v["devices"][0]["kind"], "amd_gpu");
+        assert_eq!(v["devices"][1]["kind"], "amd_gpu_audio");
+
+        b.phase_ok("post-start");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(b.state(dev)["state"], "dirty", "cycle {cycle}");
+            assert_eq!(b.state(dev)["vmid"], 100);
+        }
+        // The VM runs; its driver leaves the GPU in the reset-bug state.
+        b.guest_dirties_the_gpu();
+
+        b.phase_ok("pre-stop");
+        let v = b.phase_ok("post-stop");
+        // The GPU by the SMU's mode-2 reset; its audio has no SMU of its own: remove + rescan.
+        for (dev, method) in [(GPU, "smu_mode2"), (AUDIO, "remove_rescan")] {
+            let r = action(&v, "reset", dev);
+            assert_eq!(r["result"], "done", "cycle {cycle}: {r}");
+            assert_eq!(r["method"], method, "{r}");
+            assert_eq!(b.state(dev)["state"], "clean");
+            assert_eq!(b.state(dev)["last_method"], method);
+            assert!(b.present(dev));
+            assert_eq!(b.driver(dev).as_deref(), Some("vfio-pci"), "{dev}");
+        }
+        assert!(!b.gpu_dirty(), "cycle {cycle}: the GPU is still dirty");
+        assert!(
+            v["elapsed_ms"].as_f64().unwrap() <= v["budget_ms"].as_f64().unwrap(),
+            "{v}"
+        );
+    }
+    let kmsg = b.kmsg();
+    assert_eq!(
+        kmsg.matches("<6>resetlab: VM 100 post-stop: 0000:c5:00.0 reset by smu_mode2 in ")
+            .count(),
+        3,
+        "{kmsg}"
+    );
+    assert!(
+        kmsg.contains("<6>resetlab: VM 100 post-start: 0000:c5:00.1 marked dirty"),
+        "{kmsg}"
+    );
+    assert!(!kmsg.contains("<3>"), "{kmsg}");
+    assert!(
+        b.twin.model_errors().is_empty(),
+        "{:?}",
+        b.twin.model_errors()
+    );
+}
+
+#[test]
+fn the_seeds_recipe_remove_in_pre_stop_then_back_and_reset_in_post_stop() {
+    let b = Bench::new(
+        Profile::default(),
+        Some("[phase.pre-stop]\nactions = [\"remove\"]\n"),
+    );
+    for _ in 0..2 {
+        b.phase_ok("pre-start");
+        b.phase_ok("post-start");
+        b.guest_dirties_the_gpu();
+        let v = b.phase_ok("pre-stop");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "remove", dev)["result"], "done");
+            assert!(!b.present(dev), "{dev} still present after pre-stop");
+        }
+        // GPU first, as the seed's script removes it.
+        assert_eq!(v["actions"][0]["device"], GPU);
+        let v = b.phase_ok("post-stop");
+        for dev in [GPU, AUDIO] {
+            let e = action(&v, "ensure_present", dev);
+            assert_eq!(e["result"], "done", "{e}");
+            assert!(
+                e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("0000:00:08.1/pci_bus/0000:c5/rescan"),
+                "the rescan should be the bridge's bus, not global: {e}"
+            );
+            assert_eq!(action(&v, "reset", dev)["result"], "done");
+            assert_eq!(b.driver(dev).as_deref(), Some("vfio-pci"));
+        }
+        assert!(!b.gpu_dirty());
+    }
+}
+
+#[test]
+fn a_missed_post_stop_leaves_the_record_dirty_and_pre_start_resets() {
+    let b = Bench::new(Profile::default(), None);
+    b.phase_ok("pre-start");
+    b.phase_ok("post-start");
+    b.guest_dirties_the_gpu();
+    // The host lost power or the hook was killed: no post-stop. Next start:
+    let v = b.phase_ok("pre-start");
+    for dev in [GPU, AUDIO] {
+        let r = action(&v, "reset_if_dirty", dev);
+        assert_eq!(r["result"], "done", "{r}");
+        assert_eq!(b.state(dev)["state"], "clean");
+    }
+    assert!(!b.gpu_dirty());
+}
+
+#[test]
+fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
+    let profile = Profile {
+        device_fault: Fault::Vanish,
+        ..Profile::default()
+    };
+    let b = Bench::new(
+        profile,
+        Some(
+            "fail_start_on_error = true\n[chain]\namd_gpu = [\"remove_rescan\"]\n\
+             [phase.post-stop]\nbudget_s = 3\n[phase.pre-start]\nbudget_s = 2\n",
+        ),
+    );
+    b.phase_ok("post-start");
+    let (code, v, err) = b.phase("post-stop");
+    assert_eq!(code, Some(0), "post-stop never fails the hook: {err}");
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["elapsed_ms"].as_f64().unwrap() <= v["budget_ms"].as_f64().unwrap(),
+        "{}",
+        v["elapsed_ms"]
+    );
+    let r = action(&v, "reset", GPU);
+    assert_eq!(r["result"], "failed");
+    let detail = r["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("timed out after") && detail.contains("0000:c5:00.0 to reappear"),
+        "{detail}"
+    );
+    assert_eq!(b.state(GPU)["state"], "dirty");
+    assert!(b
+        .kmsg()
+        .contains("<3>resetlab: VM 100 post-stop: 0000:c5:00.0 not reset"));
+    assert!(err.contains("error(s)"), "{err}");
+
+    // The next start cannot bring it back either; the policy stops the start, saying why.
+    let (code, v, err) = b.phase("pre-start");
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["exit_code"], 1);
+    let e = action(&v, "ensure_present", GPU);
+    assert_eq!(e["result"], "failed", "{e}");
+    assert!(err.contains("0000:c5:00.0 missing and not back"), "{err}");
+    assert!(err.contains("stopping the VM start"), "{err}");
+    assert!(
+        v["elapsed_ms"].as_f64().unwrap() <= v["budget_ms"].as_f64().unwrap(),
+        "{}",
+        v["elapsed_ms"]
+    );
+}
+
+#[test]
+fn a_failed_pre_start_goes_on_without_fail_start_on_error() {
+    let profile = Profile {
+        device_fault: Fault::Vanish,
+        ..Profile::default()
+    };
+    let b = Bench::new(profile, Some("[phase.pre-start]\nbudget_s = 1\n"));
+    // Remove the GPU by hand (as the seed's pre-stop would); it vanishes for good.
+    fs::write(
+        b.twin
+            .sysfs
+            .join("bus/pci/devices")
+            .join(GPU)
+            .join("remove"),
+        "1",
+    )
+    .unwrap();
+    for _ in 0..400 {
+        if !b.present(GPU) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (code, v, err) = b.phase("pre-start");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["ok"], false);
+    assert!(err.contains("the VM start goes on"), "{err}");
+}
+
+#[test]
+fn two_hooks_never_reset_one_device_at_once() {
+    let b = Bench::new(
+        Profile::default(),
+        Some("[phase.post-stop]\nbudget_s = 8\n"),
+    );
+    let host = Host::new(&b.twin.sysfs);
+    let _other_hook =
+        resetlab::reset::lock::lock(&host, &bdf(GPU), std::time::Duration::from_secs(1)).unwrap();
+    let (code, v, err) = b.phase("post-stop");
+    assert_eq!(code, Some(0), "{err}");
+    let r = action(&v, "reset", GPU);
+    assert_eq!(r["result"], "failed");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("being reset by pid {}", std::process::id())),
+        "{r}"
+    );
+    // The other device is not held up by it.
+    assert_eq!(action(&v, "reset", AUDIO)["result"], "done");
+}
+
+#[test]
+fn an_unknown_method_in_a_configured_chain_is_a_clear_config_error() {
+    let b = Bench::new(
+        Profile::default(),
+        Some("[chain]\namd_gpu = [\"smu_mod2\", \"remove_rescan\"]\n"),
+    );
+    let (code, v, _) = b.phase("post-stop");
+    assert_eq!(code, Some(0));
+    let r = action(&v, "reset", GPU);
+    assert_eq!(r["result"], "failed");
+    let d = r["detail"].as_str().unwrap();
+    assert!(
+        d.contains("hook.toml names an unknown method") && d.contains("'smu_mod2'"),
+        "{d}"
+    );
+    // `hook status` says so too, and exits 2.
+    let o = b.raw(&["status", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("smu_mod2"));
+}
+
+#[test]
+fn status_shows_devices_their_state_and_each_phase_plan() {
+    let b = Bench::new(
+        Profile::default(),
+        Some("[vm.100]\nexclude = [\"c5:00.1\"]\n"),
+    );
+    b.phase_ok("post-start");
+    let o = b.raw(&["status", "100"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(v["devices"][0]["bdf"], GPU);
+    assert_eq!(v["devices"][0]["state"], "dirty");
+    assert_eq!(v["devices"][0]["driver"], "vfio-pci");
+    assert_eq!(v["unmanaged"][0]["bdf"], AUDIO);
+    assert_eq!(v["unmanaged"][0]["why"], "excluded by the policy");
+    let pre = &v["phases"][0];
+    assert_eq!(pre["phase"], "pre-start");
+    let step = pre["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == "reset_if_dirty")
+        .unwrap();
+    assert!(
+        step["would"]
+            .as_str()
+            .unwrap()
+            .starts_with("dirty: reset with smu_mode2 → remove_rescan"),
+        "{step}"
+    );
+    // Human form.
+    let a = b.args(&["status", "100"]);
+    let human: Vec<&str> = a
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "--json")
+        .collect();
+    let out = run_ok(&human);
+    assert!(
+        out.contains("0000:c5:00.1  hostpci1  excluded by the policy"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_broken_vm_config_is_logged_and_pre_start_goes_on() {
+    let b = Bench::new(Profile::default(), None);
+    fs::write(
+        b.pve.join("qemu-server/100.conf"),
+        "hostpci0: 0000:c5:00.0,pcie=maybe\n",
+    )
+    .unwrap();
+    let (code, v, err) = b.phase("pre-start");
+    assert_eq!(code, Some(0));
+    assert_eq!(v["ok"], false);
+    assert!(err.contains("100.conf:1:"), "{err}");
+    assert!(b
+        .kmsg()
+        .contains("<3>resetlab: VM 100 pre-start: configuration not usable"));
+}
+
+fn write_exe(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn install_copies_the_shim_and_runs_qm_set() {
+    let b = Bench::new(Profile::default(), None);
+    let root = b.twin.root();
+    let hooks = root.join("var/hooks");
+    fs::write(
+        b.pve.join("storage.cfg"),
+        format!(
+            "dir: local\n\tpath /var/lib/vz\n\tcontent iso\n\ndir: hooks\n\tpath {}\n\tcontent snippets\n",
+            hooks.display()
+        ),
+    )
+    .unwrap();
+    // A fake qm that records its arguments.
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = root.join("qm.args");
+    write_exe(
+        &bin.join("qm"),
+        &format!("#!/bin/sh\necho \"$@\" > {}\n", log.display()),
+    );
+    let qm = bin.join("qm").display().to_string();
+    let a = b.args(&["install", "100", "--storage", "hooks", "--qm", &qm]);
+    let o = bin_cmd().args(&a).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["volid"], "hooks:snippets/resetlab-hook.sh");
+    let shim = hooks.join("snippets/resetlab-hook.sh");
+    assert_eq!(
+        fs::read_to_string(&shim).unwrap(),
+        fs::read_to_string(repo().join("tools/pve-hookscript.sh")).unwrap()
+    );
+    assert_eq!(
+        fs::metadata(&shim).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().trim(),
+        "set 100 --hookscript hooks:snippets/resetlab-hook.sh"
+    );
+    // `local` does not allow snippets here: a clear refusal.
+    let o = b.raw(&["install", "100", "--print-only"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not allow 'snippets'"));
+    // On a twin no `qm` from PATH is ever run (it would change this machine's VM 100): the
+    // command to run is printed; and the twin's own `local` is beneath its root.
+    fs::write(
+        b.pve.join("storage.cfg"),
+        "dir: local\n\tpath /var/lib/vz\n\tcontent snippets\n",
+    )
+    .unwrap();
+    let o = bin_cmd()
+        .args(b.args(&["install", "100"]))
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["qm"], Value::Null, "{v}");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().trim(),
+        "set 100 --hookscript hooks:snippets/resetlab-hook.sh"
+    );
+    assert!(root.join("var/lib/vz/snippets/resetlab-hook.sh").exists());
+    fs::write(
+        b.pve.join("storage.cfg"),
+        format!(
+            "dir: hooks\n\tpath {}\n\tcontent snippets\n",
+            hooks.display()
+        ),
+    )
+    .unwrap();
+    // --print-only: the command to run is printed.
+    let a = b.args(&["install", "100", "--storage", "hooks", "--print-only"]);
+    let human: Vec<&str> = a
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "--json")
+        .collect();
+    let out = run_ok(&human);
+    assert!(out.contains("unchanged:"), "{out}");
+    assert!(
+        out.contains("now run: qm set 100 --hookscript hooks:snippets/resetlab-hook.sh"),
+        "{out}"
+    );
+    // Someone else's file of that name is left alone.
+    fs::write(hooks.join("snippets/mine.sh"), "#!/bin/sh\n").unwrap();
+    let o = b.raw(&[
+        "install",
+        "100",
+        "--storage",
+        "hooks",
+        "--name",
+        "mine.sh",
+        "--print-only",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        fs::read_to_string(hooks.join("snippets/mine.sh")).unwrap(),
+        "#!/bin/sh\n"
+    );
+}
+
+#[test]
+fn the_shim_execs_resetlab_hook_with_proxmoxs_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("args");
+    write_exe(
+        &dir.path().join("resetlab"),
+        &format!(
+            "#!/bin/sh\necho \"$@ migrated=$PVE_MIGRATED_FROM\" > {}\n",
+            log.display()
+        ),
+    );
+    let o = std::process::Command::new("sh")
+        .arg(repo().join("tools/pve-hookscript.sh"))
+        .args(["100", "pre-start"])
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .env("PVE_MIGRATED_FROM", "pve2")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().trim(),
+        "hook 100 pre-start migrated=pve2"
+    );
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin_cmd() -> std::process::Command {
+    let mut c = bin();
+    c.env_remove("RESETLAB_SYSFS");
+    c
+}
+
+#[test]
+fn a_whole_slot_entry_remembers_the_functions_removed_in_pre_stop() {
+    let b = Bench::new(
+        Profile::default(),
+        Some(
+            "[phase.pre-stop]\nactions = [\"remove\"]\n\
+             [vm.100]\ndevices = [\"c5:00.0\", \"c5:00.1\"]\n",
+        ),
+    );
+    fs::write(
+        b.pve.join("qemu-server/100.conf"),
+        "hostpci0: c5:00,pcie=1,x-vga=1\nvga: none\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        b.phase_ok("pre-start");
+        b.phase_ok("post-start");
+        b.guest_dirties_the_gpu();
+        let v = b.phase_ok("pre-stop");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "remove", dev)["result"], "done");
+        }
+        // Only c5:00.2-.6 are on the bus now: the slot no longer names .0 and .1, their
+        // state records do.
+        let v = b.phase_ok("post-stop");
+        for dev in [GPU, AUDIO] {
+            assert_eq!(action(&v, "ensure_present", dev)["result"], "done");
+            assert_eq!(action(&v, "reset", dev)["result"], "done");
+            assert!(b.present(dev));
+        }
+        assert_eq!(
+            v["devices"].as_array().unwrap().len(),
+            2,
+            "{}",
+            v["devices"]
+        );
+        assert!(!b.gpu_dirty());
+    }
+}
