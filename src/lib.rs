@@ -4,6 +4,7 @@
 //! `cli` → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci`; `sim` is the twin.
 
 pub mod amd;
+pub mod bench;
 pub mod cli;
 pub mod doctor;
 pub mod error;
