@@ -1,0 +1,245 @@
+//! SVG plots of a run (plotters, SVG backend only): the latency distribution
+//! per method, and success over cycles.
+
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::stats::quantile;
+use super::Trial;
+use crate::error::{Error, Result};
+
+const W: u32 = 900;
+const H: u32 = 480;
+
+fn perr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::failed(format!("cannot draw {what}: {e}"))
+}
+
+fn color(i: usize) -> RGBColor {
+    // Okabe & Ito's colour-blind-safe palette.
+    const C: [RGBColor; 8] = [
+        RGBColor(0, 114, 178),
+        RGBColor(230, 159, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(86, 180, 233),
+        RGBColor(213, 94, 0),
+        RGBColor(240, 228, 66),
+        RGBColor(0, 0, 0),
+    ];
+    C[i % C.len()]
+}
+
+const OK: RGBColor = RGBColor(0, 158, 115);
+const BAD: RGBColor = RGBColor(213, 94, 0);
+
+/// Per method, the engine's total time of each trial whose mechanism ran.
+fn latencies(trials: &[Trial], methods: &[String]) -> Vec<Vec<(f64, bool, usize)>> {
+    methods
+        .iter()
+        .map(|m| {
+            trials
+                .iter()
+                .filter(|t| &t.method == m && t.attempted && t.phases.total.is_finite())
+                .map(|t| (t.phases.total, t.success, t.seq))
+                .collect()
+        })
+        .collect()
+}
+
+/// A deterministic jitter in [-0.5, 0.5) (golden-ratio sequence), so points
+/// of equal value do not hide each other and the SVG is reproducible.
+fn jitter(seq: usize) -> f64 {
+    (seq as f64 * 0.618_033_988_749_895).fract() - 0.5
+}
+
+/// Latency distribution per method: box from the quartiles, whiskers to min
+/// and max, a tick at p95, every trial as a dot (green: success, orange:
+/// failure). A log scale when the values span more than 20×.
+pub fn latency_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
+    let data = latencies(trials, methods);
+    let all: Vec<f64> = data.iter().flatten().map(|x| x.0).collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(0.0_f64, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr("latency plot"))?;
+        if all.is_empty() {
+            root.draw(&Text::new(
+                "no method ran: nothing to plot",
+                (40, (H / 2) as i32),
+                ("sans-serif", 18),
+            ))
+            .map_err(perr("latency plot"))?;
+        } else if hi / lo.max(1e-3) > 20.0 {
+            let y = (lo * 0.7).max(1e-3)..hi * 1.5;
+            draw_latency(
+                &root,
+                y.log_scale(),
+                &data,
+                methods,
+                title,
+                "ms (log scale)",
+            )?;
+        } else {
+            draw_latency(&root, 0.0..hi * 1.1, &data, methods, title, "ms")?;
+        }
+        root.present().map_err(perr("latency plot"))?;
+    }
+    Ok(svg)
+}
+
+fn draw_latency<Y>(
+    root: &DrawingArea<SVGBackend, Shift>,
+    y: Y,
+    data: &[Vec<(f64, bool, usize)>],
+    methods: &[String],
+    title: &str,
+    ylabel: &str,
+) -> Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let n = methods.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), y)
+        .map_err(perr("latency plot"))?;
+    let names = methods.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(ylabel)
+        .draw()
+        .map_err(perr("latency plot"))?;
+    for (i, pts) in data.iter().enumerate() {
+        if pts.is_empty() {
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    "never ran",
+                    (i as f64 - 0.15, chart.y_range().start),
+                    ("sans-serif", 14),
+                )))
+                .map_err(perr("latency plot"))?;
+            continue;
+        }
+        let mut v: Vec<f64> = pts.iter().map(|p| p.0).collect();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| quantile(&v, p).unwrap_or(f64::NAN);
+        let (min, q1, med, q3, p95, max) =
+            (v[0], q(0.25), q(0.5), q(0.75), q(0.95), v[v.len() - 1]);
+        let x = i as f64;
+        let c = color(i);
+        let line = c.stroke_width(2);
+        let shapes: Vec<PathElement<(f64, f64)>> = vec![
+            PathElement::new(vec![(x, min), (x, q1)], line),
+            PathElement::new(vec![(x, q3), (x, max)], line),
+            PathElement::new(vec![(x - 0.08, min), (x + 0.08, min)], line),
+            PathElement::new(vec![(x - 0.08, max), (x + 0.08, max)], line),
+            PathElement::new(vec![(x - 0.12, p95), (x + 0.12, p95)], c.stroke_width(1)),
+            PathElement::new(
+                vec![(x - 0.25, med), (x + 0.25, med)],
+                BLACK.stroke_width(3),
+            ),
+        ];
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.25, q1), (x + 0.25, q3)],
+                c.mix(0.25).filled(),
+            )))
+            .map_err(perr("latency plot"))?;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.25, q1), (x + 0.25, q3)],
+                line,
+            )))
+            .map_err(perr("latency plot"))?;
+        chart.draw_series(shapes).map_err(perr("latency plot"))?;
+        chart
+            .draw_series(pts.iter().map(|(ms, ok, seq)| {
+                let style = if *ok { OK.filled() } else { BAD.filled() };
+                Circle::new((x + 0.18 * jitter(*seq) + 0.35, *ms), 3, style)
+            }))
+            .map_err(perr("latency plot"))?;
+    }
+    Ok(())
+}
+
+/// Success over cycles: per method, the cumulative success rate after each
+/// cycle (a line), each trial as a marker (filled: success, hollow: failure).
+pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
+    let cycles = trials.iter().map(|t| t.cycle + 1).max().unwrap_or(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr("success plot"))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(cycles as f64 - 0.5), -5.0..105.0)
+            .map_err(perr("success plot"))?;
+        chart
+            .configure_mesh()
+            .x_desc("cycle")
+            .y_desc("cumulative success %")
+            .x_labels(cycles.min(20))
+            .x_label_formatter(&|x: &f64| format!("{}", x.round() as i64))
+            .draw()
+            .map_err(perr("success plot"))?;
+        let n = methods.len().max(1) as f64;
+        for (i, m) in methods.iter().enumerate() {
+            let c = color(i);
+            let mut ok = 0usize;
+            let mut pts = Vec::new();
+            let mut marks = Vec::new();
+            let ts = trials.iter().filter(|t| &t.method == m);
+            for (k, t) in ts.enumerate() {
+                ok += usize::from(t.success);
+                let rate = ok as f64 / (k + 1) as f64 * 100.0;
+                // A small vertical offset per method keeps equal lines apart.
+                let y = rate + (i as f64 - (n - 1.0) / 2.0) * 1.2;
+                pts.push((t.cycle as f64, y));
+                marks.push((t.cycle as f64, y, t.success));
+            }
+            chart
+                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(perr("success plot"))?
+                .label(m.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(marks.into_iter().map(|(x, y, s)| {
+                    let style = if s { c.filled() } else { c.stroke_width(2) };
+                    Circle::new((x, y), 4, style)
+                }))
+                .map_err(perr("success plot"))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(perr("success plot"))?;
+        root.present().map_err(perr("success plot"))?;
+    }
+    Ok(svg)
+}
