@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{exit, Error, Result};
 use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
+pub mod bench;
 mod doctor;
 pub mod hook;
 mod list;
@@ -67,6 +68,8 @@ pub enum Cmd {
     Vbios(vbios::VbiosArgs),
     /// Proxmox hookscript backend: `hook VMID PHASE`, `hook install VMID`, `hook status VMID`.
     Hook(hook::HookArgs),
+    /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -183,6 +186,13 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// The twin's root directory when running with `--sim`.
+    pub fn twin_root(&self) -> Option<&std::path::Path> {
+        self._twin.as_ref().map(|t| t.root())
+    }
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
@@ -219,6 +229,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
+        Cmd::Bench(a) => bench::run(&ctx, a),
     }
 }
 

@@ -1,0 +1,369 @@
+//! `resetlab bench DEV --methods M1,M2 --cycles N [--dirty-cmd CMD] [--out DIR]`,
+//! `resetlab bench --vm VMID …`, `resetlab bench report DIR [DIR2]`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{print_json, Ctx, DevArgs};
+use crate::bench::{self, cmd, report, Dirty, Meta, Plan, Planned, Progress, Recorder, VmPlan};
+use crate::error::{exit, Error, Result};
+use crate::pci::{Bdf, Topology};
+use crate::reset::{parse_chain, ResetOptions};
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BenchCmd>,
+    #[command(flatten)]
+    pub dev: DevArgs,
+    /// Methods to compare (comma-separated, each its own trial): kernel, kernel:flr, flr,
+    /// af_flr, pm, bus, d3cold, remove_rescan. Default: every method the device has
+    /// (with --force, and on the twin, also those only --force allows).
+    #[arg(long, short = 'm', value_name = "M[,M...]")]
+    pub methods: Option<String>,
+    /// Cycles: each cycle applies every method once, interleaved (A B C A B C …).
+    #[arg(long, short = 'n', default_value_t = 10, value_name = "N")]
+    pub cycles: usize,
+    /// Run before every trial to make the device dirty ({dev}, {sysfs} substituted),
+    /// e.g. 'resetlab sim dirty DIR {dev}'. On the twin (--sim) the default marks it dirty.
+    #[arg(long, value_name = "CMD")]
+    pub dirty_cmd: Option<String>,
+    /// Do not make the device dirty before trials (also not on the twin).
+    #[arg(long, conflicts_with = "dirty_cmd")]
+    pub no_dirty: bool,
+    /// Directory for trials and reports (default: ./resetlab-bench-YYYYMMDD-HHMMSS).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Go past the guards for every method (device in use, live drivers, quirks).
+    #[arg(long)]
+    pub force: bool,
+    /// VM mode: per trial, stop the VM, apply the method, start it, wait for its guest.
+    #[arg(long, value_name = "VMID")]
+    pub vm: Option<String>,
+    /// VM mode: the stop command ({vmid}, {dev} substituted); e.g. 'virsh destroy {vmid}'.
+    #[arg(long, value_name = "CMD", default_value = "qm stop {vmid}")]
+    pub stop_cmd: String,
+    /// VM mode: the start command; e.g. 'virsh start {vmid}'.
+    #[arg(long, value_name = "CMD", default_value = "qm start {vmid}")]
+    pub start_cmd: String,
+    /// VM mode: succeeds once the guest is up; e.g. 'virsh qemu-agent-command {vmid} {"execute":"guest-ping"}'.
+    #[arg(long, value_name = "CMD", default_value = "qm guest cmd {vmid} ping")]
+    pub check_cmd: String,
+    /// VM mode: bound on the guest answering after the start, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 180_000)]
+    pub guest_timeout: u64,
+    /// VM mode: pause between guest checks, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub check_interval: u64,
+    /// Bound on each command (dirty, stop, start, one check), in ms.
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub cmd_timeout: u64,
+    /// VM mode without DEV: the Proxmox config root to find the VM's device in.
+    #[arg(long, value_name = "DIR", default_value = crate::hook::pveconf::DEFAULT_PVE_ROOT)]
+    pub pve_config: PathBuf,
+    /// Append every write of every trial as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Bound of the readiness wait after a raw reset, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub ready_timeout: u64,
+    /// Bound of every other wait (device gone/back, power state), in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub wait_timeout: u64,
+    /// Bound of waiting for another resetlab holding the device's lock, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub lock_timeout: u64,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Re-make the reports of a run from its trials.jsonl; with two runs, compare them side by side.
+    Report {
+        #[arg(num_args = 1..=2, required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Comparison: also write compare.md and compare.html into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The twin's GPU, what `resetlab --sim bench` benches without a DEV.
+const TWIN_GPU: &str = "1002:1900";
+
+fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
+    let named = args.dev.dev.is_some() || args.dev.slot.is_some() || args.dev.id.is_some();
+    if named {
+        return Ok(args.dev.resolve(topo)?.bdf);
+    }
+    if ctx.twin_root().is_some() && args.vm.is_none() {
+        let d = DevArgs {
+            id: Some(TWIN_GPU.into()),
+            ..DevArgs::default()
+        };
+        return Ok(d.resolve(topo)?.bdf);
+    }
+    if let Some(vmid) = &args.vm {
+        return vm_device(ctx, args, vmid, topo);
+    }
+    Err(Error::parse(
+        "device",
+        "",
+        "name a device: DEV (0000:c5:00.0), -s SLOT or -d VENDOR:DEVICE (or --vm VMID on Proxmox)",
+    ))
+}
+
+/// The VM's passed-through device from its Proxmox config: its first display
+/// function, else its first function.
+fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result<Bdf> {
+    use crate::hook::pveconf;
+    let id: u32 = vmid.parse().map_err(|_| {
+        Error::parse(
+            "VM id",
+            vmid,
+            "without DEV, --vm must be a Proxmox VM number; name the device (DEV) for other VMs",
+        )
+    })?;
+    let present = pveconf::present_functions(&ctx.host.sysfs)?;
+    let node = pveconf::local_node_name()?;
+    let (_, functions) = pveconf::VmConfig::load_resolved(&args.pve_config, id, &node, &present)?;
+    let bdfs: Vec<Bdf> = functions
+        .iter()
+        .filter(|f| f.present)
+        .filter_map(|f| f.bdf.to_string().parse().ok())
+        .collect();
+    let display = bdfs
+        .iter()
+        .find(|b| topo.get(b).is_some_and(|d| d.class >> 16 == 0x03));
+    display.or(bdfs.first()).copied().ok_or_else(|| {
+        Error::not_found(
+            "passed-through PCI device present in the config of VM",
+            vmid.to_string(),
+        )
+    })
+}
+
+fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
+    let twin = ctx.twin_root();
+    let methods: Vec<Planned> = match &args.methods {
+        Some(m) => parse_chain(m)?
+            .into_iter()
+            .map(|spec| Planned {
+                spec,
+                forced: false,
+            })
+            .collect(),
+        None => bench::device_methods(&ctx.host, &ctx.regs, &bdf, args.force || twin.is_some())?,
+    };
+    if methods.is_empty() {
+        return Err(Error::failed(format!(
+            "no reset method applies to {bdf} (see resetlab probe {bdf}); name methods with --methods"
+        )));
+    }
+    if args.cycles == 0 {
+        return Err(Error::parse("cycle count", "0", "run at least one cycle"));
+    }
+    let dirty = if args.no_dirty || args.vm.is_some() {
+        Dirty::None
+    } else if let Some(c) = &args.dirty_cmd {
+        Dirty::Command(c.clone())
+    } else if let Some(root) = twin {
+        Dirty::Twin(root.to_path_buf())
+    } else {
+        Dirty::None
+    };
+    let vm = match &args.vm {
+        Some(v) => Some(VmPlan {
+            vmid: cmd::check_vmid(v)?,
+            stop_cmd: args.stop_cmd.clone(),
+            start_cmd: args.start_cmd.clone(),
+            check_cmd: args.check_cmd.clone(),
+            guest_timeout: Duration::from_millis(args.guest_timeout),
+            check_interval: Duration::from_millis(args.check_interval),
+        }),
+        None => None,
+    };
+    Ok(Plan {
+        device: bdf,
+        methods,
+        cycles: args.cycles,
+        dirty,
+        vm,
+        opts: ResetOptions {
+            force: args.force,
+            dry_run: false,
+            slot: false,
+            ready_timeout: Duration::from_millis(args.ready_timeout),
+            wait_timeout: Duration::from_millis(args.wait_timeout),
+            lock_timeout: Duration::from_millis(args.lock_timeout),
+            asic: None,
+            bar: None,
+        },
+        cmd_timeout: Duration::from_millis(args.cmd_timeout),
+        trace: args.trace.clone(),
+    })
+}
+
+/// Progress on stderr: a bar on a terminal, one plain line per trial otherwise.
+struct Reporter {
+    bar: Option<indicatif::ProgressBar>,
+    done: usize,
+    total: usize,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        Reporter {
+            bar: None,
+            done: 0,
+            total: 0,
+        }
+    }
+
+    fn on(&mut self, p: Progress) {
+        match p {
+            Progress::Start { total } => {
+                self.total = total;
+                if std::io::stderr().is_terminal() {
+                    let bar = indicatif::ProgressBar::new(total as u64);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} trials  {elapsed} (eta {eta})  {msg}",
+                    ) {
+                        bar.set_style(style);
+                    }
+                    self.bar = Some(bar);
+                }
+            }
+            Progress::Trial(t) => {
+                self.done += 1;
+                let verdict = if t.success {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED: {}", t.reason.as_deref().unwrap_or("?"))
+                };
+                let line = format!(
+                    "cycle {} {}: {verdict} ({} ms)",
+                    t.cycle,
+                    t.method,
+                    report::fmt_ms(t.phases.total)
+                );
+                match &self.bar {
+                    Some(b) => {
+                        b.set_message(line);
+                        b.inc(1);
+                    }
+                    None => eprintln!("bench [{}/{}] {line}", self.done, self.total),
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
+    match dirs {
+        [one] => {
+            let (meta, trials) = bench::load(one)?;
+            let s = report::write_all(one, &meta, &trials)?;
+            if json {
+                print_json(&serde_json::json!({"meta": meta, "summary": s}))?;
+            } else {
+                print!("{}", report::terminal(&meta, &s, Some(one)));
+            }
+            Ok(exit::OK)
+        }
+        [a, b] => {
+            let (ma, ta) = bench::load(a)?;
+            let (mb, tb) = bench::load(b)?;
+            let sa = bench::stats::summarize(&ta, ma.harness_ms);
+            let sb = bench::stats::summarize(&tb, mb.harness_ms);
+            let (text, md, html) = report::compare((a, &ma, &sa), (b, &mb, &sb));
+            if let Some(o) = out {
+                std::fs::create_dir_all(o).map_err(|e| Error::io("create directory", o, e))?;
+                for (name, body) in [("compare.md", &md), ("compare.html", &html)] {
+                    let p = o.join(name);
+                    std::fs::write(&p, body).map_err(|e| Error::io("write", &p, e))?;
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "a": {"dir": a, "meta": ma, "summary": sa},
+                    "b": {"dir": b, "meta": mb, "summary": sb},
+                }))?;
+            } else {
+                print!("{text}");
+            }
+            Ok(exit::OK)
+        }
+        _ => Err(Error::parse(
+            "report directories",
+            "",
+            "name one run, or two to compare",
+        )),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
+    if let Some(BenchCmd::Report { dirs, out }) = &args.cmd {
+        return report_cmd(dirs, out.as_deref(), ctx.json);
+    }
+    let topo = Topology::scan(&ctx.host)?;
+    let bdf = device(ctx, args, &topo)?;
+    let plan = plan(ctx, args, bdf)?;
+    let started = bench::unix_now();
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("resetlab-bench-{}", bench::utc_stamp(started))));
+    let mut rec = Recorder::create(&dir)?;
+    let dev = topo.get(&bdf);
+    let meta = Meta {
+        resetlab: env!("CARGO_PKG_VERSION").to_string(),
+        device: bdf.to_string(),
+        device_name: dev.map(|d| format!("{} [{:04x}:{:04x}]", d.name(), d.vendor, d.device)),
+        mode: if plan.vm.is_some() { "vm" } else { "device" }.into(),
+        vmid: plan.vm.as_ref().map(|v| v.vmid.clone()),
+        methods: plan.methods.iter().map(|m| m.label()).collect(),
+        forced: plan
+            .methods
+            .iter()
+            .filter(|m| m.forced)
+            .map(|m| m.label())
+            .collect(),
+        cycles: plan.cycles,
+        dirty: plan.dirty.describe(),
+        sysfs: if ctx.twin_root().is_some() {
+            "the twin (--sim)".into()
+        } else {
+            ctx.host.sysfs.display().to_string()
+        },
+        started_unix: started,
+        wall_ms: None,
+        harness_ms: None,
+        stopped: None,
+        trials: 0,
+    };
+    let mut rep = Reporter::new();
+    let r = bench::run(&ctx.host, &ctx.regs, &plan, &mut rec, meta, &mut |p| {
+        rep.on(p)
+    });
+    rep.finish();
+    let (trials, meta) = r?;
+    let s = report::write_all(&dir, &meta, &trials)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"dir": dir, "meta": meta, "summary": s}))?;
+    } else {
+        print!("{}", report::terminal(&meta, &s, Some(&dir)));
+    }
+    Ok(if meta.stopped.is_some() {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
