@@ -583,9 +583,10 @@ impl Model {
             return;
         };
         let data = self.power_on_config(&spec);
+        // The reset state first, then the config that shows the reset happened.
+        self.clean(bdf, method);
         self.write_config(bdf, data);
         self.log(&bdf.to_string(), format!("{method} reset"));
-        self.clean(bdf, method);
     }
 
     fn on_config(&mut self, bdf: &Bdf) -> Result<()> {
