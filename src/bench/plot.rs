@@ -111,22 +111,27 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), y)
         .map_err(perr("latency plot"))?;
-    let names = methods.to_vec();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_labels(0)
         .y_desc(ylabel)
         .draw()
         .map_err(perr("latency plot"))?;
+    // Method names under their boxes, placed by hand: tick placement would
+    // not promise one label per integer position.
+    let bottom = chart.y_range().start;
+    let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
+        plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ),
+    );
+    for (i, m) in methods.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64, bottom));
+        root.draw(&Text::new(m.clone(), (px, py + 8), style.clone()))
+            .map_err(perr("latency plot"))?;
+    }
     for (i, pts) in data.iter().enumerate() {
         if pts.is_empty() {
             chart

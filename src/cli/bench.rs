@@ -115,7 +115,8 @@ fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
 }
 
 /// The VM's passed-through device from its Proxmox config: its first display
-/// function, else its first function.
+/// function, else its first function. A twin or unpacked snapshot keeps its
+/// `etc/pve` beside `sys/`, and that is read unless `--pve-config` says otherwise.
 fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result<Bdf> {
     use crate::hook::pveconf;
     let id: u32 = vmid.parse().map_err(|_| {
@@ -125,10 +126,20 @@ fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result
             "without DEV, --vm must be a Proxmox VM number; name the device (DEV) for other VMs",
         )
     })?;
+    let mut root = args.pve_config.clone();
+    if root == Path::new(pveconf::DEFAULT_PVE_ROOT) && !ctx.host.is_live() {
+        if let Some(base) = ctx.host.sysfs.parent() {
+            root = base.join("etc/pve");
+        }
+    }
+    let mut cfg = pveconf::VmConfig::load(&root, id)?;
+    if cfg.uses_mappings() {
+        let m = pveconf::PciMappings::load(&root)?;
+        cfg.resolve_mappings(&m, &pveconf::local_node_name()?)?;
+    }
     let present = pveconf::present_functions(&ctx.host.sysfs)?;
-    let node = pveconf::local_node_name()?;
-    let (_, functions) = pveconf::VmConfig::load_resolved(&args.pve_config, id, &node, &present)?;
-    let bdfs: Vec<Bdf> = functions
+    let bdfs: Vec<Bdf> = cfg
+        .functions(&present)
         .iter()
         .filter(|f| f.present)
         .filter_map(|f| f.bdf.to_string().parse().ok())
