@@ -159,16 +159,22 @@ fn rrs_enabled(topo: &Topology, dev: &Device) -> bool {
     false
 }
 
-/// Wakes a runtime-suspended device for the duration (`power/control=on`) and
-/// returns what to put back (`None`: nothing to restore). MMIO of a suspended
-/// device reads all-ones, and a PM reset starts from D0.
+/// Wakes a runtime-suspended device and keeps it awake for the duration
+/// (`power/control=on`); returns what to put back (`None`: nothing to
+/// restore). MMIO of a suspended device reads all-ones, and a PM reset starts
+/// from D0. A device that is awake now is pinned too: with `auto`, runtime PM
+/// may suspend an idle vfio-pci device at any moment, also between the scan
+/// and the method (`resetlab bench` in the guest caught `pm` finding PMCSR in
+/// D3 after the scan had seen D0).
 pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Option<String>> {
     let suspended = dev.runtime_status.as_deref() == Some("suspended")
         || matches!(dev.power_state.as_deref(), Some("D3hot") | Some("D3cold"));
     let control = dev.dir.join("power/control");
     let prev = read_attr(&control)?;
-    if !suspended || prev.is_none() {
-        return Ok(None);
+    match prev.as_deref() {
+        None => return Ok(None),
+        Some("on") if !suspended => return Ok(None),
+        _ => {}
     }
     let bdf = dev.bdf.to_string();
     journal.sysfs_write(Some(&bdf), &control, "on")?;
