@@ -404,6 +404,19 @@ fn run_one(
         return run;
     }
     let t = Instant::now();
+    // A method that re-created the device (remove_rescan) leaves a new one
+    // with power/control=auto that its driver may runtime-suspend at once:
+    // keep it awake for the checks too (the chain's end puts back what the
+    // device had before).
+    if spec.def.managed == Managed::Kernel {
+        if let Ok(now) = Device::load(host, dev.bdf) {
+            if let Err(e) = wake(host, ctx.journal, &now, opts) {
+                fail(&mut run, e);
+                run.phases.total_ms = ms(t0.elapsed());
+                return run;
+            }
+        }
+    }
     run.health = Some(health(&mut ctx, saved.as_ref()));
     run.phases.health_ms = ms(t.elapsed());
     run.phases.total_ms = ms(t0.elapsed());
