@@ -36,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "multifunction",
     "reset",
     "bench",
+    "resetlab_bench",
     "hook",
 ];
 
@@ -983,6 +984,99 @@ fn experiment_e1000e_ctrl_rst_through_the_kernels_mmap() {
     );
     run.command_json("experiment", "diff");
     assert_eq!(run.value("experiment", "rebound_driver"), "e1000e");
+
+/// `resetlab bench` in the guest: rng0 through flr, kernel:flr, pm, bus and remove_rescan, 20 cycles,
+/// interleaved. Every trial healthy, the spec floors kept, the device back on vfio-pci; the host
+/// re-makes the reports from the trials the guest sent (target/vm/test/resetlab_bench/) and prints the table
+/// docs/bench.md quotes.
+#[test]
+fn bench_in_the_guest_runs_every_method_20_times_within_the_spec_floors() {
+    let run = guest();
+    run.require_scenario("resetlab_bench");
+    let rec = run.value("resetlab_bench", "bench");
+    if rec["rc"] != 0 {
+        run.fail(&format!(
+            "resetlab bench in the guest exited {}: {}",
+            rec["rc"],
+            rec["stderr"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(run.value("resetlab_bench", "driver.before"), "vfio-pci");
+    assert_eq!(
+        run.value("resetlab_bench", "driver.after"),
+        "vfio-pci",
+        "remove_rescan rebinds it"
+    );
+    let dir = run.out.join("resetlab_bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create target/vm/test/bench");
+    for key in ["trials", "meta"] {
+        let bytes = run
+            .blobs
+            .get(&("resetlab_bench".to_owned(), key.to_owned()))
+            .unwrap_or_else(|| run.fail(&format!("the guest sent no resetlab_bench {key}")));
+        let name = if key == "trials" {
+            "trials.jsonl"
+        } else {
+            "meta.json"
+        };
+        std::fs::write(dir.join(name), bytes).expect("write bench blob");
+    }
+    let (meta, trials) = resetlab::bench::load(&dir).unwrap_or_else(|e| run.fail(&e.one_line()));
+    let methods = ["flr", "kernel:flr", "pm", "bus", "remove_rescan"];
+    assert_eq!(meta.methods, methods);
+    assert_eq!(meta.stopped, None);
+    assert_eq!(trials.len(), 20 * methods.len());
+    // Spec floors (docs/bench.md): FLR 100 ms (pcie_flr's msleep(100), also inside the kernel's own
+    // reset for kernel:flr), PM two d3hot_delay of 10 ms, SBR 2 ms held + 100 ms after.
+    let floor = |m: &str| match m {
+        "flr" | "kernel:flr" => 100.0,
+        "pm" => 20.0,
+        "bus" => 102.0,
+        _ => 0.0,
+    };
+    for (i, t) in trials.iter().enumerate() {
+        assert_eq!(t.method, methods[i % methods.len()], "interleaved");
+        assert!(
+            t.success,
+            "trial {} ({}, cycle {}): {:?}",
+            t.seq, t.method, t.cycle, t.reason
+        );
+        assert!(
+            t.phases.reset >= floor(&t.method),
+            "{} reset phase {} ms is under its spec floor",
+            t.method,
+            t.phases.reset
+        );
+    }
+    let s = resetlab::bench::report::write_all(&dir, &meta, &trials)
+        .unwrap_or_else(|e| run.fail(&e.one_line()));
+    eprintln!(
+        "{}",
+        resetlab::bench::report::terminal(&meta, &s, Some(&dir))
+    );
+    let (h, r) = {
+        let head: Vec<String> = ["method", "phase", "median ms", "p95 ms"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        let rows: Vec<Vec<String>> = s
+            .methods
+            .iter()
+            .flat_map(|m| {
+                m.phases.iter().map(move |p| {
+                    vec![
+                        m.method.clone(),
+                        p.phase.clone(),
+                        resetlab::bench::report::fmt_ms(p.dist.median),
+                        resetlab::bench::report::fmt_ms(p.dist.p95),
+                    ]
+                })
+            })
+            .collect();
+        (head, rows)
+    };
+    eprintln!("{}", resetlab::bench::report::text_table(&h, &r));
 }
 
 // ---- scenario `reset`: resetlab's reset engine against the real kernel ----------------------------------
