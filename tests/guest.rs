@@ -984,6 +984,7 @@ fn experiment_e1000e_ctrl_rst_through_the_kernels_mmap() {
     );
     run.command_json("experiment", "diff");
     assert_eq!(run.value("experiment", "rebound_driver"), "e1000e");
+}
 
 /// `resetlab bench` in the guest: rng0 through flr, kernel:flr, pm, bus and remove_rescan, 20 cycles,
 /// interleaved. Every trial healthy, the spec floors kept, the device back on vfio-pci; the host

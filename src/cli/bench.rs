@@ -203,13 +203,10 @@ fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
         vm,
         opts: ResetOptions {
             force: args.force,
-            dry_run: false,
-            slot: false,
             ready_timeout: Duration::from_millis(args.ready_timeout),
             wait_timeout: Duration::from_millis(args.wait_timeout),
             lock_timeout: Duration::from_millis(args.lock_timeout),
-            asic: None,
-            bar: None,
+            ..ResetOptions::default()
         },
         cmd_timeout: Duration::from_millis(args.cmd_timeout),
         trace: args.trace.clone(),
