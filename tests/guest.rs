@@ -1028,10 +1028,12 @@ fn bench_in_the_guest_runs_every_method_20_times_within_the_spec_floors() {
     assert_eq!(meta.methods, methods);
     assert_eq!(meta.stopped, None);
     assert_eq!(trials.len(), 20 * methods.len());
-    // Spec floors (docs/bench.md): FLR 100 ms (pcie_flr's msleep(100), also inside the kernel's own
-    // reset for kernel:flr), PM two d3hot_delay of 10 ms, SBR 2 ms held + 100 ms after.
+    // Spec floors resetlab itself keeps (docs/bench.md): FLR 100 ms, PM two d3hot_delay of 10 ms, SBR
+    // 2 ms held + 100 ms after; its sleeps run on the clock the phases are measured with. kernel:flr's
+    // 100 ms is the guest kernel's msleep (jiffies), which TCG's tick catch-up can shorten against the
+    // monotonic clock (94 ms seen): reported in docs/bench.md, not asserted.
     let floor = |m: &str| match m {
-        "flr" | "kernel:flr" => 100.0,
+        "flr" => 100.0,
         "pm" => 20.0,
         "bus" => 102.0,
         _ => 0.0,
