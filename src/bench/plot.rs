@@ -241,7 +241,7 @@ pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::MiddleRight)
             .draw()
             .map_err(perr("success plot"))?;
         root.present().map_err(perr("success plot"))?;
