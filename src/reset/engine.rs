@@ -410,7 +410,7 @@ fn run_one(
     // device had before).
     if spec.def.managed == Managed::Kernel {
         if let Ok(now) = Device::load(host, dev.bdf) {
-            if let Err(e) = wake(host, ctx.journal, &now, opts) {
+            if let Err(e) = wake(&now, ctx.journal, opts.wait_timeout) {
                 fail(&mut run, e);
                 run.phases.total_ms = ms(t0.elapsed());
                 return run;
