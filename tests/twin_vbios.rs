@@ -1,0 +1,34 @@
+//! The twin carries an ACPI VFCT table with the 780M's VBIOS: dump it, check it.
+
+mod common;
+use common::*;
+
+#[test]
+fn vbios_dump_on_the_twin_writes_the_igpu_image_and_check_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let dump = json(&["--sim", "vbios", "dump", "--out", out, "--json"]);
+    let file = dir.path().join("vbios_1002_1900.bin");
+    assert!(file.is_file(), "{dump}");
+    let text = dump.to_string();
+    assert!(
+        text.contains("0000:c5:00.0") || text.contains("c5:00.0"),
+        "{dump}"
+    );
+    let check = json(&["vbios", "check", file.to_str().unwrap(), "--json"]);
+    let t = check.to_string();
+    assert!(t.contains("1002") && t.contains("1900"), "{check}");
+    // The same file compared with itself is identical; with the twin's GOP ROM it differs.
+    let o = run(&[
+        "vbios",
+        "check",
+        file.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
