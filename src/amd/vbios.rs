@@ -1853,16 +1853,19 @@ pub struct DeviceRom {
 pub fn rom_attr_write(
     attr: &mut dyn RomAttr,
     value: &[u8],
-    dry_run: bool,
+    journal: &mut crate::journal::Journal,
     log: &mut Vec<AttrWrite>,
 ) -> Result<()> {
+    let text = String::from_utf8_lossy(value).into_owned();
     log.push(AttrWrite {
         path: attr.path().to_path_buf(),
-        value: String::from_utf8_lossy(value).into_owned(),
+        value: text.clone(),
         done: false,
         error: None,
     });
-    if dry_run {
+    // The engine's journal records the write before it is made (and says
+    // whether to make it: not in a dry run).
+    if !journal.sysfs_announce(None, attr.path(), &text)? {
         return Ok(());
     }
     let r = attr.write(value);
@@ -1885,14 +1888,23 @@ pub const ROM_DISABLE: &[u8] = b"0\n";
 /// Enable, read and always disable a device's ROM. In a dry run the two writes are recorded and
 /// nothing is read.
 pub fn read_device_rom(attr: &mut dyn RomAttr, dry_run: bool) -> Result<DeviceRom> {
+    read_device_rom_journalled(attr, &mut crate::journal::Journal::new(dry_run))
+}
+
+/// [`read_device_rom`] with the writes recorded in `journal` (its dry-run flag decides).
+pub fn read_device_rom_journalled(
+    attr: &mut dyn RomAttr,
+    journal: &mut crate::journal::Journal,
+) -> Result<DeviceRom> {
+    let dry_run = journal.dry_run;
     let mut writes = Vec::new();
-    let enabled = rom_attr_write(attr, ROM_ENABLE, dry_run, &mut writes);
+    let enabled = rom_attr_write(attr, ROM_ENABLE, journal, &mut writes);
     let read = match (&enabled, dry_run) {
         (Ok(()), false) => Some(attr.read()),
         _ => None,
     };
     // Always disable, whatever happened above.
-    let disabled = rom_attr_write(attr, ROM_DISABLE, dry_run, &mut writes);
+    let disabled = rom_attr_write(attr, ROM_DISABLE, journal, &mut writes);
     enabled?;
     let bytes = read.transpose()?;
     disabled?;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::amd::vbios::{
-    compare_roms, dump_vfct, inspect_rom, parse_bdf, read_device_rom, rom_file_name, write_atomic,
-    AtomInfo, DeviceRom, DumpReport, RomDiff, RomInfo, SysfsRomAttr, VfctOptions,
+    compare_roms, dump_vfct, inspect_rom, parse_bdf, read_device_rom_journalled, rom_file_name,
+    write_atomic, AtomInfo, DeviceRom, DumpReport, RomDiff, RomInfo, SysfsRomAttr, VfctOptions,
 };
 use crate::error::{exit, Error, Result};
 
@@ -277,7 +277,9 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
             path.display()
         )));
     }
-    let got = read_device_rom(&mut attr, d.dry_run)?;
+    let mut journal = crate::journal::Journal::new(d.dry_run);
+    journal.method = "vbios --from-rom".into();
+    let got = read_device_rom_journalled(&mut attr, &mut journal)?;
     let rom = got.bytes.as_deref().map(inspect_rom);
     let mut file = None;
     if let (Some(bytes), Some(info)) = (&got.bytes, &rom) {
