@@ -276,3 +276,19 @@ fn env_var_selects_the_root() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["bdf"], "0000:c5:00.0");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    // `resetlab list | head -1`: the reader goes away; no panic, no error line.
+    let mut child = bin()
+        .args(["--sim", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}

@@ -234,6 +234,16 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 pub fn main() -> i32 {
+    // `resetlab list | head` must end quietly, as Unix tools do, not panic in
+    // println! on EPIPE: restore SIGPIPE's default action (Rust ignores it).
+    // SAFETY: called first thing on the main thread, before any other thread
+    // exists; SIG_DFL installs no handler code.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

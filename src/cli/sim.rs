@@ -72,7 +72,8 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
             let log = std::fs::File::create(model::model_dir(dir).join("model.log"))
                 .map_err(|e| Error::io("create", dir, e))?;
             use std::os::unix::process::CommandExt;
-            let child = cmd
+            let _ = std::fs::remove_file(model::ready_flag(dir));
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -81,8 +82,25 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 .map_err(|e| Error::io("start model", dir, e))?;
             std::fs::write(pidfile(dir), format!("{}\n", child.id()))
                 .map_err(|e| Error::io("write", pidfile(dir), e))?;
-            // Wait until the model has its watches in place.
-            std::thread::sleep(Duration::from_millis(50));
+            // Wait (bounded) until the model has its watches in place, or has died.
+            let ready = model::ready_flag(dir);
+            crate::reset::wait::poll(
+                "the twin's model to start",
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || {
+                    if ready.exists() {
+                        return Ok(Some(()));
+                    }
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(Error::failed(format!(
+                            "the twin's model exited ({status}); see {}",
+                            model::model_dir(dir).join("model.log").display()
+                        )));
+                    }
+                    Ok(None)
+                },
+            )?;
             if json {
                 println!(
                     "{}",
@@ -105,10 +123,25 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 .trim()
                 .parse()
                 .map_err(|_| Error::parse("pid file", p.display().to_string(), "not a pid"))?;
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            // Stopped once signal 0 finds no process, or only its zombie
+            // (nobody may reap it in a container without an init).
+            crate::reset::wait::poll(
+                "the twin's model to stop",
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || {
+                    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .map(|st| {
+                            st.rsplit(')')
+                                .next()
+                                .is_some_and(|r| r.trim_start().starts_with('Z'))
+                        })
+                        .unwrap_or(true);
+                    Ok((nix::sys::signal::kill(pid, None).is_err() || zombie).then_some(()))
+                },
+            )?;
             let _ = std::fs::remove_file(&p);
             Ok(0)
         }

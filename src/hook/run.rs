@@ -738,7 +738,10 @@ impl<'a> PhaseRunner<'a> {
             let r = self
                 .journal
                 .sysfs_announce(None, a, "1")
-                .and_then(|_| bounded::write(a, "1", left));
+                .and_then(|make| match make {
+                    true => bounded::write(a, "1", left),
+                    false => Ok(WriteOutcome::Done),
+                });
             let rel = self.rel(a).display().to_string();
             match r {
                 Ok(WriteOutcome::Done) => {}
@@ -995,7 +998,10 @@ impl<'a> PhaseRunner<'a> {
         let r = self
             .journal
             .sysfs_announce(Some(&d.bdf.to_string()), &attr, "1")
-            .and_then(|_| bounded::write(&attr, "1", left));
+            .and_then(|make| match make {
+                true => bounded::write(&attr, "1", left),
+                false => Ok(WriteOutcome::Done),
+            });
         let host = self.host;
         let gone = |left: Duration| {
             wait::poll(

@@ -168,16 +168,20 @@ pub fn access_warnings(dev: &Device) -> Vec<String> {
     v
 }
 
-/// COMMAND.MEMORY of the device (never wakes a D3cold device: refuses).
-pub fn memory_decoding(dev: &Device) -> Result<bool> {
+/// The device's COMMAND register (never wakes a D3cold device: refuses).
+fn command(dev: &Device) -> Result<u16> {
     let bytes = dev.read_config()?;
     let lo = bytes.get(usize::from(PCI_COMMAND)).copied().unwrap_or(0);
     let hi = bytes
         .get(usize::from(PCI_COMMAND) + 1)
         .copied()
         .unwrap_or(0);
-    let cmd = u16::from_le_bytes([lo, hi]);
-    Ok(Command::from_bits_retain(cmd).contains(Command::MEMORY))
+    Ok(u16::from_le_bytes([lo, hi]))
+}
+
+/// COMMAND.MEMORY of the device (never wakes a D3cold device: refuses).
+pub fn memory_decoding(dev: &Device) -> Result<bool> {
+    Ok(Command::from_bits_retain(command(dev)?).contains(Command::MEMORY))
 }
 
 /// COMMAND as found, when [`enable_memory`] turned memory decoding on.
@@ -190,13 +194,7 @@ pub struct SavedCommand(pub u16);
 /// (FACTS.md). Config space is read with COMMAND's current value, so a
 /// device in D3cold is refused rather than woken.
 pub fn enable_memory(dev: &Device, journal: &mut Journal) -> Result<Option<SavedCommand>> {
-    let bytes = dev.read_config()?;
-    let lo = bytes.get(usize::from(PCI_COMMAND)).copied().unwrap_or(0);
-    let hi = bytes
-        .get(usize::from(PCI_COMMAND) + 1)
-        .copied()
-        .unwrap_or(0);
-    let cmd = u16::from_le_bytes([lo, hi]);
+    let cmd = command(dev)?;
     if Command::from_bits_retain(cmd).contains(Command::MEMORY) {
         return Ok(None);
     }

@@ -49,6 +49,11 @@ pub fn dirty_flag(root: &Path, bdf: &Bdf) -> PathBuf {
     model_dir(root).join("dirty").join(bdf.to_string())
 }
 
+/// Written by [`serve`] once the model watches the tree.
+pub fn ready_flag(root: &Path) -> PathBuf {
+    model_dir(root).join("ready")
+}
+
 /// Marks a device as left dirty by a guest driver (`resetlab sim dirty`).
 pub fn mark_dirty(root: &Path, bdf: &Bdf) -> Result<()> {
     let p = dirty_flag(root, bdf);
@@ -810,6 +815,9 @@ impl Drop for ModelHandle {
 /// Runs the model in the foreground until `stop` is set (the `sim serve` daemon).
 pub fn serve(root: &Path, profile: Profile, stop: Arc<AtomicBool>) -> Result<()> {
     let mut model = Model::new(root, tree::um880pro(), profile)?;
+    // The watches are in place: `sim up` waits for this file.
+    let ready = ready_flag(root);
+    fs::write(&ready, b"ready\n").map_err(|e| Error::io("write", &ready, e))?;
     while !stop.load(Ordering::Relaxed) {
         model.step(Duration::from_millis(5))?;
     }
