@@ -16,6 +16,7 @@ pub mod regs;
 pub mod reset;
 pub mod run;
 pub mod sim;
+mod sim_vm;
 pub mod smu;
 mod snapshot;
 pub mod vbios;

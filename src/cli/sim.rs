@@ -33,6 +33,8 @@ pub enum SimCmd {
     Dirty { dir: PathBuf, dev: String },
     /// Say whether each dirty-capable device is clean or dirty.
     Status { dir: PathBuf },
+    /// A VM's fake QEMU: start, stop, shutdown, kill, status, check.
+    Vm(super::sim_vm::VmArgs),
     /// Run the device model in the foreground (what `up` starts).
     #[command(hide = true)]
     Serve {
@@ -179,6 +181,7 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
             }
             Ok(0)
         }
+        SimCmd::Vm(a) => super::sim_vm::run(a, json),
         SimCmd::Serve { dir, profile: prof } => {
             let stop = Arc::new(AtomicBool::new(false));
             signal_flag(&stop)?;

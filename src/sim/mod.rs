@@ -4,6 +4,7 @@
 pub mod config;
 pub mod model;
 pub mod profile;
+pub mod qemu;
 pub mod seed;
 pub mod smu;
 pub mod tree;
