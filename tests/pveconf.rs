@@ -880,6 +880,7 @@ fn corrupt_or_foreign_records_warn_and_count_as_dirty() {
         last_method: None,
         time: 1,
         vmid: None,
+        note: None,
     };
     std::fs::write(store.path_for(b), serde_json::to_string(&other).unwrap()).unwrap();
     match store.read(b) {

@@ -119,6 +119,7 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
             .ok()
             .filter(|s| !s.is_empty()),
         stderr: true,
+        qmp_dir: beside(host, crate::hook::run::QMP_DIR),
     }
 }
 

@@ -38,6 +38,17 @@ const WAITS_PER_METHOD: u32 = 5;
 /// Kept back from a phase's budget for writing the last records and log lines.
 const FINISH_RESERVE: Duration = Duration::from_millis(200);
 
+/// qemu-server's run directory for monitor sockets (`PVE::QemuServer::Helpers::var_run_tmpdir`).
+pub const QMP_DIR: &str = "/var/run/qemu-server";
+
+/// Beside every reset SMU mode 2 did: that it clears the reset bug is the project's hypothesis.
+const MODE2_UNCONFIRMED: &str =
+    " (that SMU mode 2 clears the reset bug is this project's hypothesis, unconfirmed on hardware)";
+
+/// What `release` keeps back from its bound for asking QEMU whether the VM is paused after a
+/// timeout (src/qmp/release.rs asks with a 1 s bound).
+const RELEASE_STATUS_RESERVE: Duration = Duration::from_secs(1);
+
 /// Where the hook looks for things; every root is a parameter.
 #[derive(Debug, Clone)]
 pub struct HookOptions {
@@ -53,6 +64,9 @@ pub struct HookOptions {
     pub migrated_from: Option<String>,
     /// Echo log lines to stderr.
     pub stderr: bool,
+    /// Where QEMU's monitor sockets are: `/var/run/qemu-server` (qemu-server
+    /// `PVE::QemuServer::Helpers::qmp_socket`), beneath the root for a twin.
+    pub qmp_dir: PathBuf,
 }
 
 impl HookOptions {
@@ -64,7 +78,13 @@ impl HookOptions {
             node: None,
             migrated_from: None,
             stderr: false,
+            qmp_dir: PathBuf::from(QMP_DIR),
         }
+    }
+
+    /// The QMP socket of VM `vmid`: `<qmp_dir>/<vmid>.qmp`.
+    pub fn qmp_socket(&self, vmid: u32) -> PathBuf {
+        self.qmp_dir.join(format!("{vmid}.qmp"))
     }
 
     /// The state directory for `host`: never the machine's `/run` for a twin or snapshot.
@@ -566,6 +586,10 @@ impl<'a> PhaseRunner<'a> {
                         self.remove_device(&d, remove_timeout);
                     }
                 }
+                Action::Release => {
+                    let d = devices.clone();
+                    self.release_devices(&d, &vm_policy);
+                }
                 Action::MarkDirty => {
                     for d in devices.clone() {
                         self.mark_dirty(&d);
@@ -817,6 +841,10 @@ impl<'a> PhaseRunner<'a> {
         }
         if action == Action::ResetIfDirty && !lookup.needs_reset() {
             let detail = match &lookup {
+                StateLookup::Found(r) if r.last_method.as_deref() == Some("release") => format!(
+                    "clean ({}), no reset needed",
+                    r.note.as_deref().unwrap_or("released by the guest")
+                ),
                 StateLookup::Found(r) => format!(
                     "clean (last reset by {}), no reset needed",
                     r.last_method.as_deref().unwrap_or("?")
@@ -933,7 +961,15 @@ impl<'a> PhaseRunner<'a> {
                             action,
                             device: d.bdf,
                             result: ActionResult::Done,
-                            detail: format!("reset by {m} in {} ms{skipped}", ms_int(t0.elapsed())),
+                            detail: format!(
+                                "reset by {m} in {} ms{skipped}{}",
+                                ms_int(t0.elapsed()),
+                                if m.starts_with("smu_mode2") {
+                                    MODE2_UNCONFIRMED
+                                } else {
+                                    ""
+                                }
+                            ),
                             method: Some(m.clone()),
                             ms: ms(t0.elapsed()),
                             kernel_ms: kernel,
@@ -1053,8 +1089,210 @@ impl<'a> PhaseRunner<'a> {
         });
     }
 
+    /// `lock: backup` in the VM's config: vzdump started it paused for a backup
+    /// (qemu-server `enforce_vm_running_for_backup`), so the guest never had the devices.
+    fn backup_start(&self) -> bool {
+        self.setup
+            .as_ref()
+            .is_ok_and(|s| s.config.entries.get("lock").map(String::as_str) == Some("backup"))
+    }
+
+    /// `release`: one `device_del` per QEMU device (all sent first), then one wait for every
+    /// `DEVICE_DELETED`, bounded by `release_timeout_s` and the phase's budget. Released: the
+    /// function stays on the bus, bound to vfio-pci, and is recorded clean ("released by the
+    /// guest"). Not released (timeout, refusal, no monitor): recorded dirty, post-stop resets it.
+    fn release_devices(&mut self, devices: &[PlannedDevice], vp: &VmPolicy) {
+        let t0 = Instant::now();
+        let mut targets = Vec::new();
+        for d in devices {
+            if vp.releases(d.bdf, d.kind) {
+                targets.push(d.clone());
+            } else {
+                self.record(ActionRecord {
+                    action: Action::Release,
+                    device: d.bdf,
+                    result: ActionResult::Skipped,
+                    detail: "not an AMD GPU or its audio (and not in release_also): not released"
+                        .into(),
+                    method: None,
+                    ms: 0.0,
+                    kernel_ms: 0.0,
+                });
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        if self.backup_start() {
+            for d in &targets {
+                self.record(ActionRecord {
+                    action: Action::Release,
+                    device: d.bdf,
+                    result: ActionResult::Skipped,
+                    detail: "VM started for a backup (lock: backup): QEMU ran paused and the guest never had it; no unplug request"
+                        .into(),
+                    method: None,
+                    ms: ms(t0.elapsed()),
+                    kernel_ms: 0.0,
+                });
+            }
+            return;
+        }
+        for d in &targets {
+            if self.out_of_budget(Action::Release, d) {
+                self.mark(d.bdf, DeviceState::Dirty, None);
+                return;
+            }
+        }
+        let bound = vp
+            .release_timeout
+            .min(self.remaining().saturating_sub(RELEASE_STATUS_RESERVE));
+        let socket = self.opts.qmp_socket(self.vmid);
+        self.set_progress(format!("release over {}", socket.display()));
+        let t_rel = Instant::now();
+        let outcome = crate::qmp::Client::connect(&socket, bound).and_then(|mut c| {
+            let left = bound.saturating_sub(t_rel.elapsed());
+            let found = c.passthrough_devices(left)?;
+            Ok((c, found))
+        });
+        let (mut client, found) = match outcome {
+            Ok(x) => x,
+            Err(e) => {
+                let why = format!(
+                    "not released: QEMU's monitor {}: {}; recorded dirty",
+                    socket.display(),
+                    e.one_line()
+                );
+                for d in &targets {
+                    self.release_failed(d, why.clone(), t0);
+                }
+                return;
+            }
+        };
+        let mut ids: Vec<String> = Vec::new();
+        let mut by_id: Vec<(String, PlannedDevice)> = Vec::new();
+        for d in &targets {
+            let pci = to_pci(d.bdf);
+            match found.iter().find(|p| p.host == Some(pci)) {
+                Some(p) => {
+                    ids.push(p.id.clone());
+                    by_id.push((p.id.clone(), d.clone()));
+                }
+                None => self.record(ActionRecord {
+                    action: Action::Release,
+                    device: d.bdf,
+                    result: ActionResult::Skipped,
+                    detail: "QEMU passes it through no longer (unplugged before): nothing to release; its record is left as it was"
+                        .into(),
+                    method: None,
+                    ms: ms(t0.elapsed()),
+                    kernel_ms: 0.0,
+                }),
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let left = bound.saturating_sub(t_rel.elapsed());
+        let report = crate::qmp::release::release(&mut client, &ids, &mut self.journal, left);
+        drop(client);
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("not released: {}; recorded dirty", e.one_line());
+                for (_, d) in &by_id {
+                    self.release_failed(d, why.clone(), t0);
+                }
+                return;
+            }
+        };
+        let status = report.vm_status.clone();
+        for (id, d) in &by_id {
+            use crate::qmp::release::Outcome;
+            let Some(r) = report.devices.iter().find(|r| &r.id == id) else {
+                continue;
+            };
+            match &r.outcome {
+                Outcome::Released { ms: rel } => {
+                    let note = format!("released by the guest in {} ms", *rel as u64);
+                    let detail = format!(
+                        "{note} (device_del {id}, DEVICE_DELETED); stays on the bus, clean"
+                    );
+                    self.record(ActionRecord {
+                        action: Action::Release,
+                        device: d.bdf,
+                        result: ActionResult::Done,
+                        detail,
+                        method: Some("release".into()),
+                        ms: ms(t0.elapsed()),
+                        kernel_ms: *rel,
+                    });
+                    if let Err(e) = self.store.mark_noted(
+                        d.bdf,
+                        DeviceState::Clean,
+                        Some("release"),
+                        Some(self.vmid),
+                        Some(note),
+                    ) {
+                        let msg = format!("{}: cannot record its state: {}", d.bdf, e.one_line());
+                        self.log.err(&msg);
+                        self.errors.push(msg);
+                    }
+                }
+                Outcome::TimedOut { bound_ms } => {
+                    let why = crate::qmp::release::timeout_reason(status.as_deref());
+                    self.release_failed(
+                        d,
+                        format!(
+                            "not released within {bound_ms} ms ({id}): {why}; recorded dirty, post-stop resets it"
+                        ),
+                        t0,
+                    );
+                }
+                Outcome::Refused { class, desc } => self.release_failed(
+                    d,
+                    format!(
+                        "not released: QEMU refused device_del {id} ({class}: {desc}); recorded dirty, post-stop resets it"
+                    ),
+                    t0,
+                ),
+                Outcome::DryRun => {}
+            }
+        }
+    }
+
+    fn release_failed(&mut self, d: &PlannedDevice, detail: String, t0: Instant) {
+        self.record(ActionRecord {
+            action: Action::Release,
+            device: d.bdf,
+            result: ActionResult::Failed,
+            detail,
+            method: Some("release".into()),
+            ms: ms(t0.elapsed()),
+            kernel_ms: 0.0,
+        });
+        let last = match self.store.read(d.bdf) {
+            StateLookup::Found(r) => r.last_method,
+            _ => None,
+        };
+        self.mark(d.bdf, DeviceState::Dirty, last.as_deref());
+    }
+
     fn mark_dirty(&mut self, d: &PlannedDevice) {
         let t0 = Instant::now();
+        if self.backup_start() {
+            self.record(ActionRecord {
+                action: Action::MarkDirty,
+                device: d.bdf,
+                result: ActionResult::Skipped,
+                detail: "VM started for a backup (lock: backup): the guest does not run, nothing marked dirty"
+                    .into(),
+                method: None,
+                ms: ms(t0.elapsed()),
+                kernel_ms: 0.0,
+            });
+            return;
+        }
         let last = match self.store.read(d.bdf) {
             StateLookup::Found(r) => r.last_method,
             _ => None,

@@ -37,6 +37,9 @@ pub struct StateRecord {
     /// The VM that had the device, if known.
     #[serde(default)]
     pub vmid: Option<u32>,
+    /// How it got to this state, in words ("released by the guest in 312 ms").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The result of looking a record up; reading never fails the hook.
@@ -156,12 +159,25 @@ impl StateStore {
         last_method: Option<&str>,
         vmid: Option<u32>,
     ) -> Result<StateRecord> {
+        self.mark_noted(bdf, state, last_method, vmid, None)
+    }
+
+    /// [`StateStore::mark`] with a note saying how the device got there.
+    pub fn mark_noted(
+        &self,
+        bdf: Bdf,
+        state: DeviceState,
+        last_method: Option<&str>,
+        vmid: Option<u32>,
+        note: Option<String>,
+    ) -> Result<StateRecord> {
         let rec = StateRecord {
             bdf,
             state,
             last_method: last_method.map(str::to_string),
             time: now_secs(),
             vmid,
+            note,
         };
         self.write(&rec)?;
         Ok(rec)

@@ -171,6 +171,14 @@ fn would(
         ),
         Action::Remove => "not on the bus: nothing to remove".into(),
         Action::MarkDirty => "record it dirty".into(),
+        Action::Release => match d.kind {
+            Some(DeviceKind::AmdGpu | DeviceKind::AmdGpuAudio) => format!(
+                "ask the guest to let go of it over QMP (device_del; one wait for all, up to \
+                 {:.1} s)",
+                secs(pp.budget)
+            ),
+            _ => "released only if release_also names it".into(),
+        },
     }
 }
 
