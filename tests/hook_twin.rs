@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 
+use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::process::Output;
 use resetlab::pci::{Bdf, Host};
 use resetlab::sim::model;
 use resetlab::sim::profile::{Fault, Profile};
+use resetlab::sim::qemu::{Exit, FakeQemu, Guest, VmOptions, VmState};
 use resetlab::sim::Twin;
 use serde_json::Value;
 
@@ -40,6 +42,8 @@ struct Bench {
     twin: Twin,
     pve: PathBuf,
     policy: PathBuf,
+    /// VM 100's fake QEMU while it runs (this process holds its VFIO groups).
+    vm: RefCell<Option<FakeQemu>>,
 }
 
 impl Bench {
@@ -60,7 +64,31 @@ impl Bench {
             twin,
             pve,
             policy: policy_path,
+            vm: RefCell::new(None),
         }
+    }
+
+    /// Starts VM 100's fake QEMU (what `qm start` does between pre-start and post-start).
+    fn start_vm(&self, guest: Guest) {
+        self.start_vm_with(VmOptions {
+            guest,
+            ..VmOptions::default()
+        });
+    }
+
+    fn start_vm_with(&self, opts: VmOptions) {
+        let q = FakeQemu::start(self.twin.root(), 100, opts).expect("start the fake QEMU");
+        *self.vm.borrow_mut() = Some(q);
+    }
+
+    /// Ends the VM's QEMU (`how`) and returns its last state.
+    fn end_vm(&self, how: Exit) -> VmState {
+        self.vm.borrow_mut().take().expect("a running VM").end(how)
+    }
+
+    /// The running VM's state.
+    fn vm_state(&self) -> VmState {
+        self.vm.borrow().as_ref().expect("a running VM").state()
     }
 
     fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<String> {
@@ -154,8 +182,26 @@ fn action<'a>(v: &'a Value, action: &str, dev: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {action} on {dev} in {}", v["actions"]))
 }
 
+/// QMP commands the phase sent (journal records of kind `qmp`), as `command id`.
+fn qmp_sent(v: &Value) -> Vec<String> {
+    v["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["target"] == "qmp")
+        .map(|w| {
+            let c: Value = serde_json::from_str(w["value"].as_str().unwrap()).unwrap();
+            format!(
+                "{} {}",
+                c["execute"].as_str().unwrap(),
+                c["arguments"]["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
+fn four_phases_with_a_releasing_guest_keep_the_gpu_clean_without_a_reset() {
     let b = Bench::new(Profile::default(), None);
     for cycle in 1..=3 {
         let v = b.phase_ok("pre-start");
@@ -167,35 +213,74 @@ fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
         assert_eq!(v["devices"][0]["kind"], "amd_gpu");
         assert_eq!(v["devices"][1]["kind"], "amd_gpu_audio");
 
+        b.start_vm(Guest::Release { ms: 30 });
         b.phase_ok("post-start");
         for dev in [GPU, AUDIO] {
             assert_eq!(b.state(dev)["state"], "dirty", "cycle {cycle}");
             assert_eq!(b.state(dev)["vmid"], 100);
         }
-        // The VM runs; its driver leaves the GPU in the reset-bug state.
-        b.guest_dirties_the_gpu();
 
-        b.phase_ok("pre-stop");
-        let v = b.phase_ok("post-stop");
-        // The GPU by the SMU's mode-2 reset; its audio has no SMU of its own: remove + rescan.
-        for (dev, method) in [(GPU, "smu_mode2"), (AUDIO, "remove_rescan")] {
-            let r = action(&v, "reset", dev);
-            assert_eq!(r["result"], "done", "cycle {cycle}: {r}");
-            assert_eq!(r["method"], method, "{r}");
+        let v = b.phase_ok("pre-stop");
+        assert_eq!(
+            qmp_sent(&v),
+            ["device_del hostpci0", "device_del hostpci1"],
+            "cycle {cycle}"
+        );
+        for dev in [GPU, AUDIO] {
+            let r = action(&v, "release", dev);
+            assert_eq!(r["result"], "done", "{r}");
+            assert!(
+                r["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("released by the guest in "),
+                "{r}"
+            );
             assert_eq!(b.state(dev)["state"], "clean");
-            assert_eq!(b.state(dev)["last_method"], method);
+            assert_eq!(b.state(dev)["last_method"], "release");
+            assert!(b.state(dev)["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("released by the guest"));
+            // Still on the host bus, bound to vfio-pci.
             assert!(b.present(dev));
             assert_eq!(b.driver(dev).as_deref(), Some("vfio-pci"), "{dev}");
         }
-        assert!(!b.gpu_dirty(), "cycle {cycle}: the GPU is still dirty");
+        let st = b.vm_state();
+        assert!(st.devices.iter().all(|d| d.released), "{st:?}");
+
+        // qm stop: QEMU exits with nothing left in the guest's hands.
+        let st = b.end_vm(Exit::HostStop);
+        assert!(st.left_dirty.is_empty(), "{st:?}");
+        assert!(!b.gpu_dirty(), "cycle {cycle}");
+
+        let v = b.phase_ok("post-stop");
+        for dev in [GPU, AUDIO] {
+            let r = action(&v, "reset_if_dirty", dev);
+            assert_eq!(r["result"], "skipped", "{r}");
+            assert!(
+                r["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("released by the guest"),
+                "{r}"
+            );
+        }
+        // No remove, no reset: nothing written at all.
         assert!(
-            v["elapsed_ms"].as_f64().unwrap() <= v["budget_ms"].as_f64().unwrap(),
-            "{v}"
+            v["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["action"] != "remove" && a["result"] != "done"),
+            "{}",
+            v["actions"]
         );
+        assert_eq!(v["writes"].as_array().unwrap().len(), 0, "{}", v["writes"]);
     }
     let kmsg = b.kmsg();
     assert_eq!(
-        kmsg.matches("<6>resetlab: VM 100 post-stop: 0000:c5:00.0 reset by smu_mode2 in ")
+        kmsg.matches("<6>resetlab: VM 100 pre-stop: 0000:c5:00.0 released by the guest in ")
             .count(),
         3,
         "{kmsg}"
@@ -205,11 +290,164 @@ fn four_phases_in_proxmox_order_keep_the_gpu_clean_across_cycles() {
         "{kmsg}"
     );
     assert!(!kmsg.contains("<3>"), "{kmsg}");
+    assert!(!kmsg.contains("IO_PAGE_FAULT"), "{kmsg}");
     assert!(
         b.twin.model_errors().is_empty(),
         "{:?}",
         b.twin.model_errors()
     );
+}
+
+#[test]
+fn a_guest_that_never_releases_ends_pre_stop_in_its_budget_and_post_stop_resets_the_gpu() {
+    let b = Bench::new(Profile::default(), Some("[phase.pre-stop]\nbudget_s = 2\n"));
+    for cycle in 1..=2 {
+        b.phase_ok("pre-start");
+        b.start_vm(Guest::Hung);
+        b.phase_ok("post-start");
+        let (code, v, err) = b.phase("pre-stop");
+        assert_eq!(code, Some(0), "pre-stop never fails the stop: {err}");
+        assert_eq!(v["ok"], false);
+        assert!(
+            v["elapsed_ms"].as_f64().unwrap() <= v["budget_ms"].as_f64().unwrap(),
+            "{}",
+            v["elapsed_ms"]
+        );
+        assert_eq!(qmp_sent(&v), ["device_del hostpci0", "device_del hostpci1"]);
+        for dev in [GPU, AUDIO] {
+            let r = action(&v, "release", dev);
+            assert_eq!(r["result"], "failed", "{r}");
+            let d = r["detail"].as_str().unwrap();
+            assert!(
+                d.starts_with("not released within ") && d.contains("recorded dirty"),
+                "{d}"
+            );
+            assert_eq!(b.state(dev)["state"], "dirty");
+        }
+        // qm stop kills QEMU while the guest still drives the GPU: dirty, as in the report.
+        let st = b.end_vm(Exit::HostStop);
+        assert_eq!(st.left_dirty.len(), 1, "{st:?}");
+        assert!(b.gpu_dirty());
+        assert!(b
+            .kmsg()
+            .contains("vfio-pci 0000:c5:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT"));
+
+        let v = b.phase_ok("post-stop");
+        let r = action(&v, "reset_if_dirty", GPU);
+        assert_eq!(r["result"], "done", "cycle {cycle}: {r}");
+        assert_eq!(r["method"], "smu_mode2");
+        assert!(
+            r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("hypothesis, unconfirmed on hardware"),
+            "{r}"
+        );
+        assert!(!b.gpu_dirty(), "cycle {cycle}");
+        assert_eq!(b.state(GPU)["state"], "clean");
+        assert_eq!(b.driver(GPU).as_deref(), Some("vfio-pci"));
+    }
+}
+
+#[test]
+fn qemu_refusing_the_unplug_or_no_running_qemu_is_recorded_dirty() {
+    let b = Bench::new(Profile::default(), None);
+    b.start_vm(Guest::Refuse);
+    b.phase_ok("post-start");
+    let (code, v, _) = b.phase("pre-stop");
+    assert_eq!(code, Some(0));
+    let d = action(&v, "release", GPU)["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("QEMU refused device_del hostpci0 (GenericError: "),
+        "{d}"
+    );
+    assert_eq!(b.state(GPU)["state"], "dirty");
+    b.end_vm(Exit::HostStop);
+    // No QEMU at all (a pre-stop after QEMU died): one line, dirty, exit 0.
+    let (code, v, _) = b.phase("pre-stop");
+    assert_eq!(code, Some(0));
+    let d = action(&v, "release", GPU)["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("not released: QEMU's monitor ") && d.contains("100.qmp"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_backup_start_gets_no_device_del_and_marks_nothing_dirty() {
+    let b = Bench::new(Profile::default(), None);
+    fs::write(
+        b.pve.join("qemu-server/100.conf"),
+        format!("{VM100}lock: backup\n"),
+    )
+    .unwrap();
+    b.phase_ok("pre-start");
+    // vzdump starts it paused: the guest never runs.
+    b.start_vm(Guest::Release { ms: 0 });
+    assert_eq!(b.vm_state().status, "paused");
+    let v = b.phase_ok("post-start");
+    assert_eq!(action(&v, "mark_dirty", GPU)["result"], "skipped");
+    let v = b.phase_ok("pre-stop");
+    assert!(qmp_sent(&v).is_empty(), "{}", v["writes"]);
+    for dev in [GPU, AUDIO] {
+        let r = action(&v, "release", dev);
+        assert_eq!(r["result"], "skipped");
+        assert!(
+            r["detail"].as_str().unwrap().contains("lock: backup"),
+            "{r}"
+        );
+    }
+    assert!(b.vm_state().devices.iter().all(|d| !d.requested));
+    let st = b.end_vm(Exit::HostStop);
+    assert!(st.left_dirty.is_empty());
+    let v = b.phase_ok("post-stop");
+    assert_eq!(action(&v, "reset_if_dirty", GPU)["result"], "skipped");
+    assert_eq!(v["writes"].as_array().unwrap().len(), 0);
+    assert!(!b.gpu_dirty());
+}
+
+#[test]
+fn a_guest_shutdown_from_inside_leaves_the_record_dirty_and_post_stop_resets() {
+    let b = Bench::new(Profile::default(), None);
+    // Without devcon: the guest's driver is still running the GPU when QEMU exits.
+    b.phase_ok("pre-start");
+    b.start_vm(Guest::Release { ms: 0 });
+    b.phase_ok("post-start");
+    let st = b.end_vm(Exit::GuestShutdown); // no pre-stop: Proxmox does not run it
+    assert_eq!(st.left_dirty.len(), 1);
+    assert_eq!(b.state(GPU)["state"], "dirty", "as post-start left it");
+    let v = b.phase_ok("post-stop");
+    assert_eq!(action(&v, "reset_if_dirty", GPU)["method"], "smu_mode2");
+    assert!(!b.gpu_dirty());
+    // With devcon: the guest disabled the GPU itself, it is clean; the record cannot know
+    // and still says dirty, so post-stop resets it anyway (the record decides).
+    b.phase_ok("pre-start");
+    b.start_vm_with(VmOptions {
+        devcon: true,
+        ..VmOptions::default()
+    });
+    b.phase_ok("post-start");
+    let st = b.end_vm(Exit::GuestShutdown);
+    assert!(st.left_dirty.is_empty());
+    assert!(!b.gpu_dirty());
+    let v = b.phase_ok("post-stop");
+    assert_eq!(action(&v, "reset_if_dirty", GPU)["result"], "done");
+}
+
+#[test]
+fn a_guest_started_on_a_dirty_gpu_cannot_use_it() {
+    let b = Bench::new(Profile::default(), None);
+    b.start_vm(Guest::Release { ms: 0 });
+    b.end_vm(Exit::HostStop); // no pre-stop hook: dirty
+    b.start_vm(Guest::Release { ms: 0 });
+    assert_eq!(b.vm_state().gpu_ok, Some(false));
+    b.end_vm(Exit::HostStop);
 }
 
 #[test]
@@ -220,8 +458,8 @@ fn the_seeds_recipe_remove_in_pre_stop_then_back_and_reset_in_post_stop() {
     );
     for _ in 0..2 {
         b.phase_ok("pre-start");
+        b.start_vm(Guest::Release { ms: 10 });
         b.phase_ok("post-start");
-        b.guest_dirties_the_gpu();
         let v = b.phase_ok("pre-stop");
         for dev in [GPU, AUDIO] {
             assert_eq!(action(&v, "remove", dev)["result"], "done");
@@ -229,6 +467,23 @@ fn the_seeds_recipe_remove_in_pre_stop_then_back_and_reset_in_post_stop() {
         }
         // GPU first, as the seed's script removes it.
         assert_eq!(v["actions"][0]["device"], GPU);
+        // vfio-pci relayed the removes to QEMU, whose guest let go: the stop leaves it clean.
+        let host = b.twin.root().to_path_buf();
+        resetlab::reset::wait::poll(
+            "the guest to release both",
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_millis(2),
+            || {
+                let st = resetlab::sim::qemu::VmState::load(&host, 100)?;
+                Ok(st.devices.iter().all(|d| d.released).then_some(()))
+            },
+        )
+        .unwrap();
+        assert!(b
+            .kmsg()
+            .contains("vfio-pci 0000:c5:00.0: Relaying device request to user"));
+        let st = b.end_vm(Exit::HostStop);
+        assert!(st.left_dirty.is_empty(), "{st:?}");
         let v = b.phase_ok("post-stop");
         for dev in [GPU, AUDIO] {
             let e = action(&v, "ensure_present", dev);
@@ -240,7 +495,8 @@ fn the_seeds_recipe_remove_in_pre_stop_then_back_and_reset_in_post_stop() {
                     .contains("0000:00:08.1/pci_bus/0000:c5/rescan"),
                 "the rescan should be the bridge's bus, not global: {e}"
             );
-            assert_eq!(action(&v, "reset", dev)["result"], "done");
+            // The record still says dirty (a remove cannot tell a release): reset anyway.
+            assert_eq!(action(&v, "reset_if_dirty", dev)["result"], "done");
             assert_eq!(b.driver(dev).as_deref(), Some("vfio-pci"));
         }
         assert!(!b.gpu_dirty());
@@ -285,7 +541,7 @@ fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
         "{}",
         v["elapsed_ms"]
     );
-    let r = action(&v, "reset", GPU);
+    let r = action(&v, "reset_if_dirty", GPU);
     assert_eq!(r["result"], "failed");
     let detail = r["detail"].as_str().unwrap();
     assert!(
@@ -349,11 +605,12 @@ fn two_hooks_never_reset_one_device_at_once() {
         Some("[phase.post-stop]\nbudget_s = 8\n"),
     );
     let host = Host::new(&b.twin.sysfs);
+    b.phase_ok("post-start");
     let _other_hook =
         resetlab::reset::lock::lock(&host, &bdf(GPU), std::time::Duration::from_secs(1)).unwrap();
     let (code, v, err) = b.phase("post-stop");
     assert_eq!(code, Some(0), "{err}");
-    let r = action(&v, "reset", GPU);
+    let r = action(&v, "reset_if_dirty", GPU);
     assert_eq!(r["result"], "failed");
     assert!(
         r["detail"]
@@ -363,7 +620,7 @@ fn two_hooks_never_reset_one_device_at_once() {
         "{r}"
     );
     // The other device is not held up by it.
-    assert_eq!(action(&v, "reset", AUDIO)["result"], "done");
+    assert_eq!(action(&v, "reset_if_dirty", AUDIO)["result"], "done");
 }
 
 #[test]
@@ -372,9 +629,10 @@ fn an_unknown_method_in_a_configured_chain_is_a_clear_config_error() {
         Profile::default(),
         Some("[chain]\namd_gpu = [\"smu_mod2\", \"remove_rescan\"]\n"),
     );
+    b.phase_ok("post-start");
     let (code, v, _) = b.phase("post-stop");
     assert_eq!(code, Some(0));
-    let r = action(&v, "reset", GPU);
+    let r = action(&v, "reset_if_dirty", GPU);
     assert_eq!(r["result"], "failed");
     let d = r["detail"].as_str().unwrap();
     assert!(
@@ -619,7 +877,7 @@ fn a_whole_slot_entry_remembers_the_functions_removed_in_pre_stop() {
         let v = b.phase_ok("post-stop");
         for dev in [GPU, AUDIO] {
             assert_eq!(action(&v, "ensure_present", dev)["result"], "done");
-            assert_eq!(action(&v, "reset", dev)["result"], "done");
+            assert_eq!(action(&v, "reset_if_dirty", dev)["result"], "done");
             assert!(b.present(dev));
         }
         assert_eq!(
@@ -630,4 +888,82 @@ fn a_whole_slot_entry_remembers_the_functions_removed_in_pre_stop() {
         );
         assert!(!b.gpu_dirty());
     }
+}
+
+/// Kills the `sim vm` process of a test on drop, whatever the test did (no stuck children).
+struct VmProcess {
+    root: PathBuf,
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        let p = resetlab::sim::qemu::pid_path(&self.root, 100);
+        if let Some(pid) = fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn sim_vm_processes_hold_the_groups_serve_the_hook_and_go_away() {
+    let b = Bench::new(Profile::default(), None);
+    let root = b.twin.root().to_path_buf();
+    let dir = root.display().to_string();
+    let _guard = VmProcess { root: root.clone() };
+    let st = json(&[
+        "--json",
+        "sim",
+        "vm",
+        &dir,
+        "100",
+        "start",
+        "--guest",
+        "release:20",
+    ]);
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["devices"][0]["id"], "hostpci0");
+    assert_eq!(st["devices"][1]["id"], "hostpci1");
+    let pid = st["pid"].as_u64().unwrap();
+    // The guards see the VM's QEMU holding the GPU's group.
+    let probe = run_ok(&["--sysfs", &sysfs_arg(&b.twin.sysfs), "probe", GPU]);
+    assert!(probe.contains(&format!("held by pid {pid}")), "{probe}");
+    // A second start of the same VM is refused.
+    let o = run(&["sim", "vm", &dir, "100", "start"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.phase_ok("post-start");
+    let v = b.phase_ok("pre-stop");
+    assert_eq!(action(&v, "release", GPU)["result"], "done");
+    let st = json(&["--json", "sim", "vm", &dir, "100", "stop"]);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["left_dirty"].as_array().unwrap().len(), 0);
+    assert!(!resetlab::sim::qemu::socket_path(&root, 100).exists());
+    assert!(!b.gpu_dirty());
+    // Killed while the guest drives the GPU: dirty; the next guest cannot use it.
+    run_ok(&["sim", "vm", &dir, "100", "start"]);
+    run_ok(&["sim", "vm", &dir, "100", "check"]);
+    let st = json(&["--json", "sim", "vm", &dir, "100", "kill"]);
+    assert_eq!(st["left_dirty"][0], GPU);
+    assert!(b.gpu_dirty());
+    run_ok(&["sim", "vm", &dir, "100", "start"]);
+    let o = run(&["sim", "vm", &dir, "100", "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("left dirty before this start"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    run_ok(&["sim", "vm", &dir, "100", "shutdown"]);
+    // Bad input: one line, non-zero.
+    let o = run(&["sim", "vm", &dir, "100", "start", "--guest", "sleepy"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sleepy"));
 }
