@@ -76,7 +76,7 @@ fn every_method_run(tmp: &Path) -> (PathBuf, Vec<Value>) {
             "--cycles",
             "3",
             "--wait-timeout",
-            "300",
+            "1000",
             "--out",
             out.to_str().unwrap(),
             "--json",
@@ -136,8 +136,14 @@ fn every_method_on_the_dirty_igpu_follows_the_profile() {
     assert!(m["d3cold"].iter().all(|t| t["applies"] == true
         && t["success"] == false
         && t["reason"].as_str().unwrap().contains("D3cold")));
-    // The profile's cleaning methods succeed every time.
-    assert!(m["remove_rescan"].iter().all(|t| t["success"] == true));
+    // After the fact, remove + rescan leaves it dirty (the report's failed post-stop recipe);
+    // SMU mode 2 cleans it, the project's hypothesis, labelled as such.
+    assert!(m["remove_rescan"].iter().all(|t| t["success"] == false
+        && t["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unhealthy: gfx_idle")));
+    assert!(m["smu_mode2"].iter().all(|t| t["success"] == true));
 }
 
 #[test]
@@ -303,7 +309,7 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
                 "--sim",
                 "bench",
                 "--methods",
-                "remove_rescan",
+                "smu_mode2",
                 "--cycles",
                 "2",
                 "--out",
@@ -330,10 +336,7 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
     }
     assert_eq!(fs::read_to_string(a.join("summary.json")).unwrap(), before);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.contains("remove_rescan") && text.contains("2/2"),
-        "{text}"
-    );
+    assert!(text.contains("smu_mode2") && text.contains("2/2"), "{text}");
 
     let cmp = tmp.path().join("cmp");
     let o = run_in(
@@ -357,7 +360,7 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
     let text = String::from_utf8_lossy(&o.stdout);
     let row = text
         .lines()
-        .find(|l| l.starts_with("remove_rescan"))
+        .find(|l| l.starts_with("smu_mode2"))
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(row.matches("2/2").count(), 2, "{row}");
     assert!(cmp.join("compare.md").is_file() && cmp.join("compare.html").is_file());
@@ -512,7 +515,7 @@ fn vm_cycles_through_a_fake_qm_record_start_guest_and_failed_starts() {
             "--vm",
             "100",
             "--methods",
-            "remove_rescan,pm",
+            "smu_mode2,remove_rescan",
             "--force",
             "--cycles",
             "3",
@@ -546,8 +549,8 @@ fn vm_cycles_through_a_fake_qm_record_start_guest_and_failed_starts() {
         let vm = &t["vm"];
         assert_eq!(vm["stop"]["ok"], true, "{t}");
         match t["method"].as_str().unwrap() {
-            // Cleans the GPU between stop and start: the VM comes back.
-            "remove_rescan" => {
+            // Cleans the GPU between stop and start (on the twin: the project's hypothesis).
+            "smu_mode2" => {
                 assert_eq!(t["success"], true, "{t}");
                 assert_eq!(vm["start"]["ok"], true);
                 assert_eq!(vm["guest"]["ok"], true);
@@ -555,8 +558,9 @@ fn vm_cycles_through_a_fake_qm_record_start_guest_and_failed_starts() {
                 let ready = vm["ready_ms"].as_f64().unwrap();
                 assert!(ready >= vm["start"]["ms"].as_f64().unwrap());
             }
-            // Leaves it dirty: the start fails, with QEMU's words.
-            "pm" => {
+            // After the stop it leaves the GPU dirty (the report): the start fails, with
+            // QEMU's words.
+            "remove_rescan" => {
                 assert_eq!(t["success"], false, "{t}");
                 assert_eq!(vm["start"]["ok"], false);
                 assert!(vm["guest"].is_null());
@@ -600,17 +604,37 @@ fn sim_bench_without_arguments_compares_the_igpus_methods() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // Every method the 780M has, forced ones marked, 10 cycles each.
-    let rows: Vec<&str> = text
+    // Whole cycles of VM 100 on the twin: a stop with release against a stop without it, then
+    // every method the 780M has (forced ones marked), 10 cycles each.
+    let rows: Vec<(&str, &str)> = text
         .lines()
         .filter(|l| l.contains("/10 "))
-        .map(|l| l.split("  ").next().unwrap_or(""))
+        .filter_map(|l| {
+            let mut f = l.split("  ").filter(|x| !x.is_empty());
+            let name = f.next()?;
+            let ok = f.nth(1)?.trim();
+            Some((name, ok))
+        })
         .collect();
-    assert!(rows.contains(&"remove_rescan"), "{text}");
+    let ok = |name: &str| {
+        rows.iter()
+            .find(|r| r.0 == name)
+            .unwrap_or_else(|| panic!("no row {name}: {text}"))
+            .1
+    };
+    assert_eq!(ok("release, then stop"), "10/10", "{text}");
+    // The report: nothing host-side after an ungraceful stop cleans the GPU …
+    assert_eq!(ok("stop, then remove_rescan"), "0/10", "{text}");
+    assert_eq!(ok("stop, then pm (forced)"), "0/10", "{text}");
+    assert_eq!(ok("stop, then bus (forced)"), "0/10", "{text}");
+    // … except SMU mode 2 on the twin, and the output says that is a hypothesis.
+    assert_eq!(ok("stop, then smu_mode2"), "10/10", "{text}");
     assert!(
-        rows.contains(&"pm (forced)") && rows.contains(&"bus (forced)"),
+        text.contains("smu_mode2 cleaning a GPU left dirty is this project's hypothesis, unconfirmed on hardware"),
         "{text}"
     );
+    assert!(text.contains("hook per cycle on the twin"), "{text}");
+    assert!(text.contains("pre-stop 14300 ms"), "{text}");
     // Its files went to ./resetlab-bench-<UTC stamp>.
     let dirs: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().collect();
     assert_eq!(dirs.len(), 1);
@@ -653,4 +677,78 @@ fn bad_arguments_are_one_line() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn twin_vm_cycles_record_the_hooks_phases_and_each_rows_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let o = run_in(
+        tmp.path(),
+        &[
+            "--sim",
+            "bench",
+            "--vm",
+            "100",
+            "--methods",
+            "remove_rescan,smu_mode2",
+            "--cycles",
+            "2",
+            "--release-ms",
+            "40",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = stdout_json(&o);
+    assert_eq!(v["meta"]["mode"], "twin-vm");
+    assert_eq!(v["meta"]["vmid"], "100");
+    let notes = v["meta"]["notes"].to_string();
+    assert!(notes.contains("unconfirmed on hardware"), "{notes}");
+    let ts = trials(&out);
+    assert_eq!(ts.len(), 6);
+    for t in &ts {
+        let vm = &t["vm"];
+        match t["method"].as_str().unwrap() {
+            "release, then stop" => {
+                assert_eq!(t["success"], true, "{t}");
+                let h = &t["hook"];
+                // The guest's own 40 ms are inside pre-stop.
+                assert!(h["release"].as_f64().unwrap() >= 40.0, "{h}");
+                assert!(h["pre_stop"].as_f64().unwrap() >= h["release"].as_f64().unwrap());
+                for p in ["post_start", "post_stop", "pre_start"] {
+                    assert!(h[p].as_f64().unwrap() > 0.0, "{p}: {h}");
+                }
+                assert!(vm["stop"]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("released by the guest in "));
+            }
+            "stop, then remove_rescan" => {
+                assert_eq!(t["success"], false, "{t}");
+                assert!(t["hook"].is_null());
+                assert!(vm["stop"]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("left dirty: 0000:c5:00.0"));
+                assert_eq!(vm["guest"]["ok"], false);
+                assert!(t["reason"].as_str().unwrap().starts_with("guest: "), "{t}");
+            }
+            "stop, then smu_mode2" => {
+                assert_eq!(t["success"], true, "{t}");
+                assert_eq!(vm["guest"]["ok"], true);
+            }
+            m => panic!("unexpected row {m}"),
+        }
+    }
+    let report = fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("unconfirmed on hardware"), "{report}");
 }

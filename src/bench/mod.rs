@@ -22,6 +22,7 @@ pub mod cmd;
 pub mod plot;
 pub mod report;
 pub mod stats;
+pub mod twin_vm;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -138,6 +139,9 @@ pub struct Trial {
     /// wake, the method (ms).
     pub chain_ms: f64,
     pub vm: Option<VmSteps>,
+    /// The hook's phase times, in a twin VM cycle with release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<twin_vm::HookMs>,
 }
 
 /// How the device is made dirty before each trial.
@@ -195,6 +199,8 @@ pub struct Plan {
     pub cycles: usize,
     pub dirty: Dirty,
     pub vm: Option<VmPlan>,
+    /// Whole VM cycles on the twin with its fake QEMU (instead of `vm`'s commands).
+    pub twin_vm: Option<twin_vm::TwinVm>,
     /// Options for every trial (`force` is set per method when planned so).
     pub opts: ResetOptions,
     /// Bound on each command (dirty, stop, start, one guest check).
@@ -227,6 +233,9 @@ pub struct Meta {
     /// Why the run ended before its last planned trial.
     pub stopped: Option<String>,
     pub trials: usize,
+    /// What a reader must know to read the results (a twin result resting on a hypothesis).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What the loop reports as it goes (for a progress bar).
@@ -292,12 +301,12 @@ pub fn device_methods(
     Ok(out)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// Turns the engine's report on one method into a trial's verdict fields.
-fn judge(t: &mut Trial, run: &MethodRun) {
+pub(crate) fn judge(t: &mut Trial, run: &MethodRun) {
     t.applies = run.verdict.available;
     t.attempted = run.attempted;
     t.method_ok = run.succeeded();
@@ -392,15 +401,30 @@ pub fn run(
     if plan.methods.is_empty() {
         return Err(Error::parse("method list", "", "name at least one method"));
     }
-    let total = plan.cycles * plan.methods.len();
+    let rows: Vec<twin_vm::Row> = plan
+        .twin_vm
+        .as_ref()
+        .map(|_| twin_vm::Row::Release)
+        .into_iter()
+        .chain(plan.methods.iter().cloned().map(twin_vm::Row::Method))
+        .collect();
+    let total = plan.cycles * rows.len();
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
     let mut trials = Vec::with_capacity(total);
     'cycles: for cycle in 0..plan.cycles {
-        for m in &plan.methods {
-            let (t, spent) = trial(host, regs, plan, m, cycle, trials.len(), start)?;
+        for row in &rows {
+            let (t, spent) = match (&plan.twin_vm, row) {
+                (Some(tv), r) => {
+                    twin_vm::trial(host, regs, plan, tv, r, cycle, trials.len(), start)?
+                }
+                (None, twin_vm::Row::Method(m)) => {
+                    trial(host, regs, plan, m, cycle, trials.len(), start)?
+                }
+                (None, twin_vm::Row::Release) => continue,
+            };
             inner += spent;
             rec.trial(&t)?;
             progress(Progress::Trial(&t));
@@ -410,7 +434,7 @@ pub fn run(
                     "{} is gone after {} in cycle {cycle} (not back after its rescan); \
                      stopped after {} of {total} trials",
                     plan.device,
-                    m.label(),
+                    t_label(plan, row),
                     trials.len()
                 ));
                 break 'cycles;
@@ -423,6 +447,14 @@ pub fn run(
     meta.trials = trials.len();
     rec.meta(&meta)?;
     Ok((trials, meta))
+}
+
+/// A row's label: the method's own outside twin VM cycles.
+fn t_label(plan: &Plan, row: &twin_vm::Row) -> String {
+    match (plan.twin_vm.is_some(), row) {
+        (false, twin_vm::Row::Method(m)) => m.label(),
+        _ => row.label(),
+    }
 }
 
 /// One trial; also returns the time spent outside the harness (engine,
@@ -466,6 +498,7 @@ fn trial(
         phases: PhaseMs::default(),
         chain_ms: 0.0,
         vm: None,
+        hook: None,
     };
     // Dirty (device mode) or stop the VM (VM mode: the guest leaves it dirty).
     let mut stop = None;

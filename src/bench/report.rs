@@ -160,6 +160,9 @@ fn headline(meta: &Meta) -> String {
         None => meta.device.clone(),
     };
     let what = match &meta.vmid {
+        Some(v) if meta.mode == "twin-vm" => {
+            format!("VM {v} on the twin: start → stop (with or without release) → start → check")
+        }
         Some(v) => format!("VM {v} stop → method → start → guest check"),
         None => format!("dirty before each: {}", meta.dirty),
     };
@@ -327,6 +330,9 @@ pub fn terminal(meta: &Meta, s: &Summary, dir: Option<&Path>) -> String {
     out.push_str(
         "\n(total = the method's probe → health time in the engine; 95 % CI: Wilson score)\n",
     );
+    for n in &meta.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
     let f = failures(s);
     if !f.is_empty() {
         out.push_str("\nwhy trials failed (most common first):\n");
@@ -380,6 +386,9 @@ fn report_doc(meta: &Meta, s: &Summary, latency: &str, success: &str) -> Vec<Blo
     b.push(Block::H(2, "Success and latency per method".into()));
     let (h, r) = summary_table(s);
     b.push(Block::Table(h, r));
+    for n in &meta.notes {
+        b.push(Block::P(format!("Note: {n}")));
+    }
     b.push(Block::P(
         "Success is the engine's verdict (the mechanism ran without error and every health check \
          passed afterwards; in VM mode: the guest answered its check after the start). The interval \

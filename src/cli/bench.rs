@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub lock_timeout: u64,
+    /// On the twin's VM cycles: the guest ejects a device this long after QEMU asks, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub release_ms: u64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -91,6 +94,45 @@ pub enum BenchCmd {
 
 /// The twin's GPU, what `resetlab --sim bench` benches without a DEV.
 const TWIN_GPU: &str = "1002:1900";
+
+/// The seed's VM, whose cycles `resetlab --sim bench` runs on the twin.
+const TWIN_VM: &str = "100";
+
+/// The field report's TL;DR hookscript, per phase (issue 13: pre-stop's two removes with their
+/// `sleep 1`, 14.3 s; post-stop's and pre-start's rescan and `sleep 2`, 2.07 s and 2.05 s).
+const SCRIPT_MS: [(&str, f64); 3] = [
+    ("pre-stop", 14_300.0),
+    ("post-stop", 2_070.0),
+    ("pre-start", 2_050.0),
+];
+
+/// Median of the hook's phase times over the trials that have them, against the report's script.
+fn hook_figures(trials: &[bench::Trial], release_ms: u64) -> Option<String> {
+    let hooks: Vec<&bench::twin_vm::HookMs> =
+        trials.iter().filter_map(|t| t.hook.as_ref()).collect();
+    let med = |f: &dyn Fn(&bench::twin_vm::HookMs) -> f64| {
+        bench::stats::Dist::of(hooks.iter().map(|h| f(h))).map(|d| d.median)
+    };
+    let pre_stop = med(&|h| h.pre_stop)?;
+    let post_stop = med(&|h| h.post_stop)?;
+    let pre_start = med(&|h| h.pre_start)?;
+    let ours = pre_stop + post_stop + pre_start;
+    let script: f64 = SCRIPT_MS.iter().map(|(_, v)| v).sum();
+    Some(format!(
+        "hook per cycle on the twin (median of {n}): pre-stop {} ms (the guest releases after \
+         {release_ms} ms), post-stop {} ms, pre-start {} ms, together {} ms; the field report's \
+         script: pre-stop {} ms, post-stop {} ms, pre-start {} ms, together {} ms",
+        report::fmt_ms(pre_stop),
+        report::fmt_ms(post_stop),
+        report::fmt_ms(pre_start),
+        report::fmt_ms(ours),
+        report::fmt_ms(SCRIPT_MS[0].1),
+        report::fmt_ms(SCRIPT_MS[1].1),
+        report::fmt_ms(SCRIPT_MS[2].1),
+        report::fmt_ms(script),
+        n = hooks.len(),
+    ))
+}
 
 fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
     let named = args.dev.dev.is_some() || args.dev.slot.is_some() || args.dev.id.is_some();
@@ -184,7 +226,29 @@ fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
     } else {
         Dirty::None
     };
+    // On the twin, VM mode is whole cycles with its fake QEMU; `--sim bench` alone is that too
+    // (the README's main job), for the seed's VM 100.
+    let named = args.dev.dev.is_some() || args.dev.slot.is_some() || args.dev.id.is_some();
+    let twin_vm = match twin {
+        Some(root) if args.vm.is_some() || (args.methods.is_none() && !named) => {
+            let vmid = args.vm.as_deref().unwrap_or(TWIN_VM);
+            Some(bench::twin_vm::TwinVm {
+                root: root.to_path_buf(),
+                vmid: cmd::check_vmid(vmid)?
+                    .parse()
+                    .map_err(|_| Error::parse("VM id", vmid, "expected a Proxmox VM number"))?,
+                release_ms: args.release_ms,
+            })
+        }
+        _ => None,
+    };
+    let dirty = if twin_vm.is_some() {
+        Dirty::None
+    } else {
+        dirty
+    };
     let vm = match &args.vm {
+        Some(_) if twin_vm.is_some() => None,
         Some(v) => Some(VmPlan {
             vmid: cmd::check_vmid(v)?,
             stop_cmd: args.stop_cmd.clone(),
@@ -201,6 +265,7 @@ fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
         cycles: args.cycles,
         dirty,
         vm,
+        twin_vm,
         opts: ResetOptions {
             force: args.force,
             ready_timeout: Duration::from_millis(args.ready_timeout),
@@ -331,13 +396,53 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
         .unwrap_or_else(|| PathBuf::from(format!("resetlab-bench-{}", bench::utc_stamp(started))));
     let mut rec = Recorder::create(&dir)?;
     let dev = topo.get(&bdf);
+    let mut notes = Vec::new();
+    if let Some(tv) = &plan.twin_vm {
+        notes.push(format!(
+            "twin VM cycles of VM {}: '{}' runs the hook's post-start, pre-stop (release: the \
+             guest ejects after {} ms), QEMU's stop, post-stop and pre-start, then starts again; \
+             'stop, then M' stops QEMU while the guest drives the GPU, then runs M. Success: the \
+             guest of the second start can use its GPU. Each trial starts on a freshly booted twin.",
+            tv.vmid,
+            bench::twin_vm::RELEASE_ROW,
+            tv.release_ms
+        ));
+    }
+    if ctx.twin_root().is_some() && plan.methods.iter().any(|m| m.spec.def.name == "smu_mode2") {
+        notes.push(format!(
+            "on the twin, {}",
+            crate::sim::profile::MODE2_HYPOTHESIS
+        ));
+    }
     let meta = Meta {
         resetlab: env!("CARGO_PKG_VERSION").to_string(),
         device: bdf.to_string(),
         device_name: dev.map(|d| format!("{} [{:04x}:{:04x}]", d.name(), d.vendor, d.device)),
-        mode: if plan.vm.is_some() { "vm" } else { "device" }.into(),
-        vmid: plan.vm.as_ref().map(|v| v.vmid.clone()),
-        methods: plan.methods.iter().map(|m| m.label()).collect(),
+        mode: if plan.twin_vm.is_some() {
+            "twin-vm"
+        } else if plan.vm.is_some() {
+            "vm"
+        } else {
+            "device"
+        }
+        .into(),
+        vmid: plan
+            .vm
+            .as_ref()
+            .map(|v| v.vmid.clone())
+            .or(plan.twin_vm.as_ref().map(|t| t.vmid.to_string())),
+        methods: match &plan.twin_vm {
+            Some(_) => std::iter::once(bench::twin_vm::Row::Release)
+                .chain(
+                    plan.methods
+                        .iter()
+                        .cloned()
+                        .map(bench::twin_vm::Row::Method),
+                )
+                .map(|r| r.label())
+                .collect(),
+            None => plan.methods.iter().map(|m| m.label()).collect(),
+        },
         forced: plan
             .methods
             .iter()
@@ -356,13 +461,22 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
         harness_ms: None,
         stopped: None,
         trials: 0,
+        notes,
     };
     let mut rep = Reporter::new();
     let r = bench::run(&ctx.host, &ctx.regs, &plan, &mut rec, meta, &mut |p| {
         rep.on(p)
     });
     rep.finish();
-    let (trials, meta) = r?;
+    let (trials, mut meta) = r?;
+    if let Some(f) = plan
+        .twin_vm
+        .as_ref()
+        .and_then(|tv| hook_figures(&trials, tv.release_ms))
+    {
+        meta.notes.push(f);
+        rec.meta(&meta)?;
+    }
     let s = report::write_all(&dir, &meta, &trials)?;
     if ctx.json {
         print_json(&serde_json::json!({"dir": dir, "meta": meta, "summary": s}))?;
