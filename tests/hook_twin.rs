@@ -967,3 +967,32 @@ fn sim_vm_processes_hold_the_groups_serve_the_hook_and_go_away() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("sleepy"));
 }
+
+#[test]
+fn device_check_resets_a_gpu_recorded_clean_that_does_not_look_clean() {
+    // The record says clean (released), but the GPU's engine is still busy: a record that
+    // missed something (the state directory was lost, another tool drove the GPU).
+    for (policy, want) in [("", "skipped"), ("device_check = true\n", "done")] {
+        let b = Bench::new(Profile::default(), Some(policy));
+        b.start_vm(Guest::Release { ms: 0 });
+        b.phase_ok("post-start");
+        b.phase_ok("pre-stop");
+        b.end_vm(Exit::HostStop);
+        b.guest_dirties_the_gpu();
+        let (code, v, err) = b.phase("post-stop");
+        assert_eq!(code, Some(0), "{err}");
+        let r = action(&v, "reset_if_dirty", GPU);
+        assert_eq!(r["result"], want, "{policy}: {r}");
+        if want == "done" {
+            assert!(
+                err.contains("does not look clean (gfx_idle: GRBM_STATUS"),
+                "{err}"
+            );
+            assert!(!b.gpu_dirty());
+            // The audio function has no vendor checks: its record decides.
+            assert_eq!(action(&v, "reset_if_dirty", AUDIO)["result"], "skipped");
+        } else {
+            assert!(b.gpu_dirty(), "the record decides without device_check");
+        }
+    }
+}

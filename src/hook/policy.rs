@@ -365,6 +365,7 @@ struct VmSection {
     remove_timeout_s: Option<Secs>,
     release_timeout_s: Option<Secs>,
     release_also: Option<Vec<TargetKey>>,
+    device_check: Option<bool>,
     devices: Option<Vec<TargetKey>>,
     #[serde(default)]
     exclude: Vec<TargetKey>,
@@ -384,6 +385,7 @@ struct PolicyFile {
     remove_timeout_s: Option<Secs>,
     release_timeout_s: Option<Secs>,
     release_also: Option<Vec<TargetKey>>,
+    device_check: Option<bool>,
     #[serde(default)]
     phase: PhaseTables,
     #[serde(default)]
@@ -555,6 +557,10 @@ impl Policy {
                 .and_then(|v| v.release_timeout_s)
                 .or(g.release_timeout_s)
                 .map_or(DEFAULT_RELEASE_TIMEOUT, |s| s.0),
+            device_check: vm
+                .and_then(|v| v.device_check)
+                .or(g.device_check)
+                .unwrap_or(false),
             release_also: vm
                 .and_then(|v| v.release_also.as_ref())
                 .or(g.release_also.as_ref())
@@ -611,6 +617,10 @@ pub struct VmPolicy {
     /// `release_also = [...]`: managed functions `release` unplugs besides AMD GPUs and their
     /// audio.
     pub release_also: Vec<PciTarget>,
+    /// `device_check = true`: `reset_if_dirty` also reads the device itself (its vendor health
+    /// checks) when the record says clean, and resets a device that does not look clean. It
+    /// never skips a reset the record asks for.
+    pub device_check: bool,
     /// `devices = [...]`: manage only these (functions or whole slots) of the VM's functions.
     /// `None`: every hostpci function except `driver=keep` and `mdev` entries.
     pub devices: Option<Vec<PciTarget>>,

@@ -578,7 +578,8 @@ impl<'a> PhaseRunner<'a> {
                 }
                 Action::ResetIfDirty | Action::Reset => {
                     for d in devices.clone() {
-                        self.reset_device(&d, *action, policy_path.as_deref());
+                        let check = vm_policy.device_check && d.kind == Some(DeviceKind::AmdGpu);
+                        self.reset_device(&d, *action, policy_path.as_deref(), check);
                     }
                 }
                 Action::Remove => {
@@ -833,13 +834,58 @@ impl<'a> PhaseRunner<'a> {
         }
     }
 
-    fn reset_device(&mut self, d: &PlannedDevice, action: Action, policy_path: Option<&Path>) {
+    /// `device_check`: the device's own vendor health checks (for the 780M, regs/ `[[health]]`:
+    /// GRBM_STATUS.GUI_ACTIVE and the SMU mailbox through BAR 5). `Some(why)` when one fails.
+    fn device_looks_dirty(&mut self, d: &PlannedDevice) -> Option<String> {
+        if self.regs.is_none() {
+            self.regs = RegsDb::load(&self.regs_dirs).ok();
+        }
+        let regs = self.regs.as_ref()?;
+        let topo = Topology::scan(self.host).ok()?;
+        let dev = topo.get(&to_pci(d.bdf))?;
+        let opts = ResetOptions::default();
+        let mut ctx = crate::reset::ResetCtx {
+            host: self.host,
+            topo: &topo,
+            dev,
+            journal: &mut self.journal,
+            opts: &opts,
+            regs,
+            arg: None,
+        };
+        let items = crate::amd::health::check(&mut ctx)?;
+        crate::reset::health::Health::from_items(items).failure()
+    }
+
+    fn reset_device(
+        &mut self,
+        d: &PlannedDevice,
+        action: Action,
+        policy_path: Option<&Path>,
+        device_check: bool,
+    ) {
         let t0 = Instant::now();
         let lookup = self.store.read(d.bdf);
         if let Some(w) = lookup.warning() {
             self.log.warn(format!("{}: {w}", d.bdf));
         }
-        if action == Action::ResetIfDirty && !lookup.needs_reset() {
+        let looks_dirty = if action == Action::ResetIfDirty
+            && !lookup.needs_reset()
+            && device_check
+            && is_present(self.host, d.bdf)
+        {
+            self.device_looks_dirty(d)
+        } else {
+            None
+        };
+        if let Some(why) = &looks_dirty {
+            self.log.warn(format!(
+                "{}: recorded clean, but the device does not look clean ({why}): resetting it \
+                 (device_check)",
+                d.bdf
+            ));
+        }
+        if action == Action::ResetIfDirty && !lookup.needs_reset() && looks_dirty.is_none() {
             let detail = match &lookup {
                 StateLookup::Found(r) if r.last_method.as_deref() == Some("release") => format!(
                     "clean ({}), no reset needed",
