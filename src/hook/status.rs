@@ -139,9 +139,9 @@ fn would(
     d: &PlannedDevice,
     dev: Option<&DeviceStatus>,
     pp: &PhasePolicy,
-    present_timeout: Duration,
-    remove_timeout: Duration,
+    vp: &super::policy::VmPolicy,
 ) -> String {
+    let (present_timeout, remove_timeout) = (vp.present_timeout, vp.remove_timeout);
     let chain = || match dev {
         Some(s) if s.chain_error.is_some() => "nothing: its chain has an error".to_string(),
         Some(s) => {
@@ -171,14 +171,13 @@ fn would(
         ),
         Action::Remove => "not on the bus: nothing to remove".into(),
         Action::MarkDirty => "record it dirty".into(),
-        Action::Release => match d.kind {
-            Some(DeviceKind::AmdGpu | DeviceKind::AmdGpuAudio) => format!(
-                "ask the guest to let go of it over QMP (device_del; one wait for all, up to \
-                 {:.1} s)",
-                secs(pp.budget)
-            ),
-            _ => "released only if release_also names it".into(),
-        },
+        Action::Release if vp.releases(d.bdf, d.kind) => format!(
+            "ask the guest to let go of it over QMP (device_del; one wait for all, up to {:.1} s)",
+            secs(vp.release_timeout.min(pp.budget))
+        ),
+        Action::Release => {
+            "not an AMD GPU or its audio (and not in release_also): left alone".into()
+        }
     }
 }
 
@@ -248,7 +247,7 @@ pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport
                     steps.push(Step {
                         action: *a,
                         device: d.bdf,
-                        would: would(host, *a, d, dev, &pp, vp.present_timeout, vp.remove_timeout),
+                        would: would(host, *a, d, dev, &pp, vp),
                     });
                 }
             }
