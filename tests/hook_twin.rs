@@ -350,8 +350,8 @@ fn a_guest_that_never_releases_ends_pre_stop_in_its_budget_and_post_stop_resets_
 }
 
 #[test]
-fn qemu_refusing_the_unplug_or_no_running_qemu_is_recorded_dirty() {
-    let b = Bench::new(Profile::default(), None);
+fn qemu_refusing_the_unplug_a_paused_guest_or_no_qemu_is_recorded_dirty() {
+    let b = Bench::new(Profile::default(), Some("[phase.pre-stop]\nbudget_s = 2\n"));
     b.start_vm(Guest::Refuse);
     b.phase_ok("post-start");
     let (code, v, _) = b.phase("pre-stop");
@@ -365,6 +365,19 @@ fn qemu_refusing_the_unplug_or_no_running_qemu_is_recorded_dirty() {
         "{d}"
     );
     assert_eq!(b.state(GPU)["state"], "dirty");
+    b.end_vm(Exit::HostStop);
+    // A paused guest (not a backup) ejects nothing: the bound runs out, and the line says why.
+    b.start_vm_with(VmOptions {
+        paused: true,
+        ..VmOptions::default()
+    });
+    let (code, v, _) = b.phase("pre-stop");
+    assert_eq!(code, Some(0));
+    let d = action(&v, "release", GPU)["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(d.contains("a paused guest ejects nothing"), "{d}");
     b.end_vm(Exit::HostStop);
     // No QEMU at all (a pre-stop after QEMU died): one line, dirty, exit 0.
     let (code, v, _) = b.phase("pre-stop");
