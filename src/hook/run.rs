@@ -1261,9 +1261,15 @@ impl<'a> PhaseRunner<'a> {
             match &r.outcome {
                 Outcome::Released { ms: rel } => {
                     let note = format!("released by the guest in {} ms", *rel as u64);
-                    let detail = format!(
-                        "{note} (device_del {id}, DEVICE_DELETED); stays on the bus, clean"
-                    );
+                    let detail = if r.via == *id {
+                        format!("{note} (device_del {id}, DEVICE_DELETED); stays on the bus, clean")
+                    } else {
+                        format!(
+                            "{note} (device_del {} for its slot, DEVICE_DELETED {id}); stays on \
+                             the bus, clean",
+                            r.via
+                        )
+                    };
                     self.record(ActionRecord {
                         action: Action::Release,
                         device: d.bdf,
