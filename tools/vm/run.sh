@@ -1,7 +1,9 @@
 #!/bin/bash
 # Boot the bench guest once and run scenarios in it (docs/testing.md, tier 3).
 #
-#   tools/vm/run.sh [-v|-i] [SCENARIO...]   default: every tools/vm/scenarios/*.sh, in name order
+#   tools/vm/run.sh [-v|-i] [-k KVER] [SCENARIO...]   default: every tools/vm/scenarios/*.sh, in name order
+#     -k  boot kernel KVER (a first field of target/vm/kernels, or a unique prefix of one: -k 6.12);
+#         default $VM_KVER, else the first kernel (bookworm's 6.1)
 #     -v  stream the guest console while it runs
 #     -i  interactive: the console is this terminal, and after the scenarios the guest gives a shell
 #         (`exit` powers it off)
@@ -31,6 +33,7 @@ timeout_s=${VM_TIMEOUT:-300}
 accel=${VM_ACCEL:-tcg}
 verbose=0
 interactive=0
+want_kver=${VM_KVER:-}
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 log() { echo "run.sh: $*" >&2; }
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     -v) verbose=1; shift ;;
     -i) interactive=1; shift ;;
+    -k) [ $# -ge 2 ] || die "-k needs a kernel version"; want_kver=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -56,6 +60,15 @@ done
 
 # --- 1. host tools and kernel -------------------------------------------------------------------------
 eval "$("$here/setup.sh")"
+if [ -n "$want_kver" ]; then
+    # Exact match first, then a unique prefix.
+    line=$(awk -v k="$want_kver" '$1 == k' "$VM_KERNELS")
+    [ -n "$line" ] || line=$(awk -v k="$want_kver" 'index($1, k) == 1' "$VM_KERNELS")
+    [ "$(printf '%s\n' "$line" | grep -c .)" = 1 ] \
+        || die "kernel $want_kver: want exactly one of $(cut -d' ' -f1 "$VM_KERNELS" | tr '\n' ' ')(target/vm/kernels)"
+    read -r VM_KVER VM_KERNEL VM_MODULES <<<"$line"
+fi
+log "kernel $VM_KVER ($VM_KERNEL)"
 
 # --- 2. static binaries ---------------------------------------------------------------------------------
 triple=x86_64-unknown-linux-gnu
