@@ -16,9 +16,11 @@ use crate::qmp::{self, Client, Outcome, ReleaseReport};
 const CONNECT_BOUND: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit: 0 every device released (or a dry run); 1 QEMU refused (not hot-pluggable); \
+#[command(
+    after_help = "Exit: 0 every device released (or a dry run); 1 QEMU refused (not hot-pluggable); \
 2 no such device, or SOCKET is not a QEMU monitor; 3 not root; 4 the guest did not release within the \
-bound (paused or hung); 5 an I/O error. See docs/cli.md.")]
+bound (paused or hung); 5 an I/O error. See docs/cli.md."
+)]
 pub struct ReleaseArgs {
     /// The host function passed through (0000:c5:00.0 or c5:00.0), or a slot (c5:00) for every
     /// function of it the VM has.

@@ -251,7 +251,14 @@ impl Client {
         }
         let dl = Deadline::after(bound);
         let stream = connect_bounded(path, &dl).map_err(wrap)?;
-        let mut c = Client {
+        let mut c = Client::over(stream, path);
+        c.handshake(&dl).map_err(wrap)?;
+        Ok(c)
+    }
+
+    /// A client over a connected stream, before the greeting.
+    fn over(stream: UnixStream, path: &Path) -> Client {
+        Client {
             socket: path.to_path_buf(),
             stream,
             buf: Vec::new(),
@@ -262,9 +269,7 @@ impl Client {
             closed: false,
             version: None,
             capabilities: Vec::new(),
-        };
-        c.handshake(&dl).map_err(wrap)?;
-        Ok(c)
+        }
     }
 
     fn handshake(&mut self, dl: &Deadline) -> Result<(), QmpError> {

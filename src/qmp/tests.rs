@@ -577,3 +577,35 @@ fn a_dry_run_sends_no_device_del() {
     drop(c);
     assert!(!fake.commands().contains(&"device_del".to_string()));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the other end sends, in whatever pieces, a call ends (answer or error)
+    /// within its bound and never panics.
+    #[test]
+    fn any_byte_stream_gives_an_answer_or_an_error(
+        chunks in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                proptest::prelude::Just(b"{\"return\": {}, \"id\": 1}\r\n".to_vec()),
+                proptest::prelude::Just(b"{\"event\": \"X\", \"data\": {}}\n".to_vec()),
+                proptest::prelude::Just(b"\n".to_vec()),
+            ],
+            0..8,
+        ),
+        close in proptest::prelude::any::<bool>(),
+    ) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut c = Client::over(a, Path::new("pair"));
+        for ch in &chunks {
+            b.write_all(ch).unwrap();
+        }
+        // An open peer that says no more: the call must end by its deadline.
+        let _peer = if close { None } else { Some(b) };
+        let t = Instant::now();
+        let _ = c.execute("query-status", Value::Null, Duration::from_millis(20));
+        proptest::prop_assert!(t.elapsed() < Duration::from_secs(2));
+        let _ = c.next_event(Instant::now() + Duration::from_millis(5));
+    }
+}
