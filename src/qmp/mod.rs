@@ -659,6 +659,9 @@ impl Client {
                     continue;
                 }
                 let path = format!("{dir}/{name}");
+                // QEMU prints `host` as "%04x:%02x:%02x.%0d", or "ffff:ff:ff.f" for a device
+                // given by `sysfsdev=` (hw/core/qdev-properties-system.c, get_pci_host_devaddr):
+                // that one does not parse as a BDF (slot 0xff > 31) and gives None.
                 let host =
                     match self.call("qom-get", json!({ "path": path, "property": "host" }), dl) {
                         Ok(v) => v.as_str().and_then(|s| s.parse::<Bdf>().ok()),

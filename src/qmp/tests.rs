@@ -352,6 +352,7 @@ fn vm_answer(vm: Vm) -> impl FnMut(&Value) -> Vec<Act> + Send + 'static {
         "hostpci1" => Some("0000:c5:00.1"),
         "hostpci2.0" => Some("0000:c6:00.0"),
         "hostpci2.1" => Some("0000:c6:00.1"),
+        "mdev0" => Some("ffff:ff:ff.f"),
         _ => None,
     };
     let slots: Vec<(&str, Vec<&str>)> = vec![
@@ -370,6 +371,7 @@ fn vm_answer(vm: Vm) -> impl FnMut(&Value) -> Vec<Act> + Send + 'static {
                     {"name": "hostpci1", "type": "child<vfio-pci>"},
                     {"name": "hostpci2.0", "type": "child<vfio-pci>"},
                     {"name": "hostpci2.1", "type": "child<vfio-pci>"},
+                    {"name": "mdev0", "type": "child<vfio-pci>"},
                     {"name": "net0", "type": "child<e1000e>"},
                     {"name": "rp0", "type": "child<pcie-root-port>"},
                 ]),
@@ -452,7 +454,9 @@ fn finds_the_device_that_passes_a_function_through() {
     }));
     let mut c = Client::connect(&fake.path, B).unwrap();
     let p = c.passthrough_devices(B).unwrap();
-    assert_eq!(p.len(), 4);
+    assert_eq!(p.len(), 5);
+    // A sysfsdev= device has no host BDF.
+    assert_eq!(p.iter().find(|p| p.id == "mdev0").unwrap().host, None);
     assert_eq!(
         c.find_passthrough("c5:00.1".parse().unwrap(), B).unwrap(),
         Some("hostpci1".into())
