@@ -6,8 +6,9 @@
 # busybox (static), the modules named with their modules.dep dependencies (decompressed: busybox insmod
 # takes plain .ko), and an init that loads them, prints `@@UP <pci functions>` on the console, then
 # idles and reports on the kernel's own clock (through /dev/kmsg, so its lines carry the same printk
-# timestamps as the kernel's) every PCI function that disappears: `release-guest: gone <bdf>`. It
-# answers nothing else: the host drives the test through QMP alone.
+# timestamps as the kernel's) every PCI function that disappears, `release-guest: gone <bdf>`, and
+# every one that appears with a driver bound, `release-guest: added <bdf>`. It answers nothing
+# else: the host drives the test through QMP alone.
 set -euo pipefail
 
 die() { echo "release-guest.sh: error: $*" >&2; exit 2; }
@@ -79,6 +80,14 @@ while :; do
     left="" changed=0
     for d in $list; do
         if [ -e "/sys/bus/pci/devices/$d" ]; then left="$left $d"; else say "gone $d"; changed=1; fi
+    done
+    # A function plugged in (device_add) counts once its driver is bound.
+    for p in /sys/bus/pci/devices/*; do
+        d=${p##*/}
+        case " $left " in *" $d "*) continue ;; esac
+        [ -e "$p/driver" ] || continue
+        left="$left $d" changed=1
+        say "added $d"
     done
     list=$left
     [ $changed = 0 ] || echo "@@LEFT$list"
