@@ -23,8 +23,14 @@ struct Fake {
 
 impl Fake {
     fn start(paused: bool) -> Fake {
+        Fake::start_at(paused, "100.qmp")
+    }
+
+    /// The socket at `rel` beneath a fresh temp dir.
+    fn start_at(paused: bool, rel: &str) -> Fake {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("100.qmp");
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let listener = UnixListener::bind(&path).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -157,6 +163,36 @@ fn a_slot_releases_every_function_the_vm_has() {
         out.lines().last().unwrap().starts_with("released in "),
         "{out}"
     );
+}
+
+#[test]
+fn vmid_finds_the_proxmox_socket_beside_a_twin_tree() {
+    let f = Fake::start_at(false, "var/run/qemu-server/100.qmp");
+    let root = f.path.parent().unwrap().join("../../..");
+    let sys = root.join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    let o = common::run(&[
+        "--sysfs",
+        sys.to_str().unwrap(),
+        "release",
+        "c5:00.0",
+        "--vmid",
+        "100",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("hostpci0 (0000:c5:00.0): released in"));
+    // No VM 101 there: the line says what to check.
+    let o = common::run(&[
+        "--sysfs",
+        sys.to_str().unwrap(),
+        "release",
+        "c5:00.0",
+        "--vmid",
+        "101",
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stderr(&o).contains("101.qmp"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is the VM running?"), "{}", stderr(&o));
 }
 
 #[test]

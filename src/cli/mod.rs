@@ -212,7 +212,15 @@ fn run(cli: Cli) -> Result<i32> {
     }
     // The VM's monitor, not sysfs: no sysfs root to open.
     if let Cmd::Release(a) = &cli.cmd {
-        return release::run(a, cli.json);
+        if cli.sim {
+            // A fresh twin runs no VM, and its socket must never be looked for on this machine.
+            return Err(Error::parse(
+                "--sim",
+                "release",
+                "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
+            ));
+        }
+        return release::run(a, cli.sysfs.as_deref(), cli.json);
     }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
@@ -237,7 +245,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
-        Cmd::Release(a) => release::run(a, ctx.json),
+        Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
     }
 }
 

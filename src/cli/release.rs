@@ -1,9 +1,9 @@
-//! `resetlab release [DEV] --qmp SOCKET [--id QEMU_ID]... [--timeout-ms N] [--dry-run]
+//! `resetlab release [DEV] --qmp SOCKET|--vmid N [--id QEMU_ID]... [--timeout-ms N] [--dry-run]
 //! [--trace FILE] [--json]`: have the guest let go of a passed-through device before QEMU exits
 //! (the one recipe the field report saw work, FACTS.md), by QMP `device_del` and the wait for
 //! `DEVICE_DELETED`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::print_json;
@@ -27,8 +27,17 @@ pub struct ReleaseArgs {
     #[arg(value_name = "DEV", required_unless_present = "id")]
     pub dev: Option<String>,
     /// The VM's QMP socket (Proxmox: /var/run/qemu-server/<vmid>.qmp).
-    #[arg(long, value_name = "SOCKET")]
-    pub qmp: PathBuf,
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        required_unless_present = "vmid",
+        conflicts_with = "vmid"
+    )]
+    pub qmp: Option<PathBuf>,
+    /// A Proxmox VM: its socket /var/run/qemu-server/<VMID>.qmp (beneath the root for a --sysfs
+    /// root other than /sys, as the hook does: <root>/../var/run/qemu-server/<VMID>.qmp).
+    #[arg(long, value_name = "VMID")]
+    pub vmid: Option<u32>,
     /// The QEMU device id to unplug instead of looking DEV up (hostpci0); repeatable.
     #[arg(long = "id", value_name = "QEMU_ID")]
     pub id: Vec<String>,
@@ -83,8 +92,36 @@ impl std::fmt::Display for Target {
     }
 }
 
-pub fn run(args: &ReleaseArgs, json: bool) -> Result<i32> {
+/// qemu-server's socket of a running VM (`PVE::QemuServer::Helpers::qmp_socket`).
+pub const PVE_QMP_DIR: &str = "/var/run/qemu-server";
+
+/// The monitor socket: `--qmp`, or the VM's Proxmox socket, beside a sysfs root that is not
+/// the live `/sys` (a twin's tree), so that a twin's VM is never confused with the machine's.
+fn socket(args: &ReleaseArgs, sysfs: Option<&Path>) -> Result<PathBuf> {
+    if let Some(q) = &args.qmp {
+        return Ok(q.clone());
+    }
+    let Some(vmid) = args.vmid else {
+        return Err(Error::parse(
+            "release",
+            "",
+            "name the VM's monitor: --qmp SOCKET or --vmid N",
+        ));
+    };
+    let file = format!("{vmid}.qmp");
+    Ok(match sysfs {
+        Some(s) if s != Path::new(crate::pci::sysfs::SYSFS_DEFAULT) => s
+            .parent()
+            .unwrap_or(s)
+            .join(PVE_QMP_DIR.trim_start_matches('/'))
+            .join(file),
+        _ => Path::new(PVE_QMP_DIR).join(file),
+    })
+}
+
+pub fn run(args: &ReleaseArgs, sysfs: Option<&Path>, json: bool) -> Result<i32> {
     let target = args.dev.as_deref().map(Target::parse).transpose()?;
+    let socket = socket(args, sysfs)?;
     if !args.dry_run && !nix::unistd::geteuid().is_root() {
         return Err(Error::refused(
             "releasing a device unplugs it from a running VM: run as root (or use --dry-run)",
@@ -95,8 +132,8 @@ pub fn run(args: &ReleaseArgs, json: bool) -> Result<i32> {
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;
     }
-    let mut client = Client::connect(&args.qmp, CONNECT_BOUND)?;
-    let ids = resolve(&mut client, target, &args.id, &args.qmp)?;
+    let mut client = Client::connect(&socket, CONNECT_BOUND)?;
+    let ids = resolve(&mut client, target, &args.id, &socket)?;
     let report = qmp::release(
         &mut client,
         &ids,
@@ -222,5 +259,31 @@ mod tests {
         assert_eq!(s.to_string(), "0000:c5:00");
         assert!(s.matches(&"0000:c5:00.6".parse().unwrap()));
         assert!(Target::parse("c5").is_err());
+    }
+
+    #[test]
+    fn vmid_names_the_proxmox_socket_beside_a_twin_root() {
+        let args = |vmid| ReleaseArgs {
+            dev: None,
+            qmp: None,
+            vmid,
+            id: vec!["hostpci0".into()],
+            timeout_ms: 1,
+            dry_run: true,
+            trace: None,
+        };
+        assert_eq!(
+            socket(&args(Some(100)), None).unwrap(),
+            Path::new("/var/run/qemu-server/100.qmp")
+        );
+        assert_eq!(
+            socket(&args(Some(100)), Some(Path::new("/sys"))).unwrap(),
+            Path::new("/var/run/qemu-server/100.qmp")
+        );
+        assert_eq!(
+            socket(&args(Some(7)), Some(Path::new("/tmp/twin/sys"))).unwrap(),
+            Path::new("/tmp/twin/var/run/qemu-server/7.qmp")
+        );
+        assert!(socket(&args(None), None).is_err());
     }
 }

@@ -241,6 +241,9 @@ impl Client {
             source,
         };
         match std::fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::io("open QMP socket (is the VM running?)", path, e))
+            }
             Err(e) => return Err(Error::io("open QMP socket", path, e)),
             Ok(m) if !m.file_type().is_socket() => {
                 return Err(wrap(QmpError::NotQmp {
