@@ -82,12 +82,15 @@ resolve_kernel() {
 # Trixie's apt state: FACTS.md "Kernels for the guest tier". Signed-By the trixie key of
 # debian-archive-keyring (bookworm's package ships it).
 tx=$vm/apt-trixie
+[ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ] || apt_install debian-archive-keyring
+[ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ] \
+    || die "no trixie archive key in /usr/share/keyrings (debian-archive-keyring too old?)"
 mkdir -p "$tx/lists/partial" "$tx/cache/archives/partial"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-trixie-stable.gpg,/usr/share/keyrings/debian-archive-trixie-automatic.gpg] http://deb.debian.org/debian trixie main" \
     >"$tx/sources.list"
 tx_opts=(-o "Dir::Etc::SourceList=$tx/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$tx/lists" -o "Dir::Cache=$tx/cache" -o Acquire::Languages=none
-    -o APT::Get::List-Cleanup=0)
+    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false -o APT::Get::List-Cleanup=0)
 tx_updated=0
 tx_update() {
     if [ "$tx_updated" = 0 ]; then
