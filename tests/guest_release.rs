@@ -147,9 +147,10 @@ impl Qemu {
             "-initrd".into(),
             initrd.display().to_string(),
             // acpiphp's "Eject request" is a debug message: dyndbg turns it on, ignore_loglevel
-            // puts it on the console.
+            // puts it on the console. An oops panics, and the panic ends QEMU (-no-reboot): a
+            // broken guest fails the test at once instead of at a bound.
             "-append".into(),
-            "console=ttyS0 panic=-1 rdinit=/init ignore_loglevel dyndbg=\"file acpiphp_glue.c +p\""
+            "console=ttyS0 panic=-1 oops=panic rdinit=/init ignore_loglevel dyndbg=\"file acpiphp_glue.c +p\""
                 .into(),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", qmp.display()),
