@@ -241,6 +241,9 @@ impl Client {
             source,
         };
         match std::fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::io("open QMP socket (is the VM running?)", path, e))
+            }
             Err(e) => return Err(Error::io("open QMP socket", path, e)),
             Ok(m) if !m.file_type().is_socket() => {
                 return Err(wrap(QmpError::NotQmp {
@@ -251,7 +254,14 @@ impl Client {
         }
         let dl = Deadline::after(bound);
         let stream = connect_bounded(path, &dl).map_err(wrap)?;
-        let mut c = Client {
+        let mut c = Client::over(stream, path);
+        c.handshake(&dl).map_err(wrap)?;
+        Ok(c)
+    }
+
+    /// A client over a connected stream, before the greeting.
+    fn over(stream: UnixStream, path: &Path) -> Client {
+        Client {
             socket: path.to_path_buf(),
             stream,
             buf: Vec::new(),
@@ -262,9 +272,7 @@ impl Client {
             closed: false,
             version: None,
             capabilities: Vec::new(),
-        };
-        c.handshake(&dl).map_err(wrap)?;
-        Ok(c)
+        }
     }
 
     fn handshake(&mut self, dl: &Deadline) -> Result<(), QmpError> {
@@ -654,6 +662,9 @@ impl Client {
                     continue;
                 }
                 let path = format!("{dir}/{name}");
+                // QEMU prints `host` as "%04x:%02x:%02x.%0d", or "ffff:ff:ff.f" for a device
+                // given by `sysfsdev=` (hw/core/qdev-properties-system.c, get_pci_host_devaddr):
+                // that one does not parse as a BDF (slot 0xff > 31) and gives None.
                 let host =
                     match self.call("qom-get", json!({ "path": path, "property": "host" }), dl) {
                         Ok(v) => v.as_str().and_then(|s| s.parse::<Bdf>().ok()),

@@ -51,6 +51,8 @@ pub struct Released {
     pub via: String,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The outcome in words (`released in 81.2 ms`, `not released within … : why`).
+    pub message: String,
 }
 
 /// What a release did, device by device.
@@ -63,6 +65,8 @@ pub struct ReleaseReport {
     pub total_ms: f64,
     /// `query-status` when something was not released (`paused` explains a timeout).
     pub vm_status: Option<String>,
+    /// When every device was released: the longest of their times.
+    pub released_ms: Option<f64>,
     pub devices: Vec<Released>,
 }
 
@@ -97,7 +101,7 @@ impl ReleaseReport {
     }
 
     /// The longest release time, when every device was released.
-    pub fn released_ms(&self) -> Option<f64> {
+    pub fn longest_release_ms(&self) -> Option<f64> {
         self.devices
             .iter()
             .map(|d| match d.outcome {
@@ -168,6 +172,7 @@ pub fn release(
                 function: g.map(|g| g.function),
                 via: via.clone(),
                 outcome: Outcome::TimedOut { bound_ms },
+                message: String::new(),
             }
         })
         .collect();
@@ -262,26 +267,29 @@ pub fn release(
     } else {
         None
     };
-    for d in &devices {
-        let what = match &d.outcome {
+    for d in &mut devices {
+        d.message = match &d.outcome {
             Outcome::Released { ms } => format!("released in {ms:.1} ms"),
             Outcome::TimedOut { bound_ms } => format!(
                 "not released within {bound_ms} ms: {}",
                 timeout_reason(vm_status.as_deref())
             ),
             Outcome::Refused { class, desc } => format!("QEMU refused: {class}: {desc}"),
-            Outcome::DryRun => "dry run: device_del not sent".into(),
+            Outcome::DryRun => format!("dry run: device_del {} not sent", d.via),
         };
-        journal.note(Some(&d.id), what)?;
+        journal.note(Some(&d.id), d.message.clone())?;
     }
-    Ok(ReleaseReport {
+    let mut r = ReleaseReport {
         socket: client.socket().display().to_string(),
         bound_ms,
         dry_run: journal.dry_run,
         total_ms,
         vm_status,
+        released_ms: None,
         devices,
-    })
+    };
+    r.released_ms = r.longest_release_ms();
+    Ok(r)
 }
 
 /// `(id, via)` for every device the release covers: the named ids and their slot-mates, each with

@@ -352,6 +352,7 @@ fn vm_answer(vm: Vm) -> impl FnMut(&Value) -> Vec<Act> + Send + 'static {
         "hostpci1" => Some("0000:c5:00.1"),
         "hostpci2.0" => Some("0000:c6:00.0"),
         "hostpci2.1" => Some("0000:c6:00.1"),
+        "mdev0" => Some("ffff:ff:ff.f"),
         _ => None,
     };
     let slots: Vec<(&str, Vec<&str>)> = vec![
@@ -370,6 +371,7 @@ fn vm_answer(vm: Vm) -> impl FnMut(&Value) -> Vec<Act> + Send + 'static {
                     {"name": "hostpci1", "type": "child<vfio-pci>"},
                     {"name": "hostpci2.0", "type": "child<vfio-pci>"},
                     {"name": "hostpci2.1", "type": "child<vfio-pci>"},
+                    {"name": "mdev0", "type": "child<vfio-pci>"},
                     {"name": "net0", "type": "child<e1000e>"},
                     {"name": "rp0", "type": "child<pcie-root-port>"},
                 ]),
@@ -452,7 +454,9 @@ fn finds_the_device_that_passes_a_function_through() {
     }));
     let mut c = Client::connect(&fake.path, B).unwrap();
     let p = c.passthrough_devices(B).unwrap();
-    assert_eq!(p.len(), 4);
+    assert_eq!(p.len(), 5);
+    // A sysfsdev= device has no host BDF.
+    assert_eq!(p.iter().find(|p| p.id == "mdev0").unwrap().host, None);
     assert_eq!(
         c.find_passthrough("c5:00.1".parse().unwrap(), B).unwrap(),
         Some("hostpci1".into())
@@ -576,4 +580,36 @@ fn a_dry_run_sends_no_device_del() {
     assert_eq!(j.writes().count(), 1);
     drop(c);
     assert!(!fake.commands().contains(&"device_del".to_string()));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the other end sends, in whatever pieces, a call ends (answer or error)
+    /// within its bound and never panics.
+    #[test]
+    fn any_byte_stream_gives_an_answer_or_an_error(
+        chunks in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                proptest::prelude::Just(b"{\"return\": {}, \"id\": 1}\r\n".to_vec()),
+                proptest::prelude::Just(b"{\"event\": \"X\", \"data\": {}}\n".to_vec()),
+                proptest::prelude::Just(b"\n".to_vec()),
+            ],
+            0..8,
+        ),
+        close in proptest::prelude::any::<bool>(),
+    ) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut c = Client::over(a, Path::new("pair"));
+        for ch in &chunks {
+            b.write_all(ch).unwrap();
+        }
+        // An open peer that says no more: the call must end by its deadline.
+        let _peer = if close { None } else { Some(b) };
+        let t = Instant::now();
+        let _ = c.execute("query-status", Value::Null, Duration::from_millis(20));
+        proptest::prop_assert!(t.elapsed() < Duration::from_secs(2));
+        let _ = c.next_event(Instant::now() + Duration::from_millis(5));
+    }
 }
