@@ -39,11 +39,12 @@ vga: none
 ";
 
 struct Bench {
+    /// VM 100's fake QEMU while it runs (this process holds its VFIO groups); first, so that
+    /// it stops before the twin's directory goes.
+    vm: RefCell<Option<FakeQemu>>,
     twin: Twin,
     pve: PathBuf,
     policy: PathBuf,
-    /// VM 100's fake QEMU while it runs (this process holds its VFIO groups).
-    vm: RefCell<Option<FakeQemu>>,
 }
 
 impl Bench {

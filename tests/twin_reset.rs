@@ -76,13 +76,15 @@ fn default_chain_of_the_igpu_cleans_a_dirty_gpu_with_mode_2() {
 
 #[test]
 fn when_mode_2_does_not_clean_the_chain_falls_back_to_remove_rescan() {
+    // Without the hypothesis, nothing in the default chain cleans a GPU left dirty (the field
+    // report: remove + rescan after the stop failed): both are tried, the reset fails.
     let mut p = Profile::default();
     p.effective.smu_mode2 = false;
-    let t = Twin::running(p).unwrap();
+    let t = Twin::running(p.clone()).unwrap();
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     resetlab::sim::model::mark_dirty(t.root(), &bdf).unwrap();
     let (code, v, err) = reset_json(&t, &["c5:00.0"]);
-    assert_eq!(code, Some(0), "{err}\n{v}");
+    assert_eq!(code, Some(1), "{err}\n{v}");
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs[0]["method"], "smu_mode2");
     assert_eq!(runs[0]["health"]["healthy"], false, "{}", runs[0]);
@@ -91,6 +93,15 @@ fn when_mode_2_does_not_clean_the_chain_falls_back_to_remove_rescan() {
         "{}",
         runs[0]
     );
+    assert_eq!(runs[1]["method"], "remove_rescan");
+    assert_eq!(runs[1]["health"]["healthy"], false, "{}", runs[1]);
+    assert!(v["method"].is_null(), "{v}");
+    // The fallback itself: in a profile where remove_rescan did clean, the chain ends there.
+    p.effective.remove_rescan = true;
+    let t = Twin::running(p).unwrap();
+    resetlab::sim::model::mark_dirty(t.root(), &bdf).unwrap();
+    let (code, v, err) = reset_json(&t, &["c5:00.0"]);
+    assert_eq!(code, Some(0), "{err}\n{v}");
     assert_eq!(v["method"], "remove_rescan");
 }
 

@@ -137,6 +137,15 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
         print_json(&report)?;
     } else {
         print_report(&report);
+        let on_twin = ctx.twin_root().is_some() || !ctx.host.is_live();
+        if on_twin
+            && report
+                .method
+                .as_deref()
+                .is_some_and(|m| m.starts_with("smu_mode2"))
+        {
+            println!("note: {}", crate::sim::profile::MODE2_HYPOTHESIS);
+        }
     }
     Ok(if report.success {
         exit::OK

@@ -1184,11 +1184,12 @@ impl<'a> PhaseRunner<'a> {
             }
             return;
         }
-        for d in &targets {
-            if self.out_of_budget(Action::Release, d) {
+        if self.remaining().is_zero() {
+            for d in &targets {
+                self.out_of_budget(Action::Release, d);
                 self.mark(d.bdf, DeviceState::Dirty, None);
-                return;
             }
+            return;
         }
         let bound = vp
             .release_timeout

@@ -275,7 +275,13 @@ impl Model {
     fn clean(&mut self, bdf: &Bdf, method: &str) {
         if is_dirty(&self.root, bdf) && self.profile.effective.cleans(method) {
             let _ = fs::remove_file(dirty_flag(&self.root, bdf));
-            self.log(&bdf.to_string(), format!("clean after {method}"));
+            let why = self
+                .profile
+                .effective
+                .hypothesis(method)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            self.log(&bdf.to_string(), format!("clean after {method}{why}"));
         }
     }
 
