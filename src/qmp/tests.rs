@@ -613,3 +613,38 @@ proptest::proptest! {
         let _ = c.next_event(Instant::now() + Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_monitor_that_accepts_nobody_is_a_bounded_connect() {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    // QEMU listens with a backlog of one and, while a client holds the monitor, accepts no other:
+    // with the backlog full a blocking connect(2) would wait for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.qmp");
+    let addr = UnixAddr::new(&path).unwrap();
+    let new = |flags| socket(AddressFamily::Unix, SockType::Stream, flags, None).unwrap();
+    let listener = new(SockFlag::SOCK_CLOEXEC);
+    bind(listener.as_raw_fd(), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    // Fill the backlog with connections nobody accepts (non-blocking, so this test cannot hang).
+    let mut held = Vec::new();
+    loop {
+        let s = new(SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK);
+        match connect(s.as_raw_fd(), &addr) {
+            Ok(()) => held.push(s),
+            Err(Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(held.len() < 64, "the backlog never filled");
+    }
+    let t = Instant::now();
+    let e = Client::connect(&path, Duration::from_millis(100)).unwrap_err();
+    let line = e.one_line();
+    assert!(t.elapsed() < Duration::from_secs(5), "{line}");
+    assert_eq!(e.exit_code(), crate::error::exit::TIMEOUT, "{line}");
+    assert!(line.contains("timed out after 100 ms"), "{line}");
+    assert!(line.contains("accept the connection"), "{line}");
+}
