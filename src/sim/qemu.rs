@@ -858,6 +858,9 @@ fn serve_client(stream: UnixStream, shared: Arc<Shared>) {
         return;
     };
     let _ = reader.set_read_timeout(Some(IDLE_LIMIT));
+    // Replies and events are written under the state's lock: a client that stops reading must
+    // not stall the guest (SO_SNDTIMEO is the socket's, shared by every clone).
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let id = {
         let mut g = shared.lock();
         if g.exit.is_some() {
