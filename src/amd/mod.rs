@@ -2,6 +2,7 @@
 
 pub mod discovery;
 pub mod health;
+pub mod regio;
 pub mod regs;
 pub mod smu;
 pub mod vbios;

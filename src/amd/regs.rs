@@ -622,11 +622,18 @@ impl Asic {
                 ));
             }
             let res = self.resolve_register(r)?;
-            if res.bar_offset + 4 > f.bar.size {
+            // Past the BAR is reachable through the indirect pair, as
+            // amdgpu_device_rreg does (the SMN address is the byte offset),
+            // when regs/ names one and the address fits in 32 bits.
+            let indirect_ok = f.indirect.as_ref().is_some_and(|i| {
+                !i.index.eq_ignore_ascii_case(&r.name) && !i.data.eq_ignore_ascii_case(&r.name)
+            }) && res.bar_offset % 4 == 0
+                && res.bar_offset <= u64::from(u32::MAX) - 3;
+            if res.bar_offset + 4 > f.bar.size && !indirect_ok {
                 return Err(self.err_at(
                     &r.name,
                     format!(
-                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {}",
+                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {} (and no [indirect] pair reaches it)",
                         r.name, res.bar_offset, f.bar.size, f.bar.index
                     ),
                 ));
@@ -966,6 +973,30 @@ impl BaseCheck {
 }
 
 impl Asic {
+    /// This ASIC with every segment base the discovered table has replaced by
+    /// the device's value, marked confirmed, `source` saying where it was read
+    /// (e.g. "device table of 0000:c5:00.0 (VRAM)"). Bases the table lacks keep
+    /// their regs/ value and flag. The result is validated like a loaded file.
+    pub fn with_discovered_bases(
+        &self,
+        d: &crate::amd::discovery::Discovery,
+        source: &str,
+    ) -> Result<Asic> {
+        let mut a = self.clone();
+        for b in &mut a.file.bases {
+            let Some(ip) = hw_id_by_name(&b.ip).and_then(|id| d.find(id, b.instance)) else {
+                continue;
+            };
+            if let Some(v) = ip.bases.get(usize::from(b.base_idx)) {
+                b.base = *v;
+                b.confirmed = true;
+                b.source = format!("{source} (v{})", ip.version());
+            }
+        }
+        a.validate()?;
+        Ok(a)
+    }
+
     /// Compare every segment base of this file with a discovered table.
     pub fn check_bases(&self, d: &crate::amd::discovery::Discovery) -> Vec<BaseCheck> {
         self.file
