@@ -290,7 +290,12 @@ fn discovery_overlay_confirms_the_bases() {
     assert!(a.mailbox(Some("13.0.4")).unwrap().base_confirmed);
     let checks = a.check_bases(&d);
     assert!(checks.iter().all(|c| c.device.is_some()));
-    // The guessed MP1 segment 0 differs from the synthetic table's 0x16200.
+    // A table with MP1 segment 0 moved to 0x16200 (renoir_ip_offset.h's value): the
+    // guess differs, segment 1 agrees.
+    let moved = discovery::BlobSpec::phoenix_like()
+        .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
+        .unwrap();
+    let d = discovery::parse(&discovery::build_discovery_blob(&moved), Mode::Strict).unwrap();
     let before = RegsDb::embedded().unwrap();
     let c0 = before.asic("phoenix").unwrap().check_bases(&d);
     let mp1_0 = c0

@@ -290,7 +290,10 @@ mod tests {
         fs::create_dir_all(&dev).unwrap();
         fs::write(dev.join("vendor"), "0x1002\n").unwrap();
         fs::write(dev.join("device"), "0x1900\n").unwrap();
-        let d = discovery::parse(&discovery::build_phoenix_blob(), Mode::Strict).unwrap();
+        let spec = discovery::BlobSpec::phoenix_like()
+            .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
+            .unwrap();
+        let d = discovery::parse(&discovery::build_discovery_blob(&spec), Mode::Strict).unwrap();
         discovery::write_sysfs(&dev, &d).unwrap();
         let out = root.path().join("overlay");
         let args = RegsArgs {
@@ -307,7 +310,7 @@ mod tests {
         let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
         assert!(m.base_confirmed);
         assert_eq!(m.msg, 0x58A08);
-        // MP1 segment 0 of the synthetic table is 0x16200: the overlay corrected the guess.
+        // MP1 segment 0 of this table is 0x16200: the overlay corrected the guess.
         let m11 = db
             .asic("phoenix")
             .unwrap()
