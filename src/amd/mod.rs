@@ -1,5 +1,6 @@
 //! AMD-specific parts: the register database, IP discovery, VBIOS images.
 
+pub mod bases;
 pub mod discovery;
 pub mod health;
 pub mod regio;
