@@ -171,3 +171,33 @@ fn moved_past_the_bar_the_same_goes_through_pcie_index2_and_the_journal_shows_it
     assert_eq!(w[at + 1], (0x3c, "0x00000011".to_string()), "{w:?}");
     assert_eq!(w[at + 2].0, 0x38, "index restored: {w:?}");
 }
+
+#[test]
+fn the_display_off_experiment_needs_an_overlay_and_then_runs_before_mode2() {
+    let t = Twin::running(Profile::default()).unwrap();
+    let s = sys(&t);
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/experiments/phoenix-mode2-display-off.rlx"
+    );
+    let o = run(&["--sysfs", &s, "run", file, "--dev", IGPU]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("OTG0_OTG_CONTROL"), "{err}");
+    // A researcher's overlay (values here are the test's, not Phoenix's).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("phoenix.toml"),
+        "asic = \"phoenix\"\n[[bases]]\nip = \"DMU\"\ninstance = 0\nbase_idx = 2\nbase = 0x34c0\nsource = \"test\"\nconfirmed = false\n\
+         [[registers]]\nname = \"OTG0_OTG_CONTROL\"\nip = \"DMU\"\ninstance = 0\nbase_idx = 2\noffset = 0x100\ndescription = \"test\"\nsource = \"test\"\nconfirmed = false\n\
+         fields = [{ name = \"OTG_MASTER_EN\", lsb = 0, width = 1 }]\n",
+    )
+    .unwrap();
+    let ov = dir.path().display().to_string();
+    let bdf = dirty(&t);
+    let rep = json(&[
+        "--sysfs", &s, "--regs", &ov, "run", file, "--dev", IGPU, "--commit", "--json",
+    ]);
+    assert_eq!(rep["completed"], true, "{rep}");
+    assert!(!resetlab::sim::model::is_dirty(t.root(), &bdf));
+}
