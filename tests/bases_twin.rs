@@ -201,3 +201,59 @@ fn the_display_off_experiment_needs_an_overlay_and_then_runs_before_mode2() {
     assert_eq!(rep["completed"], true, "{rep}");
     assert!(!resetlab::sim::model::is_dirty(t.root(), &bdf));
 }
+
+#[test]
+fn gfx_idle_reads_with_gfxoff_disallowed_and_says_what_it_found() {
+    let mut p = Profile::default();
+    p.effective.smu_mode2 = false;
+    let t = Twin::running(p).unwrap();
+    let s = sys(&t);
+    dirty(&t);
+    let trace = t.root().join("t.jsonl");
+    let tr = trace.display().to_string();
+    let o = run(&[
+        "--sysfs",
+        &s,
+        "reset",
+        "--json",
+        IGPU,
+        "-m",
+        "smu_mode2",
+        "--trace",
+        &tr,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run0 = v["runs"].as_array().unwrap().last().unwrap();
+    let gfx = run0["health"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "gfx_idle")
+        .unwrap();
+    assert_eq!(gfx["ok"], false, "{gfx}");
+    let d = gfx["detail"].as_str().unwrap();
+    assert!(
+        d.contains(
+            "GRBM_STATUS (0x8010) 0x80000000: GUI_ACTIVE = 1, the graphics engine is busy; want 0"
+        ),
+        "{d}"
+    );
+    assert!(d.contains("DisallowGfxOff sent first"), "{d}");
+    // The message register saw DisallowGfxOff (0x1a) then AllowGfxOff (0x19), in that order.
+    let ids: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "mmio" && l["offset"] == 0x58a08)
+        .map(|l| l["value"].as_str().unwrap().to_string())
+        .collect();
+    let dis = ids
+        .iter()
+        .position(|v| v == "0x0000001a")
+        .expect("DisallowGfxOff sent");
+    let allow = ids
+        .iter()
+        .position(|v| v == "0x00000019")
+        .expect("AllowGfxOff sent");
+    assert!(dis < allow, "{ids:?}");
+}
