@@ -468,8 +468,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn io_with_vram(bytes: &[u8]) -> (tempfile::TempDir, RegIo) {
-        // A BAR file whose MM_DATA already holds each dword is not a window;
-        // this checks the parser's guard on arbitrary bytes via the blob path.
+        // A BAR file with no model behind it: MM_DATA holds one fixed dword
+        // whatever MM_INDEX says, so every read of the window returns it.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("resource5");
         std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
