@@ -324,6 +324,17 @@ pub struct HealthCheck {
     pub meaning: String,
     pub source: String,
     pub confirmed: bool,
+    /// The register field whose value a failure line names (`GUI_ACTIVE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What a failing value means, for the failure line ("the graphics engine is busy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Messages to send around the read: the first before, the second after
+    /// (`["DisallowGfxOff", "AllowGfxOff"]`: amdgpu reads GC registers with
+    /// GFXOFF disallowed; a powered-off GFX block reads 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub around: Vec<String>,
 }
 
 impl HealthCheck {
@@ -622,11 +633,18 @@ impl Asic {
                 ));
             }
             let res = self.resolve_register(r)?;
-            if res.bar_offset + 4 > f.bar.size {
+            // Past the BAR is reachable through the indirect pair, as
+            // amdgpu_device_rreg does (the SMN address is the byte offset),
+            // when regs/ names one and the address fits in 32 bits.
+            let indirect_ok = f.indirect.as_ref().is_some_and(|i| {
+                !i.index.eq_ignore_ascii_case(&r.name) && !i.data.eq_ignore_ascii_case(&r.name)
+            }) && res.bar_offset % 4 == 0
+                && res.bar_offset <= u64::from(u32::MAX) - 3;
+            if res.bar_offset + 4 > f.bar.size && !indirect_ok {
                 return Err(self.err_at(
                     &r.name,
                     format!(
-                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {}",
+                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {} (and no [indirect] pair reaches it)",
                         r.name, res.bar_offset, f.bar.size, f.bar.index
                     ),
                 ));
@@ -702,6 +720,41 @@ impl Asic {
                     )
                     .to_lowercase(),
                 ));
+            }
+            if !h.around.is_empty() && h.around.len() != 2 {
+                return Err(self.err_at(
+                    &h.name,
+                    format!(
+                        "health '{}': around: give two messages (before, after)",
+                        h.name
+                    ),
+                ));
+            }
+            for m in &h.around {
+                if self.message(m).is_err() {
+                    return Err(self.err_at(
+                        &h.name,
+                        format!("health '{}': around: no message '{m}'", h.name),
+                    ));
+                }
+            }
+            if let Some(f) = &h.field {
+                let ok = match h.kind {
+                    HealthKind::Register => {
+                        self.register(&h.target).is_ok_and(|r| r.field(f).is_ok())
+                    }
+                    HealthKind::Smn => self.smn(&h.target).is_ok_and(|r| r.field(f).is_ok()),
+                    HealthKind::Message => false,
+                };
+                if !ok {
+                    return Err(self.err_at(
+                        &h.name,
+                        format!(
+                            "health '{}': field: '{}' has no field '{f}'",
+                            h.name, h.target
+                        ),
+                    ));
+                }
             }
             let bad = match (h.expect, h.expect_not) {
                 (Some(e), None) | (None, Some(e)) => e & !h.mask != 0,
@@ -966,6 +1019,30 @@ impl BaseCheck {
 }
 
 impl Asic {
+    /// This ASIC with every segment base the discovered table has replaced by
+    /// the device's value, marked confirmed, `source` saying where it was read
+    /// (e.g. "device table of 0000:c5:00.0 (VRAM)"). Bases the table lacks keep
+    /// their regs/ value and flag. The result is validated like a loaded file.
+    pub fn with_discovered_bases(
+        &self,
+        d: &crate::amd::discovery::Discovery,
+        source: &str,
+    ) -> Result<Asic> {
+        let mut a = self.clone();
+        for b in &mut a.file.bases {
+            let Some(ip) = hw_id_by_name(&b.ip).and_then(|id| d.find(id, b.instance)) else {
+                continue;
+            };
+            if let Some(v) = ip.bases.get(usize::from(b.base_idx)) {
+                b.base = *v;
+                b.confirmed = true;
+                b.source = format!("{source} (v{})", ip.version());
+            }
+        }
+        a.validate()?;
+        Ok(a)
+    }
+
     /// Compare every segment base of this file with a discovered table.
     pub fn check_bases(&self, d: &crate::amd::discovery::Discovery) -> Vec<BaseCheck> {
         self.file
@@ -1226,6 +1303,21 @@ impl RegsDb {
                 .iter()
                 .any(|p| p.vendor == vendor && p.device == device)
         })
+    }
+
+    /// This database with `asic` in place of the loaded ASIC of the same name
+    /// (e.g. one carrying a device's discovered bases), or added.
+    pub fn with_asic(&self, asic: Asic) -> RegsDb {
+        let mut db = self.clone();
+        match db
+            .asics
+            .iter_mut()
+            .find(|a| a.asic_name() == asic.asic_name())
+        {
+            Some(slot) => *slot = asic,
+            None => db.asics.push(asic),
+        }
+        db
     }
 }
 

@@ -14,6 +14,7 @@ pub mod hook;
 mod list;
 pub mod regs;
 pub mod release;
+pub mod report;
 pub mod reset;
 pub mod run;
 pub mod sim;
@@ -72,6 +73,8 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// One .tar.gz for a bug report: snapshot, discovery table, SMU state (read-only), doctor, logs.
+    Report(report::ReportArgs),
     /// Have a running VM's guest let go of a passed-through device (QMP device_del), bounded.
     Release(release::ReleaseArgs),
 }
@@ -242,10 +245,11 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
-        Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host.sysfs, ctx.json),
+        Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host, ctx.json),
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Report(a) => report::run(&ctx, a),
         Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
     }
 }

@@ -51,7 +51,27 @@ pub fn probe(a: &Analysis) -> Verdict {
             e.one_line()
         ));
     }
-    let mb = match asic.mailbox(None) {
+    // A probe never writes: the device's table only if sysfs or this boot's
+    // cache has it; the reset itself reads it from VRAM first. Only on a live
+    // host: a twin's or a snapshot's list must replay the same, and the cache
+    // lives beside the tree, not in it.
+    let known = if a.host.is_live() {
+        crate::amd::bases::known(a.host, a.dev)
+    } else {
+        None
+    };
+    let resolved = match known.as_ref().map(|k| k.apply(asic)) {
+        Some(Ok(x)) => Some(x),
+        Some(Err(e)) => return Verdict::no(format!("device table: {}", e.one_line())),
+        None => None,
+    };
+    let asic = resolved.as_ref().unwrap_or(asic);
+    let mp1 = known
+        .as_ref()
+        .and_then(|k| k.discovery.as_ref())
+        .and_then(|d| d.mp1_version())
+        .filter(|v| asic.mailbox(Some(v)).is_ok());
+    let mb = match asic.mailbox(mp1.as_deref()) {
         Ok(m) => m,
         Err(e) => return Verdict::no(e.one_line()),
     };
@@ -62,17 +82,27 @@ pub fn probe(a: &Analysis) -> Verdict {
         Ok(s) => s,
         Err(e) => return Verdict::no(format!("register BAR {bar}: {}", e.one_line())),
     };
-    if mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size {
+    let past = mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size;
+    if past && asic.file.indirect.is_none() {
         return Verdict::no(format!(
-            "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x}",
+            "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x} and regs/ names no indirect pair to reach past it",
             asic.asic_name(),
             mb.resp.max(mb.msg).max(mb.arg) + 4
         ));
     }
+    let bases = match &known {
+        Some(k) => format!("bases from {}", k.label()),
+        None => "bases regs/ static (the reset reads the device's table first)".to_string(),
+    };
     let mut reason = format!(
-        "{} (MP1 {} mailbox at BAR {bar} + {:#x}/{:#x}/{:#x}{})",
+        "{} (MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}; {bases}{})",
         asic.asic_name(),
         mb.mp1_version,
+        if past {
+            "SMN via PCIE_INDEX2/PCIE_DATA2".to_string()
+        } else {
+            format!("BAR {bar} +")
+        },
         mb.msg,
         mb.arg,
         mb.resp,
@@ -102,6 +132,8 @@ pub fn probe(a: &Analysis) -> Verdict {
         reason.push_str(
             "; memory decoding is off and will be on for the reset (COMMAND restored after)",
         );
+    } else if past {
+        reason.push_str("; SMU state not read (past the BAR: reading it writes PCIE_INDEX2)");
     } else if a.host.is_live() {
         // Only a live host has registers to read: a twin's or a snapshot's
         // tree describes the device, and its list must replay the same.
@@ -135,11 +167,11 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
             ))),
         );
     }
-    if asic.response(v).is_none() && !a.force {
+    if smu::is_hung_code(asic, v) && !a.force {
         return (
             String::new(),
             Some(Verdict::no(format!(
-                "the SMU response register holds {v:#x}, not a response code: the SMU is in an unknown state (hung?); --force tries anyway"
+                "the SMU response register holds {v:#x}, an error amdgpu stops at (unknown code or 0xFB; smu_cmn.c: __smu_cmn_reg2errno → -EREMOTEIO): the SMU is likely hung; --force overrides this refusal and sends anyway"
             ))),
         );
     }
@@ -179,8 +211,24 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             )
         })?;
     smu::refuse_if_amdgpu(ctx.dev)?;
+    // The device's own table (this boot's cache, or read from VRAM now)
+    // places the mailbox; regs/ only when it cannot be had.
+    let found =
+        crate::amd::bases::resolve(ctx.host, ctx.dev, asic, bar, ctx.journal, !ctx.opts.dry_run);
+    let resolved = found.apply(asic)?;
+    let mp1 = found
+        .discovery
+        .as_ref()
+        .and_then(|d| d.mp1_version())
+        .filter(|v| resolved.mailbox(Some(v)).is_ok());
     let saved = mmio::enable_memory(ctx.dev, ctx.journal)?;
-    let r = mode2(ctx, asic, bar);
+    let r = mode2(ctx, &resolved, mp1.as_deref(), bar).map(|mut o| {
+        o.notes.insert(0, format!("bases from {}", found.label()));
+        for n in &found.notes {
+            o.notes.push(format!("bases: {n}"));
+        }
+        o
+    });
     // COMMAND goes back even when the reset failed.
     let restored = match saved {
         Some(s) => mmio::restore_command(ctx.dev, ctx.journal, s),
@@ -195,7 +243,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     Ok(o)
 }
 
-fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
+fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<Outcome> {
     let bdf = ctx.bdf();
     let dry = ctx.opts.dry_run;
     let sys = SystemFiles::for_host(ctx.host);
@@ -208,7 +256,7 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
         Ok(m) => m,
         Err(e) if dry => {
             // A dry run (perhaps not as root) still shows the writes.
-            let mb = asic.mailbox(None)?;
+            let mb = asic.mailbox(mp1)?;
             ctx.journal
                 .note(Some(&bdf), format!("BAR not mapped: {}", e.one_line()))?;
             let id = asic.message(MESSAGE)?.id;
@@ -219,7 +267,16 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
         }
         Err(e) => return Err(e),
     };
-    let mut smu = Smu::new(asic, None, map, bdf.clone())?;
+    let io = crate::amd::regio::RegIo::for_asic(asic, map, bdf.clone())?
+        .with_barrier(crate::amd::regio::Barrier::for_sysfs(&ctx.host.sysfs));
+    let mut smu = Smu::with_io(asic, mp1, io)?;
+    smu.ignore_hung = ctx.opts.force;
+    if !smu.mailbox.base_confirmed {
+        ctx.journal.note(
+            Some(&bdf),
+            "the mailbox's MP1 base is regs/ static and UNCONFIRMED (the device's table could not be read)",
+        )?;
+    }
     // Mode 2 takes a while with the response at 0 meanwhile; amdgpu allows
     // its usual ~2 s. A late OK is still an OK, so the bound is --wait-timeout.
     smu.timeouts.answer = ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND);
