@@ -75,8 +75,12 @@ fn every_method_run(tmp: &Path) -> (PathBuf, Vec<Value>) {
             "--force",
             "--cycles",
             "3",
+            // The bound of the twin's rescan (and of d3cold, which fails by
+            // waiting it out): 300 ms was too short for the model thread on a
+            // loaded machine ("timed out after 300 ms waiting for 0000:c5:00.0
+            // to reappear after rescan").
             "--wait-timeout",
-            "1000",
+            "2000",
             "--out",
             out.to_str().unwrap(),
             "--json",

@@ -145,6 +145,9 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 },
             )?;
             let _ = std::fs::remove_file(&p);
+            // Also when it died without cleaning up: config writers wait for
+            // a model only while this flag says one serves.
+            let _ = std::fs::remove_file(model::ready_flag(dir));
             Ok(0)
         }
         SimCmd::Dirty { dir, dev } => {

@@ -164,12 +164,17 @@ impl ConfigAccess for SysfsConfig {
                 self.path.display()
             )));
         }
+        // A twin's model takes the write before it returns, as hardware does.
+        let twin = crate::sim::model::ConfigWrite::begin(&self.path, &self.file)?;
         // One pwrite of the exact width: the kernel turns an aligned 1/2/4-byte
         // write into one config cycle of that size (`pci_write_config`).
         let n = self
             .file
             .write_at(data, offset as u64)
             .map_err(|e| Error::io("write", &self.path, e))?;
+        if let Some(t) = twin {
+            t.finish()?;
+        }
         if n != data.len() {
             return Err(Error::failed(format!(
                 "{}: short config write at {offset:#x}: {n} of {} bytes",

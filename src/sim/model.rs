@@ -61,6 +61,101 @@ pub fn ready_flag(root: &Path) -> PathBuf {
     model_dir(root).join("ready")
 }
 
+/// `<root>/model/ack/<bdf>`: the model has taken every config write made so
+/// far to that device (see [`ConfigWrite`]).
+pub fn ack_flag(root: &Path, bdf: &Bdf) -> PathBuf {
+    model_dir(root).join("ack").join(bdf.to_string())
+}
+
+/// How long a config write to a twin waits for its model to take it.
+pub const ACK_BOUND: Duration = Duration::from_secs(10);
+
+/// A config write to a twin's `config` file, made synchronous the way the
+/// kernel's is. On hardware, `pwrite` to sysfs `config` returns after the
+/// config cycle, so a reset the write triggers has begun before the next
+/// access; the twin's model only learns of a write through inotify, later
+/// (under load, tens of ms: after a spec delay, after the restore). So a
+/// writer locks the file (`flock`, which the model holds while it reads,
+/// reacts and writes back), clears the device's ack, writes, unlocks and waits
+/// until the model has acked a pass that read the file after the write.
+/// Without it the lagging model once wrote its stale D3hot image over the
+/// engine's D0 write (`pm` health: "power_state D3hot"), and its reset could
+/// land after the engine's restore. Not used on sysfs, nor on a tree that no
+/// model serves (no `ready` flag).
+pub struct ConfigWrite {
+    config: PathBuf,
+    ack: PathBuf,
+    ready: PathBuf,
+    lock: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+impl ConfigWrite {
+    /// Before the write: `None` unless `file` is a twin's config a model serves.
+    pub fn begin(config: &Path, file: &fs::File) -> Result<Option<ConfigWrite>> {
+        use nix::sys::statfs::{fstatfs, SYSFS_MAGIC};
+        if fstatfs(file).is_ok_and(|s| s.filesystem_type() == SYSFS_MAGIC) {
+            return Ok(None);
+        }
+        // <root>/sys/devices/…/<bdf>/config
+        let Some(bdf) = config
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<Bdf>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(root) = config
+            .ancestors()
+            .find(|a| a.file_name() == Some("sys".as_ref()))
+            .and_then(|a| a.parent())
+        else {
+            return Ok(None);
+        };
+        let ready = ready_flag(root);
+        if !ready.exists() {
+            return Ok(None);
+        }
+        let f = fs::File::open(config).map_err(|e| Error::io("open", config, e))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io("flock", config, e.into()))?;
+        let ack = ack_flag(root, &bdf);
+        match fs::remove_file(&ack) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &ack, e))
+            }
+            _ => {}
+        }
+        Ok(Some(ConfigWrite {
+            config: config.to_path_buf(),
+            ack,
+            ready,
+            lock: Some(lock),
+        }))
+    }
+
+    /// After the write: unlock and wait (bounded) for the model's ack. A
+    /// device removed meanwhile, or a model that stopped, acks nothing: stop
+    /// waiting then.
+    pub fn finish(mut self) -> Result<()> {
+        drop(self.lock.take());
+        crate::reset::wait::poll(
+            &format!(
+                "the twin's model to take the config write to {}",
+                self.config.display()
+            ),
+            ACK_BOUND,
+            Duration::from_millis(2),
+            || {
+                Ok(
+                    (self.ack.exists() || !self.ready.exists() || !self.config.exists())
+                        .then_some(()),
+                )
+            },
+        )
+    }
+}
+
 /// Marks a device as left dirty by a guest driver (`resetlab sim dirty`).
 pub fn mark_dirty(root: &Path, bdf: &Bdf) -> Result<()> {
     let p = dirty_flag(root, bdf);
@@ -124,8 +219,10 @@ impl Model {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| Error::io("inotify_init", root, e.into()))?;
         let dir = model_dir(root);
-        fs::create_dir_all(dir.join("dirty"))
-            .map_err(|e| Error::io("create directory", &dir, e))?;
+        for sub in ["dirty", "ack"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| Error::io("create directory", &dir, e))?;
+        }
         let events = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -627,12 +724,28 @@ impl Model {
         self.log(&bdf.to_string(), format!("{method} reset"));
     }
 
+    /// Takes the config writes made so far, under the writers' lock, then
+    /// acks them ([`ConfigWrite`]).
     fn on_config(&mut self, bdf: &Bdf) -> Result<()> {
         let Some(dev) = self.present.get(bdf) else {
             return Ok(());
         };
         let path = self.dir_of(&dev.spec).join("config");
-        let Ok(new) = fs::read(&path) else {
+        let Ok(f) = fs::File::open(&path) else {
+            return Ok(());
+        };
+        let _lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io("flock", &path, e.into()))?;
+        self.react_to_config(bdf, &path)?;
+        let ack = ack_flag(&self.root, bdf);
+        fs::write(&ack, b"").map_err(|e| Error::io("write", &ack, e))
+    }
+
+    fn react_to_config(&mut self, bdf: &Bdf, path: &Path) -> Result<()> {
+        let Some(dev) = self.present.get(bdf) else {
+            return Ok(());
+        };
+        let Ok(new) = fs::read(path) else {
             return Ok(());
         };
         if new.len() != dev.config.len() || new == dev.config {
@@ -683,12 +796,10 @@ impl Model {
             let was = r16(&old, pm + PCI_PM_CTRL) & 3;
             let now = r16(&eff, pm + PCI_PM_CTRL) & 3;
             let nsr = r16(&eff, pm + PCI_PM_CTRL) & Pmcsr::NO_SOFT_RESET.bits() != 0;
+            // No `power_state` write: the kernel's attribute shows its cached
+            // `pdev->current_state` (pci-sysfs.c `power_state_show`), which a
+            // raw PMCSR write through `config` does not change.
             if was != now {
-                let state = if now == 3 { "D3hot" } else { "D0" };
-                replace_attr(
-                    &self.dir_of(&spec).join("power_state"),
-                    &format!("{state}\n"),
-                );
                 let quirk = crate::reset::pm::kernel_refuses(
                     spec.vendor,
                     spec.class,
@@ -828,11 +939,15 @@ pub struct ModelHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub errors: Arc<Mutex<Vec<String>>>,
+    ready: PathBuf,
 }
 
 impl ModelHandle {
     pub fn spawn(root: &Path, specs: Vec<FnSpec>, profile: Profile) -> Result<ModelHandle> {
         let mut model = Model::new(root, specs, profile)?;
+        // The watches are in place: config writers wait for acks from now on.
+        let ready = ready_flag(root);
+        fs::write(&ready, b"ready\n").map_err(|e| Error::io("write", &ready, e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let (s, e) = (stop.clone(), errors.clone());
@@ -852,6 +967,7 @@ impl ModelHandle {
             stop,
             thread: Some(thread),
             errors,
+            ready,
         })
     }
 }
@@ -859,6 +975,8 @@ impl ModelHandle {
 impl Drop for ModelHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // No model answers now: writers must not wait for one.
+        let _ = fs::remove_file(&self.ready);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -871,8 +989,11 @@ pub fn serve(root: &Path, profile: Profile, stop: Arc<AtomicBool>) -> Result<()>
     // The watches are in place: `sim up` waits for this file.
     let ready = ready_flag(root);
     fs::write(&ready, b"ready\n").map_err(|e| Error::io("write", &ready, e))?;
-    while !stop.load(Ordering::Relaxed) {
-        model.step(Duration::from_millis(5))?;
+    let mut r = Ok(());
+    while r.is_ok() && !stop.load(Ordering::Relaxed) {
+        r = model.step(Duration::from_millis(5));
     }
-    Ok(())
+    // No model answers now: config writers must not wait for one.
+    let _ = fs::remove_file(&ready);
+    r
 }
