@@ -132,6 +132,7 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
         .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
     if cli.sim || root.is_file() {
         let ctx = Ctx::new(cli)?;
+        super::check_writable(&ctx.host, &cli.cmd)?;
         return run(&ctx.host, &cli.regs, cli.json, args);
     }
     if !root.is_dir() {
@@ -144,7 +145,16 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
     run(&Host::new(root), &cli.regs, cli.json, args)
 }
 
+/// Whether the hook invocation writes: a phase (resets, state records, the
+/// log) or `install`; `status` only reads.
+pub fn writes(args: &HookArgs) -> bool {
+    !matches!(&args.cmd, Some(HookCmd::Status(_)))
+}
+
 pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
+    if writes(args) {
+        host.check_writable()?;
+    }
     match &args.cmd {
         Some(HookCmd::Install(a)) => run_install(host, json, &args.paths, a),
         Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),

@@ -169,7 +169,7 @@ impl Ctx {
         if meta.is_file() {
             let un = crate::snapshot::unpack(&path)?;
             return Ok(Ctx {
-                host: Host::new(&un.sysfs),
+                host: Host::snapshot(&un.sysfs),
                 json: cli.json,
                 regs,
                 _twin: None,
@@ -200,6 +200,37 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+impl Cmd {
+    /// Whether the command would write to the machine it runs against (a
+    /// snapshot refuses those). `--dry-run`s and reports read only.
+    pub fn writes(&self) -> bool {
+        match self {
+            Cmd::Reset(a) => !a.dry_run,
+            Cmd::Smu(a) => !a.dry_run(),
+            Cmd::Run(a) => a.cmd.is_none() && a.commit,
+            Cmd::Vbios(a) => {
+                matches!(&a.cmd, vbios::VbiosCmd::Dump(d) if d.from_rom.is_some() && !d.dry_run)
+            }
+            Cmd::Hook(a) => hook::writes(a),
+            Cmd::Bench(a) => a.cmd.is_none(),
+            Cmd::List(_)
+            | Cmd::Probe(_)
+            | Cmd::Snapshot(_)
+            | Cmd::Doctor(_)
+            | Cmd::Sim(_)
+            | Cmd::Regs(_) => false,
+        }
+    }
+}
+
+/// Refuses a writing command on a snapshot, before anything runs.
+pub fn check_writable(host: &Host, cmd: &Cmd) -> Result<()> {
+    if cmd.writes() {
+        host.check_writable()?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Sim(a) = &cli.cmd {
         return sim::run(a, cli.json);
@@ -208,6 +239,7 @@ fn run(cli: Cli) -> Result<i32> {
         return hook::run_cli(&cli, a);
     }
     let ctx = Ctx::new(&cli)?;
+    check_writable(&ctx.host, &cli.cmd)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
         Cmd::Probe(a) => list::probe(&ctx, a),
@@ -244,6 +276,8 @@ pub fn main() -> i32 {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+    // Temp dirs and host-wide settings are undone on SIGINT/SIGTERM/SIGPIPE too.
+    crate::cleanup::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -27,13 +27,32 @@ pub struct Host {
     pub dev: PathBuf,
     pub proc_root: PathBuf,
     pub run: PathBuf,
+    /// An unpacked snapshot: replayed read-only, every write refused.
+    pub read_only: bool,
+    live: bool,
+}
+
+/// The message every writing command gives on a snapshot.
+pub const SNAPSHOT_READ_ONLY: &str = "a snapshot is read-only: use `sim up`";
+
+/// True when `path` is on a mounted sysfs (statfs magic SYSFS_MAGIC,
+/// include/uapi/linux/magic.h), wherever it is mounted.
+pub fn is_sysfs_mount(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
+        .unwrap_or(false)
 }
 
 impl Host {
+    /// The machine when `sysfs` is (after resolving links) `/sys` or any
+    /// mounted sysfs; a twin otherwise, whose `/dev` and `/run` are beside it.
     pub fn new(sysfs: impl Into<PathBuf>) -> Host {
         let sysfs: PathBuf = sysfs.into();
-        let real = sysfs == Path::new(SYSFS_DEFAULT);
-        let base = if real {
+        let resolved = fs::canonicalize(&sysfs).unwrap_or_else(|_| sysfs.clone());
+        let live = sysfs == Path::new(SYSFS_DEFAULT)
+            || resolved == Path::new(SYSFS_DEFAULT)
+            || is_sysfs_mount(&resolved);
+        let base = if live {
             PathBuf::from("/")
         } else {
             sysfs
@@ -46,12 +65,29 @@ impl Host {
             run: base.join("run"),
             proc_root: PathBuf::from("/proc"),
             sysfs,
+            read_only: false,
+            live,
         }
     }
 
-    /// True when this is the machine's own `/sys`.
+    /// An unpacked snapshot's tree: a twin that refuses every write.
+    pub fn snapshot(sysfs: impl Into<PathBuf>) -> Host {
+        let mut h = Host::new(sysfs);
+        h.read_only = true;
+        h
+    }
+
+    /// True when this is the machine's own sysfs (however it was named).
     pub fn is_live(&self) -> bool {
-        self.sysfs == Path::new(SYSFS_DEFAULT)
+        self.live
+    }
+
+    /// Refuses (exit 3) on a read-only host: the guard of every write path.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::refused(SNAPSHOT_READ_ONLY));
+        }
+        Ok(())
     }
 
     pub fn devices_dir(&self) -> PathBuf {
@@ -131,13 +167,15 @@ pub struct Device {
     pub firmware_node: Option<FirmwareNode>,
 }
 
-/// Reads an attribute; `Ok(None)` when it does not exist.
+/// Reads a text attribute (bounded, never blocking on a FIFO or device);
+/// `Ok(None)` when it does not exist.
 pub fn read_attr(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s.trim_end_matches(['\n', '\0']).trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
+    let Some(bytes) = crate::pci::bounded_read::read_opt(path, crate::pci::bounded_read::ATTR_MAX)?
+    else {
+        return Ok(None);
+    };
+    let s = String::from_utf8_lossy(&bytes);
+    Ok(Some(s.trim_end_matches(['\n', '\0']).trim().to_string()))
 }
 
 fn required(dir: &Path, name: &str) -> Result<String> {

@@ -27,6 +27,7 @@ impl Twin {
             .prefix("resetlab-twin-")
             .tempdir()
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
+        crate::cleanup::register_dir(dir.path());
         let sysfs = tree::build(dir.path(), &tree::um880pro())?;
         Ok(Twin {
             model: None,

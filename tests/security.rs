@@ -1,0 +1,273 @@
+//! The adversarial probe of issue 19, kept as tests: each finding is
+//! reproduced against the twin (in the empty-/sys sandbox of `common::bin`)
+//! with a canary, a root-owned file standing in for a victim (`/etc/shadow`,
+//! a device node) that must stay byte-identical.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use resetlab::sim::profile::Profile;
+use resetlab::sim::Twin;
+
+/// A root-owned file that no command may change.
+struct Canary {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+const CANARY_TEXT: &[u8] = b"root:$6$canary:19000:0:99999:7:::\n";
+
+impl Canary {
+    fn new() -> Canary {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shadow");
+        fs::write(&path, CANARY_TEXT).unwrap();
+        Canary { _dir: dir, path }
+    }
+
+    fn assert_intact(&self) {
+        let m = fs::symlink_metadata(&self.path).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(
+            fs::read(&self.path).unwrap(),
+            CANARY_TEXT,
+            "the canary changed"
+        );
+    }
+}
+
+fn running() -> Twin {
+    Twin::running(Profile::default()).expect("twin with model")
+}
+
+fn on(t: &Twin, args: &[&str]) -> Output {
+    let s = sysfs_arg(&t.sysfs);
+    let mut all = vec!["--sysfs", s.as_str()];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn lock_dir(t: &Twin) -> PathBuf {
+    t.root().join("run/resetlab/lock")
+}
+
+#[test]
+fn a_planted_lock_link_is_refused_and_its_target_kept() {
+    let t = running();
+    let c = Canary::new();
+    // What an unprivileged user could do in a world-writable /run/lock: the
+    // old place is now ignored, the new one is refused when planted.
+    let old = t.root().join("run/lock/resetlab");
+    fs::create_dir_all(&old).unwrap();
+    symlink(&c.path, old.join("0000:c5:00.1.lock")).unwrap();
+    let o = on(&t, &["reset", "c5:00.1", "-m", "pm"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        err(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    c.assert_intact();
+
+    let dir = lock_dir(&t);
+    fs::remove_file(dir.join("0000:c5:00.1.lock")).unwrap();
+    symlink(&c.path, dir.join("0000:c5:00.1.lock")).unwrap();
+    let o = on(&t, &["reset", "c5:00.1", "-m", "pm"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("symbolic link"), "{}", err(&o));
+    symlink(&c.path, dir.join("0000:c5:00.0.lock")).unwrap();
+    let o = on(&t, &["smu", "c5:00.0", "test"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    c.assert_intact();
+}
+
+#[test]
+fn a_lock_dir_another_user_could_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = running();
+    let dir = lock_dir(&t);
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+    let o = on(&t, &["reset", "c5:00.1", "-m", "pm"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("mode 1777"), "{}", err(&o));
+    assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+}
+
+/// A snapshot of the twin, with `extra` entries appended by `add`.
+fn snapshot_with(
+    t: &Twin,
+    add: impl FnOnce(&mut tar::Builder<fs::File>),
+) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let clean = d.path().join("clean.tar");
+    let o = on(t, &["snapshot", clean.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let out = d.path().join("planted.tar");
+    let mut b = tar::Builder::new(fs::File::create(&out).unwrap());
+    let mut ar = tar::Archive::new(fs::File::open(&clean).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        if h.entry_type() == tar::EntryType::Symlink {
+            let target = e.link_name().unwrap().unwrap().into_owned();
+            b.append_link(&mut h, &path, &target).unwrap();
+        } else {
+            b.append_data(&mut h, &path, &mut e).unwrap();
+        }
+    }
+    add(&mut b);
+    b.finish().unwrap();
+    (d, out)
+}
+
+fn link_entry(b: &mut tar::Builder<fs::File>, at: &str, to: &Path) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    b.append_link(&mut h, at, to).unwrap();
+}
+
+#[test]
+fn a_snapshot_replays_read_only() {
+    let t = running();
+    let c = Canary::new();
+    let (_d, snap) = snapshot_with(&t, |b| {
+        link_entry(b, "dev/kmsg", &c.path);
+        link_entry(b, "run/resetlab", c.path.parent().unwrap());
+    });
+    let s = snap.to_str().unwrap();
+    // Reading works.
+    let o = run(&["--sysfs", s, "list"]);
+    assert!(o.status.success(), "{}", err(&o));
+    for args in [
+        &["reset", "c5:00.1", "-m", "remove_rescan"][..],
+        &["reset", "c5:00.0"],
+        &["smu", "c5:00.0", "test"],
+        &["hook", "100", "post-stop"],
+    ] {
+        let mut all = vec!["--sysfs", s];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", err(&o));
+        assert_eq!(
+            err(&o).trim(),
+            "resetlab: refused: a snapshot is read-only: use `sim up`",
+            "{args:?}"
+        );
+    }
+    // A dry run writes nothing, so it may look.
+    let o = run(&["--sysfs", s, "reset", "c5:00.1", "-m", "pm", "--dry-run"]);
+    assert!(o.status.success(), "{}", err(&o));
+    c.assert_intact();
+}
+
+#[test]
+fn a_snapshot_with_links_into_the_host_is_refused() {
+    let t = running();
+    let c = Canary::new();
+    for (at, to) in [
+        ("sys/bus/pci/devices/0000:c5:00.1/remove", c.path.clone()),
+        (
+            "sys/bus/pci/evil",
+            PathBuf::from("../../../../../../../../../..").join(c.path.strip_prefix("/").unwrap()),
+        ),
+    ] {
+        let (_d, snap) = snapshot_with(&t, |b| link_entry(b, at, &to));
+        let o = run(&["--sysfs", snap.to_str().unwrap(), "list"]);
+        assert_eq!(o.status.code(), Some(2), "{at}: {}", err(&o));
+        assert!(
+            err(&o).contains("points outside the snapshot"),
+            "{}",
+            err(&o)
+        );
+    }
+    c.assert_intact();
+}
+
+#[test]
+fn a_snapshot_bomb_is_refused_by_its_bounds() {
+    let t = running();
+    let (_d, snap) = snapshot_with(&t, |b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(16 << 30);
+        h.set_path("sys/bus/pci/huge").unwrap();
+        h.set_cksum();
+        // Only the header: the size it claims is refused before any is read.
+        b.get_mut().write_all(h.as_bytes()).unwrap();
+    });
+    let o = run(&["--sysfs", snap.to_str().unwrap(), "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(
+        err(&o).contains("sys/bus/pci/huge is 17179869184 bytes"),
+        "{}",
+        err(&o)
+    );
+    let (_d, snap) = snapshot_with(&t, |b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_mode(0o644);
+        h.set_size(0);
+        b.append_data(&mut h, "sys/bus/pci/fifo", std::io::empty())
+            .unwrap();
+    });
+    let o = run(&["--sysfs", snap.to_str().unwrap(), "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+}
+
+#[test]
+fn a_fifo_or_device_where_an_attribute_should_be_is_not_read() {
+    let t = Twin::new().unwrap();
+    let dev = t.sysfs.join("bus/pci/devices/0000:c5:00.1");
+    let vendor = fs::canonicalize(dev.join("vendor")).unwrap();
+    fs::remove_file(&vendor).unwrap();
+    nix::unistd::mkfifo(&vendor, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let cfg = fs::canonicalize(dev.join("config")).unwrap();
+    fs::remove_file(&cfg).unwrap();
+    symlink("/dev/zero", &cfg).unwrap();
+    // Returns (no hang on the FIFO, no endless read of /dev/zero).
+    let o = on(&t, &["probe", "c5:00.1"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("FIFO"), "{}", err(&o));
+}
+
+#[test]
+fn files_a_user_names_are_bounded_and_never_block() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let f = fifo.to_str().unwrap();
+    let blob = d.path().join("blob");
+    fs::write(&blob, b"\xff\xfe not text").unwrap();
+    let b = blob.to_str().unwrap();
+    for args in [
+        vec!["--sim", "run", f, "--dev", "c5:00.0"],
+        vec!["--sim", "run", "diff", f, "a", "b"],
+        vec!["vbios", "check", "/dev/zero"],
+        vec!["vbios", "check", f],
+        vec!["--sim", "regs", "bases", "c5:00.0", "--blob", "/dev/zero"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+        assert_eq!(err(&o).lines().count(), 1, "{args:?}: {}", err(&o));
+    }
+    // Not UTF-8 where text is expected: bad input, not a system error.
+    let o = run(&["--sim", "run", b, "--dev", "c5:00.0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("not UTF-8"), "{}", err(&o));
+}
