@@ -271,3 +271,91 @@ fn files_a_user_names_are_bounded_and_never_block() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("not UTF-8"), "{}", err(&o));
 }
+
+/// Holds a twin VFIO group node open, as a VM's QEMU does.
+fn hold_group(t: &Twin, group: u32) -> fs::File {
+    let node = t.root().join("dev/vfio").join(group.to_string());
+    if !node.exists() {
+        fs::write(&node, b"").unwrap();
+    }
+    fs::File::open(&node).unwrap()
+}
+
+fn config_of(t: &Twin, bdf: &str) -> Vec<u8> {
+    fs::read(t.sysfs.join("bus/pci/devices").join(bdf).join("config")).unwrap()
+}
+
+#[test]
+fn a_bus_reset_never_hits_a_sibling_held_by_another_vm() {
+    let t = running();
+    let before = config_of(&t, "0000:c6:00.1");
+    let held = hold_group(&t, 26);
+    let o = on(&t, &["reset", "c6:00.0", "--method", "bus"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(
+        err(&o).contains(
+            "0000:c6:00.1, which the reset would also hit, has its VFIO group 26 open by pid"
+        ),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(config_of(&t, "0000:c6:00.1"), before);
+    // remove_rescan --slot likewise, on the GPU's audio sibling.
+    let held_audio = hold_group(&t, 19);
+    let o = on(&t, &["reset", "c5:00.0", "-m", "remove_rescan", "--slot"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("0000:c5:00.1"), "{}", err(&o));
+    assert!(t.sysfs.join("bus/pci/devices/0000:c5:00.1").exists());
+    drop((held, held_audio));
+    let o = on(&t, &["reset", "c6:00.0", "--method", "bus"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+}
+
+#[test]
+fn a_vm_that_opens_the_group_during_the_lock_wait_is_seen() {
+    let t = running();
+    let host = resetlab::pci::Host::new(&t.sysfs);
+    let bdf: resetlab::pci::Bdf = "c5:00.1".parse().unwrap();
+    let lock = resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::ZERO).unwrap();
+    let before = config_of(&t, "0000:c5:00.1");
+    let s = sysfs_arg(&t.sysfs);
+    let mut child = bin()
+        .args([
+            "--sysfs",
+            &s,
+            "reset",
+            "c5:00.1",
+            "-m",
+            "pm",
+            "--lock-timeout",
+            "60000",
+        ])
+        .env_remove("RESETLAB_SYSFS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the child has the lock file open: it is waiting.
+    let pid = child.id();
+    let waiting = || {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| fs::read_link(e.path()).is_ok_and(|p| p == lock.path))
+            })
+            .unwrap_or(false)
+    };
+    let mut n = 0;
+    while !waiting() {
+        n += 1;
+        assert!(n < 2000, "the reset never started waiting for the lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let vm = hold_group(&t, 19);
+    drop(lock);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("VFIO group 19 open by pid"), "{}", err(&o));
+    assert_eq!(config_of(&t, "0000:c5:00.1"), before);
+    drop(vm);
+}

@@ -492,6 +492,8 @@ pub fn run(
     };
     guards(host, &topo, dev, &reset_opts)?;
     let _lock = lock(host, &dev.bdf, opts.lock_timeout)?;
+    // Again with the lock held: a VM may have opened the group meanwhile.
+    guards(host, &topo, &Device::load(host, dev.bdf)?, &reset_opts)?;
     let name = dev.bdf.to_string();
     journal.method = format!("run {}", plan.path.display());
     // MMIO of a suspended device, or one with memory decoding off, reads
