@@ -319,7 +319,7 @@ fn a_vm_that_opens_the_group_during_the_lock_wait_is_seen() {
     let lock = resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::ZERO).unwrap();
     let before = config_of(&t, "0000:c5:00.1");
     let s = sysfs_arg(&t.sysfs);
-    let mut child = bin()
+    let child = bin()
         .args([
             "--sysfs",
             &s,
