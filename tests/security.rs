@@ -359,3 +359,63 @@ fn a_vm_that_opens_the_group_during_the_lock_wait_is_seen() {
     assert_eq!(config_of(&t, "0000:c5:00.1"), before);
     drop(vm);
 }
+
+#[test]
+fn the_twin_is_never_the_live_machine() {
+    let o = run(&["sim", "up", "/"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(err(&o).contains("is the live machine"), "{}", err(&o));
+    // A root whose sys is the machine's sysfs (reached through a link, or
+    // mounted there), however it is named.
+    let d = tempfile::tempdir().unwrap();
+    symlink("/sys", d.path().join("sys")).unwrap();
+    for cmd in ["up", "down", "status"] {
+        let o = run(&["sim", cmd, d.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(3), "{cmd}: {}", err(&o));
+    }
+    let host = resetlab::pci::Host::new(d.path().join("sys"));
+    assert!(
+        host.is_live(),
+        "a /sys reached through a link is the machine"
+    );
+}
+
+#[test]
+fn sim_down_signals_only_that_twins_model() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let up = run(&["sim", "up", root.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", err(&up));
+    let pidfile = root.join("model/model.pid");
+    let model_pid = fs::read_to_string(&pidfile).unwrap();
+    // A bystander whose pid is planted in model.pid is not signalled.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    for (planted, code) in [
+        ("1".to_string(), 2),
+        ("-1".to_string(), 2),
+        ("0".to_string(), 2),
+        (bystander.id().to_string(), 3),
+    ] {
+        fs::write(&pidfile, &planted).unwrap();
+        let o = run(&["sim", "down", root.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(code), "{planted}: {}", err(&o));
+        assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+    }
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    // The real one is stopped; then the pid file is stale and down says so.
+    fs::write(&pidfile, &model_pid).unwrap();
+    let o = run(&["sim", "down", root.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    fs::write(&pidfile, &model_pid).unwrap();
+    let o = run(&["sim", "down", root.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("stale"), "{}", err(&o));
+}
