@@ -175,16 +175,42 @@ fn pci_subdir(name: &str, _depth: usize) -> bool {
 
 /// Writes a snapshot of `sysfs` to `out` (gzip-compressed when it ends in `.gz`).
 pub fn capture(sysfs: &Path, out: &Path) -> Result<Summary> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = out.with_extension("partial");
-    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    // A new file, never one planted there (or a link to one): O_EXCL|O_NOFOLLOW.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::refused(format!(
+                    "{} already exists (a link, or left by an interrupted snapshot); not writing                      through it: remove it and retry",
+                    tmp.display()
+                ))
+            } else {
+                Error::io("create", &tmp, e)
+            }
+        })?;
     let gz = out.extension().is_some_and(|e| e == "gz" || e == "tgz");
-    let summary = if gz {
-        let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        let (enc, s) = capture_to(sysfs, enc)?;
-        enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
-        s
-    } else {
-        capture_to(sysfs, file)?.1
+    let r = (|| {
+        if gz {
+            let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            let (enc, s) = capture_to(sysfs, enc)?;
+            enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
+            Ok(s)
+        } else {
+            capture_to(sysfs, file).map(|r| r.1)
+        }
+    })();
+    let summary = match r {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     };
     fs::rename(&tmp, out).map_err(|e| Error::io("rename", out, e))?;
     Ok(summary)

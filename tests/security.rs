@@ -419,3 +419,102 @@ fn sim_down_signals_only_that_twins_model() {
     assert!(o.status.success(), "{}", err(&o));
     assert!(err(&o).contains("stale"), "{}", err(&o));
 }
+
+#[test]
+fn an_unknown_asic_or_bar_is_bad_input_before_anything_runs() {
+    let t = running();
+    let before = config_of(&t, "0000:c5:00.0");
+    for args in [
+        &["reset", "c5:00.0", "--asic", "phenix"][..],
+        &["reset", "c5:00.0", "--bar", "9"],
+        &["reset", "c5:00.0", "--bar", "1"],
+    ] {
+        let o = on(&t, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+        assert!(o.stdout.is_empty(), "{args:?}: something ran");
+        assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+    }
+    assert!(err(&on(&t, &["reset", "c5:00.0", "--asic", "phenix"])).contains("phenix"));
+    assert_eq!(config_of(&t, "0000:c5:00.0"), before);
+    assert!(t.sysfs.join("bus/pci/devices/0000:c5:00.0").exists());
+}
+
+#[test]
+fn platform_functions_are_not_reset_without_force() {
+    let t = running();
+    for bdf in [
+        "0000:00:00.0",
+        "0000:00:00.2",
+        "0000:00:18.3",
+        "0000:00:14.0",
+    ] {
+        let o = on(&t, &["reset", bdf]);
+        assert_eq!(o.status.code(), Some(3), "{bdf}: {}", err(&o));
+        assert!(err(&o).contains("part of the platform"), "{}", err(&o));
+        assert!(t.sysfs.join("bus/pci/devices").join(bdf).exists());
+    }
+    // An explicit dry run with --force still shows what it would do.
+    let o = on(&t, &["reset", "0000:00:00.0", "--force", "--dry-run"]);
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+#[test]
+fn dev_and_selectors_must_agree() {
+    let t = Twin::new().unwrap();
+    let o = on(&t, &["probe", "c5:00.0", "-s", "c5:00.1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("does not match"), "{}", err(&o));
+    let o = on(&t, &["probe", "c5:00.0", "-d", "1002:1900"]);
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+#[test]
+fn bench_cycles_are_bounded() {
+    for n in ["18446744073709551615", "100000000", "0"] {
+        let o = run(&["--sim", "bench", "-n", n]);
+        assert_eq!(o.status.code(), Some(2), "{n}: {}", err(&o));
+        assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+    }
+}
+
+#[test]
+fn snapshot_never_writes_through_a_planted_partial_link() {
+    let t = Twin::new().unwrap();
+    let c = Canary::new();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("x.tar");
+    symlink(&c.path, d.path().join("x.partial")).unwrap();
+    let o = on(&t, &["snapshot", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    c.assert_intact();
+    assert!(!out.exists());
+}
+
+#[test]
+fn hook_install_stays_beneath_a_twins_root() {
+    let t = Twin::new().unwrap();
+    let cfg = t.root().join("etc/pve/storage.cfg");
+    let escape = "/var/lib/vz/../../../../../../../../../tmp/resetlab-escape";
+    fs::write(
+        &cfg,
+        format!("dir: hooks\n\tpath {escape}\n\tcontent snippets\n"),
+    )
+    .unwrap();
+    let o = on(
+        &t,
+        &["hook", "install", "100", "--storage", "hooks", "--print-only"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("'..'"), "{}", err(&o));
+    assert!(!Path::new("/tmp/resetlab-escape").exists());
+    // A customised shim is not replaced without --force.
+    fs::write(&cfg, "dir: local\n\tpath /var/lib/vz\n\tcontent snippets\n").unwrap();
+    let o = on(&t, &["hook", "install", "100", "--print-only"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let shim = t.root().join("var/lib/vz/snippets/resetlab-hook.sh");
+    let mine = format!("{}\n# my own line\n", fs::read_to_string(&shim).unwrap());
+    fs::write(&shim, &mine).unwrap();
+    let o = on(&t, &["hook", "install", "100", "--print-only"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert_eq!(fs::read_to_string(&shim).unwrap(), mine);
+}

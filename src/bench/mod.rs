@@ -38,6 +38,10 @@ use crate::reset::{Analysis, Configs, Journal, MethodSpec, ResetOptions, METHODS
 
 use cmd::{CmdVars, Step};
 
+/// The most cycles one bench runs (`-n`): its trials are kept in memory for
+/// the report (about 1 KiB each, a few MB at most).
+pub const MAX_CYCLES: usize = 10_000;
+
 /// The phases of a trial, in the engine's order (`total` is the method's
 /// whole time, probe to health).
 pub const PHASES: &[&str] = &[
@@ -392,12 +396,20 @@ pub fn run(
     if plan.methods.is_empty() {
         return Err(Error::parse("method list", "", "name at least one method"));
     }
-    let total = plan.cycles * plan.methods.len();
+    if plan.cycles > MAX_CYCLES {
+        return Err(Error::parse(
+            "cycle count",
+            plan.cycles.to_string(),
+            format!("at most {MAX_CYCLES}"),
+        ));
+    }
+    let total = plan.cycles.saturating_mul(plan.methods.len());
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
-    let mut trials = Vec::with_capacity(total);
+    // Grown as trials come (each is on disk first): never sized up front.
+    let mut trials = Vec::new();
     'cycles: for cycle in 0..plan.cycles {
         for m in &plan.methods {
             let (t, spent) = trial(host, regs, plan, m, cycle, trials.len(), start)?;

@@ -91,9 +91,27 @@ impl DevArgs {
     pub fn resolve<'t>(&self, topo: &'t Topology) -> Result<&'t Device> {
         if let Some(d) = &self.dev {
             let bdf: Bdf = d.parse()?;
-            return topo
+            let dev = topo
                 .get(&bdf)
-                .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()));
+                .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?;
+            // DEV together with -s / -d: they must name the same device.
+            if self.slot.is_some() || self.id.is_some() {
+                let m = select(topo, self.slot.as_deref(), self.id.as_deref())?;
+                if !m.iter().any(|x| x.bdf == bdf) {
+                    let sel = [self.slot.as_deref(), self.id.as_deref()]
+                        .iter()
+                        .flatten()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    return Err(Error::parse(
+                        "device",
+                        format!("{bdf} {sel}"),
+                        format!("{bdf} does not match the selector '{sel}'; name the device once"),
+                    ));
+                }
+            }
+            return Ok(dev);
         }
         if self.slot.is_none() && self.id.is_none() {
             return Err(Error::parse(

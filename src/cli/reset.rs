@@ -119,6 +119,24 @@ pub fn print_report(r: &ChainReport) {
     }
 }
 
+/// `--asic` must name an ASIC of the register database and `--bar` a memory
+/// BAR the device has: bad input (exit 2) before anything runs, never a
+/// vendor method that quietly "does not apply" and a chain that falls through.
+pub fn validate_vendor_options(
+    regs: &crate::amd::regs::RegsDb,
+    dev: &crate::pci::Device,
+    opts: &ResetOptions,
+) -> Result<()> {
+    if let Some(a) = &opts.asic {
+        regs.asic(a)?;
+    }
+    if let Some(bar) = opts.bar {
+        crate::pci::mmio::check_bar(dev, bar)
+            .map_err(|e| crate::error::Error::parse("--bar", bar.to_string(), e.one_line()))?;
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
     let topo = Topology::scan(&ctx.host)?;
     let dev = args.dev.resolve(&topo)?;
@@ -127,6 +145,7 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
         None => default_chain(&ctx.regs, dev),
     };
     let opts = args.options();
+    validate_vendor_options(&ctx.regs, dev, &opts)?;
     let mut journal = Journal::new(opts.dry_run);
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;

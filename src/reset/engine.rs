@@ -138,6 +138,13 @@ pub fn guards_for(
     if opts.force {
         return Ok(());
     }
+    if let Some(what) = super::platform_function(dev) {
+        return Err(Error::refused(format!(
+            "{} is {what} (class {:#06x}), part of the platform: resetting it can take the              machine down; use --force if you mean it",
+            dev.bdf,
+            dev.class16()
+        )));
+    }
     let open = OpenFiles::scan_vfio(host);
     let mut seen = std::collections::BTreeSet::new();
     for bdf in std::iter::once(&dev.bdf).chain(affects) {

@@ -422,3 +422,24 @@ pub fn is_parking_driver(driver: Option<&str>) -> bool {
         None | Some("vfio-pci") | Some("pci-stub") | Some("pciback")
     )
 }
+
+/// What a function is when it is part of the platform, not something to
+/// reset: a host bridge (class 0x0600, also the data fabric's 00:18.x), an
+/// ISA/LPC or other bridge (0x0601, 0x0680), the IOMMU (0x0806) or another
+/// system peripheral (base class 0x08) on a root bus, or the root complex's
+/// SMBus controller (0x0c05). Class codes: PCI Code and ID Assignment spec,
+/// include/linux/pci_ids.h (PCI_CLASS_BRIDGE_HOST, PCI_CLASS_SYSTEM_IOMMU, …).
+/// Removing one and rescanning the whole bus (the default chain's last
+/// resort) can take the machine with it.
+pub fn platform_function(dev: &Device) -> Option<&'static str> {
+    let on_root_bus = matches!(dev.parent, crate::pci::sysfs::Parent::RootBus(_));
+    match dev.class16() {
+        0x0600 => Some("a host bridge"),
+        0x0601 => Some("an ISA/LPC bridge"),
+        0x0680 if on_root_bus => Some("a platform bridge"),
+        0x0806 => Some("the IOMMU"),
+        0x0c05 if on_root_bus => Some("the root complex's SMBus controller"),
+        c if c >> 8 == 0x08 && on_root_bus => Some("a system peripheral of the root complex"),
+        _ => None,
+    }
+}
