@@ -17,8 +17,8 @@ use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 #[derive(Default)]
 struct Pending {
     dirs: Vec<PathBuf>,
-    /// (id, attribute, value to write back).
-    restores: Vec<(u64, PathBuf, String)>,
+    /// (id, attribute, value to write back, record to remove once it is).
+    restores: Vec<(u64, PathBuf, String, Option<PathBuf>)>,
     next: u64,
 }
 
@@ -36,13 +36,19 @@ pub fn register_dir(dir: &Path) {
     }
 }
 
-/// An attribute to write `value` back to if a signal stops the process;
-/// returns the id to [`unregister_restore`] once restored normally.
-pub fn register_restore(path: &Path, value: &str) -> u64 {
+/// An attribute to write `value` back to if a signal stops the process (and
+/// a record of that to remove once it is); returns the id to
+/// [`unregister_restore`] once restored normally.
+pub fn register_restore(path: &Path, value: &str, record: Option<&Path>) -> u64 {
     let Ok(mut p) = PENDING.lock() else { return 0 };
     p.next += 1;
     let id = p.next;
-    p.restores.push((id, path.to_path_buf(), value.to_string()));
+    p.restores.push((
+        id,
+        path.to_path_buf(),
+        value.to_string(),
+        record.map(Path::to_path_buf),
+    ));
     id
 }
 
@@ -55,8 +61,12 @@ pub fn unregister_restore(id: u64) {
 /// Undoes everything pending now (restores first, then temp dirs).
 pub fn run_pending() {
     let Ok(mut p) = PENDING.lock() else { return };
-    for (_, path, value) in p.restores.drain(..) {
-        let _ = std::fs::write(&path, value.as_bytes());
+    for (_, path, value, record) in p.restores.drain(..) {
+        if std::fs::write(&path, value.as_bytes()).is_ok() {
+            if let Some(r) = record {
+                let _ = std::fs::remove_file(r);
+            }
+        }
     }
     for d in p.dirs.drain(..) {
         let _ = std::fs::remove_dir_all(&d);
@@ -126,6 +136,11 @@ pub fn install() {
             // SAFETY: SIG_DFL installs no handler code.
             let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
             let _ = signal::kill(nix::unistd::getpid(), sig);
+            // Every other thread blocks it (the parked one is inside its
+            // handler): take it here, with its default action.
+            let mut only = SigSet::empty();
+            only.add(sig);
+            let _ = only.thread_unblock();
             // A blocked or ignored signal cannot be raised: exit as the shell would.
             std::process::exit(128 + sig as i32);
         });
@@ -142,4 +157,11 @@ pub fn install() {
         // async-signal-safe, and reads a OnceLock set before this point.
         let _ = unsafe { signal::sigaction(s, &action) };
     }
+}
+
+/// Ignores SIGPIPE from here on (the hook): a closed stdout/stderr makes
+/// writes fail with EPIPE, which the callers ignore.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }

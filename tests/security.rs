@@ -70,10 +70,10 @@ fn a_planted_lock_link_is_refused_and_its_target_kept() {
     let old = t.root().join("run/lock/resetlab");
     fs::create_dir_all(&old).unwrap();
     symlink(&c.path, old.join("0000:c5:00.1.lock")).unwrap();
+    // The lock is taken (the twin's health verdict is not what is tested).
     let o = on(&t, &["reset", "c5:00.1", "-m", "pm"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
         "{}{}",
         err(&o),
         String::from_utf8_lossy(&o.stdout)
@@ -502,7 +502,14 @@ fn hook_install_stays_beneath_a_twins_root() {
     .unwrap();
     let o = on(
         &t,
-        &["hook", "install", "100", "--storage", "hooks", "--print-only"],
+        &[
+            "hook",
+            "install",
+            "100",
+            "--storage",
+            "hooks",
+            "--print-only",
+        ],
     );
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("'..'"), "{}", err(&o));
@@ -517,4 +524,120 @@ fn hook_install_stays_beneath_a_twins_root() {
     let o = on(&t, &["hook", "install", "100", "--print-only"]);
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     assert_eq!(fs::read_to_string(&shim).unwrap(), mine);
+}
+
+#[test]
+fn the_hook_survives_its_reader_going_away() {
+    let t = running();
+    let s = sysfs_arg(&t.sysfs);
+    let mut child = bin()
+        .args(["--sysfs", &s, "hook", "100", "post-stop"])
+        .env_remove("RESETLAB_SYSFS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away at once: every line the hook writes meets EPIPE.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        None,
+        "killed by signal {:?}",
+        status.signal()
+    );
+    assert_eq!(status.code(), Some(0));
+    let kmsg = fs::read_to_string(t.root().join("dev/kmsg")).unwrap();
+    assert!(kmsg.contains("0000:c5:00.0 reset by"), "{kmsg}");
+    assert!(kmsg.contains("0000:c5:00.1 reset by"), "{kmsg}");
+    assert!(kmsg.contains("post-stop: done in"), "{kmsg}");
+    for f in ["0000:c5:00.0", "0000:c5:00.1"] {
+        assert!(t
+            .root()
+            .join("run/resetlab")
+            .join(format!("{f}.json"))
+            .exists());
+    }
+}
+
+/// Starts `reset DEV -m remove_rescan` on a twin whose rescan takes minutes
+/// and returns once it has turned drivers_autoprobe off.
+fn reset_stuck_in_rescan(t: &Twin) -> std::process::Child {
+    let s = sysfs_arg(&t.sysfs);
+    let child = bin()
+        .args(["--sysfs", &s, "reset", "c5:00.1", "-m", "remove_rescan"])
+        .args(["--wait-timeout", "300000"])
+        .env_remove("RESETLAB_SYSFS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ap = t.sysfs.join("bus/pci/drivers_autoprobe");
+    let mut n = 0;
+    while fs::read_to_string(&ap).unwrap().trim() != "0" {
+        n += 1;
+        assert!(n < 4000, "the reset never turned autoprobe off");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
+fn slow_rescan() -> Twin {
+    Twin::running(Profile {
+        rescan_ms: 600_000,
+        ..Profile::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_interrupted_remove_rescan_puts_autoprobe_back() {
+    let ap = |t: &Twin| {
+        fs::read_to_string(t.sysfs.join("bus/pci/drivers_autoprobe"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let record = |t: &Twin| t.root().join("run/resetlab/autoprobe.pending");
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let t = slow_rescan();
+        let mut child = reset_stuck_in_rescan(&t);
+        assert!(record(&t).exists(), "the pending record is written first");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(sig as i32), "{st:?}");
+        assert_eq!(ap(&t), "1", "{sig:?} left drivers_autoprobe off");
+        assert!(!record(&t).exists());
+    }
+    // SIGKILL cannot be caught: the record makes the next resetlab put it back.
+    let t = slow_rescan();
+    let mut child = reset_stuck_in_rescan(&t);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ap(&t), "0");
+    assert!(record(&t).exists());
+    let o = on(&t, &["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let check = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "autoprobe")
+        .unwrap_or_else(|| panic!("no autoprobe check: {v}"))
+        .clone();
+    assert_eq!(check["status"], "fail", "{check}");
+    let o = on(&t, &["reset", "c5:00.0", "-m", "pm"]);
+    assert!(
+        err(&o).contains("put ") && err(&o).contains("back to 1"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(ap(&t), "1");
+    assert!(!record(&t).exists());
 }

@@ -126,6 +126,10 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
 /// database only if it resets something, and a live `/sys` or a directory needs no set-up.
 /// `--sim` and snapshot files go through [`Ctx`].
 pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
+    // Hook mode: Proxmox may close our stdout/stderr mid-phase (its task log
+    // going away). A write to them that fails means the reader is gone, never
+    // a reason to stop half-way through resetting a VM's devices.
+    crate::cleanup::ignore_sigpipe();
     let root = cli
         .sysfs
         .clone()
@@ -142,7 +146,9 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    run(&Host::new(root), &cli.regs, cli.json, args)
+    let host = Host::new(root);
+    super::check_writable(&host, &cli.cmd)?;
+    run(&host, &cli.regs, cli.json, args)
 }
 
 /// Whether the hook invocation writes: a phase (resets, state records, the
@@ -200,6 +206,8 @@ fn run_phase(
             "budget of {} s exceeded while busy with {what}; giving up",
             budget.as_secs_f64()
         ));
+        // Exiting skips every Drop: put back what is host-wide first.
+        crate::cleanup::run_pending();
         std::process::exit(code);
     });
     let report = runner.run();

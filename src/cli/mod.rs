@@ -214,7 +214,9 @@ impl Ctx {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
+    // Never a panic on a closed pipe (the hook ignores SIGPIPE and goes on).
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{s}");
     Ok(())
 }
 
@@ -241,10 +243,31 @@ impl Cmd {
     }
 }
 
-/// Refuses a writing command on a snapshot, before anything runs.
+/// Refuses a writing command on a snapshot, before anything runs; for one
+/// that may write, first puts back what an interrupted run left changed
+/// host-wide (`drivers_autoprobe`, see `reset::autoprobe`).
 pub fn check_writable(host: &Host, cmd: &Cmd) -> Result<()> {
-    if cmd.writes() {
-        host.check_writable()?;
+    if !cmd.writes() {
+        return Ok(());
+    }
+    host.check_writable()?;
+    if nix::unistd::geteuid().is_root() {
+        let mut j = crate::journal::Journal::new(false);
+        match crate::reset::autoprobe::recover(host, &mut j) {
+            Ok(Some(note)) => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "resetlab: note: {note}");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "resetlab: warning: could not put drivers_autoprobe back: {}",
+                    e.one_line()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -321,7 +344,8 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("resetlab: {}", e.one_line());
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "resetlab: {}", e.one_line());
             e.exit_code()
         }
     }

@@ -16,6 +16,7 @@ use crate::pci::{Bdf, Device, Host, Topology};
 
 pub use crate::journal::{self, Journal};
 
+pub mod autoprobe;
 pub mod engine;
 pub mod health;
 pub mod lock;
