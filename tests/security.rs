@@ -641,3 +641,148 @@ fn an_interrupted_remove_rescan_puts_autoprobe_back() {
     assert_eq!(ap(&t), "1");
     assert!(!record(&t).exists());
 }
+
+#[test]
+fn a_device_that_cannot_be_read_does_not_break_the_scan() {
+    let t = Twin::new().unwrap();
+    let dev = t.sysfs.join("bus/pci/devices/0000:c5:00.1");
+    let vendor = fs::canonicalize(dev.join("vendor")).unwrap();
+    fs::write(&vendor, "not hex\n").unwrap();
+    let o = on(&t, &["list", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).contains("0000:c5:00.1 could not be read"),
+        "{}",
+        err(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["bdf"] == "0000:c5:00.0"));
+    // The device next to it is still reset (dry run); the broken one says why.
+    let o = on(
+        &t,
+        &["reset", "c5:00.0", "-m", "remove_rescan", "--dry-run"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let o = on(&t, &["reset", "c5:00.1", "-m", "pm", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("0000:c5:00.1 could not be read"),
+        "{}",
+        err(&o)
+    );
+}
+
+/// A twin with `extra` more functions on the root bus (a large host for
+/// scan timings).
+fn large_twin(extra: usize) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let mut specs = resetlab::sim::tree::um880pro();
+    let proto = specs
+        .iter()
+        .find(|s| s.bdf.to_string() == "0000:c6:00.0")
+        .unwrap()
+        .clone();
+    'outer: for bus in 0x20u8..=0xbf {
+        for dev in 0..32u8 {
+            for func in 0..8u8 {
+                if specs.len() >= 40 + extra {
+                    break 'outer;
+                }
+                let mut s = proto.clone();
+                s.bdf = resetlab::pci::Bdf::new(0, bus, dev, func);
+                s.parent = None;
+                s.iommu_group = None;
+                specs.push(s);
+            }
+        }
+    }
+    resetlab::sim::tree::build(d.path(), &specs).unwrap();
+    d
+}
+
+/// Figures, not a check (no timing asserts): `cargo test --test security
+/// -- --ignored --nocapture scan_figures` [RESETLAB_BEFORE=/path/to/old/resetlab].
+#[test]
+#[ignore]
+fn scan_figures_on_a_large_twin() {
+    let d = large_twin(5000);
+    let s = d.path().join("sys");
+    let n = fs::read_dir(s.join("bus/pci/devices")).unwrap().count();
+    let mut bins = vec![("now", env!("CARGO_BIN_EXE_resetlab").to_string())];
+    if let Ok(b) = std::env::var("RESETLAB_BEFORE") {
+        bins.insert(0, ("before", b));
+    }
+    for (label, b) in bins {
+        for args in [
+            vec!["list", "--json"],
+            vec!["reset", "c5:00.1", "-m", "pm", "--dry-run"],
+            vec![
+                "reset",
+                "c5:00.1",
+                "-m",
+                "kernel,flr,af_flr,pm",
+                "--dry-run",
+            ],
+        ] {
+            let mut times = vec![];
+            for _ in 0..3 {
+                let t0 = std::time::Instant::now();
+                let o = std::process::Command::new(&b)
+                    .arg("--sysfs")
+                    .arg(&s)
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert!(o.status.code().is_some());
+            }
+            times.sort_by(f64::total_cmp);
+            println!("{label}: {n} devices: {args:?}: median {:.0} ms", times[1]);
+        }
+    }
+}
+
+#[test]
+fn messages_and_codes() {
+    let t = Twin::new().unwrap();
+    // An explicit --policy that is missing is an error, not the defaults.
+    let o = on(
+        &t,
+        &[
+            "hook",
+            "status",
+            "100",
+            "--policy",
+            "/nonexistent/policy.toml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("given with --policy"), "{}", err(&o));
+    // Duplicate policy keys are an error naming the place.
+    let d = tempfile::tempdir().unwrap();
+    let pol = d.path().join("p.toml");
+    fs::write(&pol, "[chain]\namd_gpu = [\"flr\"]\namd_gpu = [\"pm\"]\n").unwrap();
+    let o = on(
+        &t,
+        &["hook", "status", "100", "--policy", pol.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains(":3:1: duplicate key"), "{}", err(&o));
+    // Control characters from a state record are shown escaped.
+    let dir = t.root().join("run/resetlab");
+    fs::create_dir_all(&dir).unwrap();
+    let rec = serde_json::json!({
+        "bdf": "0000:c5:00.0", "state": "dirty", "time": 0, "vmid": 100,
+        "last_method": "\u{1b}[2J\u{1b}]0;owned\u{7}smu_mode2\nFAKE LINE",
+    });
+    fs::write(dir.join("0000:c5:00.0.json"), rec.to_string()).unwrap();
+    let o = on(&t, &["hook", "status", "100"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(!out.lines().any(|l| l.starts_with("FAKE LINE")), "{out}");
+    assert!(out.contains("\\u{1b}[2J"), "the record was shown: {out}");
+}

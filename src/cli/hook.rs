@@ -161,6 +161,16 @@ pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result
     if writes(args) {
         host.check_writable()?;
     }
+    // A policy named with --policy must be there (only the default path may
+    // be absent, meaning the built-in defaults).
+    if let Some(p) = &args.paths.policy {
+        if std::fs::symlink_metadata(p).is_err() {
+            return Err(crate::error::Error::not_found(
+                "policy file",
+                format!("{} (given with --policy)", p.display()),
+            ));
+        }
+    }
     match &args.cmd {
         Some(HookCmd::Install(a)) => run_install(host, json, &args.paths, a),
         Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),
@@ -289,6 +299,9 @@ pub fn print_status(r: &StatusReport) {
             None if d.state == "none" => "no record (clean since boot)".into(),
             None => format!("{} (treated as dirty)", d.state),
         };
+        // A state record is a file anyone with root's run dir wrote: its
+        // text is shown escaped, never as terminal control.
+        let state = crate::text::escape_control(&state);
         println!(
             "  {}  hostpci{}  {kind}  {}  driver {}  {state}",
             d.bdf,

@@ -91,9 +91,7 @@ impl DevArgs {
     pub fn resolve<'t>(&self, topo: &'t Topology) -> Result<&'t Device> {
         if let Some(d) = &self.dev {
             let bdf: Bdf = d.parse()?;
-            let dev = topo
-                .get(&bdf)
-                .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?;
+            let dev = topo.require(&bdf)?;
             // DEV together with -s / -d: they must name the same device.
             if self.slot.is_some() || self.id.is_some() {
                 let m = select(topo, self.slot.as_deref(), self.id.as_deref())?;

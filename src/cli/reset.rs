@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{print_json, Ctx, DevArgs};
 use crate::error::{exit, Result};
 use crate::pci::Topology;
-use crate::reset::engine::{default_chain, run_chain, ChainReport};
+use crate::reset::engine::{default_chain, run_chain_in, ChainReport};
 use crate::reset::{parse_chain, Journal, ResetOptions};
 
 #[derive(clap::Args, Debug)]
@@ -151,7 +151,16 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
         journal = journal.with_trace(t)?;
     }
     let bdf = dev.bdf;
-    let report = run_chain(&ctx.host, &ctx.regs, &bdf, &chain, &opts, &mut journal)?;
+    // The tree scanned above is the one the chain works on: one scan a command.
+    let report = run_chain_in(
+        &ctx.host,
+        &ctx.regs,
+        topo,
+        &bdf,
+        &chain,
+        &opts,
+        &mut journal,
+    )?;
     if ctx.json {
         print_json(&report)?;
     } else {

@@ -368,26 +368,66 @@ impl Device {
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
     pub devices: BTreeMap<Bdf, Device>,
+    /// Devices listed but not loaded: gone while we read them (another
+    /// process removed them) or unreadable; each with why.
+    pub skipped: BTreeMap<Bdf, String>,
 }
 
 impl Topology {
+    /// Reads every device. The bus may change under us (another resetlab
+    /// remove-rescanning a function): a device that vanishes or cannot be
+    /// read is recorded in `skipped` and the rest goes on.
     pub fn scan(host: &Host) -> Result<Topology> {
         let dir = host.devices_dir();
         let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         let mut devices = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
             let name = entry.file_name();
             let Some(bdf) = name.to_str().and_then(|n| n.parse::<Bdf>().ok()) else {
                 continue;
             };
-            devices.insert(bdf, Device::load(host, bdf)?);
+            match Device::load(host, bdf) {
+                Ok(d) => {
+                    devices.insert(bdf, d);
+                }
+                Err(e) => {
+                    let why = if fs::symlink_metadata(host.device_dir(&bdf)).is_err() {
+                        "left the bus while it was being read".to_string()
+                    } else {
+                        format!("could not be read: {}", e.one_line())
+                    };
+                    skipped.insert(bdf, why);
+                }
+            }
         }
-        Ok(Topology { devices })
+        Ok(Topology { devices, skipped })
     }
 
     pub fn get(&self, bdf: &Bdf) -> Option<&Device> {
         self.devices.get(bdf)
+    }
+
+    /// The device, or an error that says why it is not here (never there,
+    /// or skipped by the scan and why).
+    pub fn require(&self, bdf: &Bdf) -> Result<&Device> {
+        if let Some(d) = self.devices.get(bdf) {
+            return Ok(d);
+        }
+        match self.skipped.get(bdf) {
+            Some(why) => Err(Error::failed(format!("{bdf} {why}"))),
+            None => Err(Error::not_found("PCI device", bdf.to_string())),
+        }
+    }
+
+    /// Re-reads one device (after a method that may have re-created it)
+    /// without rescanning the tree.
+    pub fn reload(&mut self, host: &Host, bdf: &Bdf) -> Result<&Device> {
+        let d = Device::load(host, *bdf)?;
+        self.skipped.remove(bdf);
+        self.devices.insert(*bdf, d);
+        Ok(&self.devices[bdf])
     }
 
     /// Every function below a bridge, recursively.

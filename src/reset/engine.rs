@@ -257,12 +257,25 @@ pub fn run_chain(
     opts: &ResetOptions,
     journal: &mut Journal,
 ) -> Result<ChainReport> {
-    let start = Instant::now();
     let topo = Topology::scan(host)?;
-    let dev = topo
-        .get(bdf)
-        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
-        .clone();
+    run_chain_in(host, regs, topo, bdf, chain, opts, journal)
+}
+
+/// [`run_chain`] on a tree the caller has scanned already: the tree is read
+/// once per command (5044 devices take seconds), and after that only the
+/// device itself is re-read (with the locks held, and after each method,
+/// which may have re-created it).
+pub fn run_chain_in(
+    host: &Host,
+    regs: &RegsDb,
+    mut topo: Topology,
+    bdf: &Bdf,
+    chain: &[MethodSpec],
+    opts: &ResetOptions,
+    journal: &mut Journal,
+) -> Result<ChainReport> {
+    let start = Instant::now();
+    let dev = topo.require(bdf)?.clone();
     require_root(opts)?;
     // Lock the device and, for a bus reset, every function it would hit.
     let mut locked: Vec<Bdf> = vec![dev.bdf];
@@ -283,27 +296,29 @@ pub fn run_chain(
             .collect::<Result<_>>()?
     };
     // The guards run with the locks held: what they saw stays true while we
-    // work (a VM may have started during the wait).
-    let topo = if _locks.is_empty() {
-        topo
+    // work (a VM may have started during the wait; its driver may have changed).
+    let dev = if _locks.is_empty() {
+        dev
     } else {
-        Topology::scan(host)?
+        topo.reload(host, bdf)?.clone()
     };
-    let dev = topo
-        .get(bdf)
-        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
-        .clone();
     guards_for(host, &topo, &dev, &locked, opts)?;
     let restore_control = wake(&dev, journal, opts.wait_timeout)?;
     let mut runs = Vec::new();
     let mut success = None;
-    for spec in chain {
-        // Re-read the tree: an earlier method may have re-created the device.
-        let topo = Topology::scan(host)?;
-        let Some(dev) = topo.get(bdf).cloned() else {
-            return Err(Error::failed(format!(
-                "{bdf} is gone (removed and not rescanned)"
-            )));
+    for (i, spec) in chain.iter().enumerate() {
+        // Re-read the device: an earlier method may have re-created it.
+        let dev = if i == 0 {
+            dev.clone()
+        } else {
+            match topo.reload(host, bdf) {
+                Ok(d) => d.clone(),
+                Err(_) => {
+                    return Err(Error::failed(format!(
+                        "{bdf} is gone (removed and not rescanned)"
+                    )))
+                }
+            }
         };
         let run = run_one(host, regs, &topo, &dev, *spec, opts, journal)?;
         let ok = run.succeeded();
