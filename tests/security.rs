@@ -266,6 +266,24 @@ fn files_a_user_names_are_bounded_and_never_block() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
         assert_eq!(err(&o).lines().count(), 1, "{args:?}: {}", err(&o));
     }
+    // --trace: never through a link, never into a FIFO or device.
+    let c = Canary::new();
+    let link = d.path().join("trace-link");
+    symlink(&c.path, &link).unwrap();
+    for trace in [link.to_str().unwrap(), f, "/dev/null"] {
+        let o = run(&[
+            "--sim",
+            "reset",
+            "c5:00.1",
+            "-m",
+            "pm",
+            "--dry-run",
+            "--trace",
+            trace,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{trace}: {}", err(&o));
+    }
+    c.assert_intact();
     // Not UTF-8 where text is expected: bad input, not a system error.
     let o = run(&["--sim", "run", b, "--dev", "c5:00.0"]);
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
