@@ -804,3 +804,76 @@ fn messages_and_codes() {
     assert!(!out.lines().any(|l| l.starts_with("FAKE LINE")), "{out}");
     assert!(out.contains("\\u{1b}[2J"), "the record was shown: {out}");
 }
+
+#[test]
+fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let entries = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("resetlab-"))
+            .collect::<Vec<_>>()
+    };
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bench-out");
+        let child = bin()
+            .args([
+                "--sim",
+                "bench",
+                "-n",
+                "10000",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut n = 0;
+        while !out.join("trials.jsonl").exists() {
+            n += 1;
+            assert!(n < 4000, "the bench never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(entries(tmp.path()).len(), 1, "{:?}", entries(tmp.path()));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait_with_output().unwrap().status;
+        assert_eq!(st.signal(), Some(sig as i32), "{st:?}");
+        assert_eq!(
+            entries(tmp.path()),
+            Vec::<String>::new(),
+            "{sig:?} left the twin"
+        );
+    }
+    // SIGPIPE: the reader of `list` goes away.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["--sim", "list"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    use std::io::Read;
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGPIPE), "{st:?}");
+    assert_eq!(
+        entries(tmp.path()),
+        Vec::<String>::new(),
+        "SIGPIPE left the twin"
+    );
+}
