@@ -736,7 +736,6 @@ fn scan_figures_on_a_large_twin() {
     }
     for (label, b) in bins {
         for args in [
-            vec!["list", "--json"],
             vec!["reset", "c5:00.1", "-m", "pm", "--dry-run"],
             vec![
                 "reset",
