@@ -876,3 +876,18 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
         "SIGPIPE left the twin"
     );
 }
+
+#[test]
+fn a_safety_refusal_by_a_probe_exits_3_on_stderr() {
+    let t = running();
+    // c5:00.0's slot has ccp and xhci_hcd bound: --slot would remove them.
+    let o = on(&t, &["reset", "c5:00.0", "-m", "remove_rescan", "--slot"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(
+        err(&o).contains("refused: 0000:c5:00.0: remove_rescan: --slot would also remove"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
+    assert!(t.sysfs.join("bus/pci/devices/0000:c5:00.2").exists());
+}

@@ -166,9 +166,18 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
     } else {
         print_report(&report);
     }
-    Ok(if report.success {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    if report.success {
+        return Ok(exit::OK);
+    }
+    // Nothing ran because a guard-level verdict said no: that is a refusal
+    // (exit 3, on stderr), not a reset that failed.
+    if !report.runs.iter().any(|r| r.attempted) {
+        if let Some(r) = report.runs.iter().find(|r| r.verdict.refused) {
+            return Err(crate::error::Error::refused(format!(
+                "{}: {}: {} (or use --force)",
+                report.device, r.method, r.verdict.reason
+            )));
+        }
+    }
+    Ok(exit::FAILED)
 }

@@ -77,6 +77,10 @@ pub struct Verdict {
     /// The raw register values the verdict rests on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registers: Vec<RegValue>,
+    /// A "no" that is a safety refusal `--force` would lift (a live host
+    /// driver in the blast radius), not a mechanism that is absent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl Verdict {
@@ -86,6 +90,7 @@ impl Verdict {
             reason: reason.into(),
             affects: vec![],
             registers: vec![],
+            refused: false,
         }
     }
 
@@ -95,7 +100,15 @@ impl Verdict {
             reason: reason.into(),
             affects: vec![],
             registers: vec![],
+            refused: false,
         }
+    }
+
+    /// A safety refusal (see `refused`).
+    pub fn refuse(reason: impl Into<String>) -> Verdict {
+        let mut v = Verdict::no(reason);
+        v.refused = true;
+        v
     }
 
     pub fn with_regs(mut self, regs: Vec<RegValue>) -> Verdict {

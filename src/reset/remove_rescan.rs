@@ -76,7 +76,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         ))
         .with_affects(slot)
     } else {
-        Verdict::no(format!(
+        Verdict::refuse(format!(
             "--slot would also remove functions bound to live host drivers: {}; unbind them \
              (or bind vfio-pci) first, or use --force",
             live.join(", ")
