@@ -727,7 +727,13 @@ fn large_twin(extra: usize) -> tempfile::TempDir {
 #[test]
 #[ignore]
 fn scan_figures_on_a_large_twin() {
-    let d = large_twin(5000);
+    // All on the root bus: the worst case for a scan that lists each
+    // function's parent (RESETLAB_FIGURES_N, default 1000).
+    let extra = std::env::var("RESETLAB_FIGURES_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let d = large_twin(extra);
     let s = d.path().join("sys");
     let n = fs::read_dir(s.join("bus/pci/devices")).unwrap().count();
     let mut bins = vec![("now", env!("CARGO_BIN_EXE_resetlab").to_string())];
@@ -851,23 +857,17 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             "{sig:?} left the twin"
         );
     }
-    // SIGPIPE: the reader of `list` goes away.
+    // SIGPIPE: the reader of `list` is gone (its end closed before the
+    // child starts), so the first write meets EPIPE.
     let tmp = tempfile::tempdir().unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
     let mut child = bin()
         .args(["--sim", "list"])
         .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(w))
         .spawn()
         .unwrap();
-    let mut first = [0u8; 1];
-    use std::io::Read;
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
-    drop(child.stdout.take());
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGPIPE), "{st:?}");
     assert_eq!(

@@ -256,6 +256,17 @@ impl Device {
     /// there and parse; every other attribute is optional, but an attribute
     /// that exists and cannot be read is an error naming it.
     pub fn load(host: &Host, bdf: Bdf) -> Result<Device> {
+        Self::load_cached(host, bdf, &mut BTreeMap::new())
+    }
+
+    /// [`Device::load`] with the parent directories' listings shared across
+    /// a scan: every function on a bus lists the same parent, and re-reading
+    /// it per function made a scan quadratic in the bus's size.
+    fn load_cached(
+        host: &Host,
+        bdf: Bdf,
+        parents: &mut BTreeMap<PathBuf, Vec<Bdf>>,
+    ) -> Result<Device> {
         let dir = host.device_dir(&bdf);
         if fs::symlink_metadata(&dir).is_err() {
             return Err(Error::not_found(
@@ -276,8 +287,11 @@ impl Device {
             Ok(b) => Parent::Bridge(b),
             Err(_) => Parent::RootBus(parent_name),
         };
-        let bus_peers = bdf_children(&parent_dir)
-            .into_iter()
+        let bus_peers = parents
+            .entry(parent_dir.clone())
+            .or_insert_with(|| bdf_children(&parent_dir))
+            .iter()
+            .copied()
             .filter(|b| *b != bdf && b.bus == bdf.bus && b.domain == bdf.domain)
             .collect();
         let secondary_bus_dir = fs::read_dir(real_dir.join("pci_bus"))
@@ -382,13 +396,14 @@ impl Topology {
         let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         let mut devices = BTreeMap::new();
         let mut skipped = BTreeMap::new();
+        let mut parents = BTreeMap::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
             let name = entry.file_name();
             let Some(bdf) = name.to_str().and_then(|n| n.parse::<Bdf>().ok()) else {
                 continue;
             };
-            match Device::load(host, bdf) {
+            match Device::load_cached(host, bdf, &mut parents) {
                 Ok(d) => {
                     devices.insert(bdf, d);
                 }
