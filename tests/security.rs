@@ -723,7 +723,8 @@ fn large_twin(extra: usize) -> tempfile::TempDir {
 }
 
 /// Figures, not a check (no timing asserts): `cargo test --test security
-/// -- --ignored --nocapture scan_figures` [RESETLAB_BEFORE=/path/to/old/resetlab].
+/// -- --ignored --nocapture scan_figures` [RESETLAB_BEFORE=/path/to/old/resetlab]
+/// [RESETLAB_FIGURES_N=extra functions] [RESETLAB_FIGURES_REPS=runs].
 #[test]
 #[ignore]
 fn scan_figures_on_a_large_twin() {
@@ -751,8 +752,12 @@ fn scan_figures_on_a_large_twin() {
                 "--dry-run",
             ],
         ] {
+            let reps: usize = std::env::var("RESETLAB_FIGURES_REPS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(3);
             let mut times = vec![];
-            for _ in 0..3 {
+            for _ in 0..reps.max(1) {
                 let t0 = std::time::Instant::now();
                 let o = std::process::Command::new(&b)
                     .arg("--sysfs")
@@ -764,7 +769,11 @@ fn scan_figures_on_a_large_twin() {
                 assert!(o.status.code().is_some());
             }
             times.sort_by(f64::total_cmp);
-            println!("{label}: {n} devices: {args:?}: median {:.0} ms", times[1]);
+            println!(
+                "{label}: {n} devices: {args:?}: median {:.0} ms of {}",
+                times[times.len() / 2],
+                times.len()
+            );
         }
     }
 }
