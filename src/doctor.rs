@@ -897,6 +897,11 @@ pub const CHECKS: &[CheckDef] = &[
         run: check_vfio_modules,
     },
     CheckDef {
+        name: "autoprobe",
+        about: "bus/pci/drivers_autoprobe is on (an interrupted remove_rescan leaves it off)",
+        run: check_autoprobe,
+    },
+    CheckDef {
         name: "vm-config",
         about: "--vmid: the VM config parses and passes devices through",
         run: check_vm_config,
@@ -1027,6 +1032,42 @@ fn check_iommu(ctx: &DoctorCtx) -> Vec<Check> {
                 format!("enable the IOMMU (AMD-Vi / SVM) in the firmware setup; remove any iommu=off or amd_iommu=off: {GRUB_FIX}"),
             )
         }
+    };
+    vec![c]
+}
+
+fn check_autoprobe(ctx: &DoctorCtx) -> Vec<Check> {
+    let attr = crate::reset::autoprobe::attr(&ctx.host);
+    let pending = crate::reset::autoprobe::pending(&ctx.host);
+    let fix = format!(
+        "run any writing resetlab command (it puts it back), or: echo 1 > {}",
+        attr.display()
+    );
+    let c = match (crate::pci::sysfs::read_attr(&attr), pending) {
+        (Ok(Some(v)), Some(p)) if v == "0" => Check::fail(
+            "autoprobe",
+            format!("{} is 0: new devices on this host get no driver; {p}", attr.display()),
+            fix,
+        ),
+        (Ok(Some(v)), None) if v == "0" => Check::warn(
+            "autoprobe",
+            format!(
+                "{} is 0: new devices on this host get no driver (not set by resetlab: no pending record)",
+                attr.display()
+            ),
+            fix,
+        ),
+        (Ok(Some(_)), Some(p)) => Check::warn(
+            "autoprobe",
+            format!("drivers_autoprobe is on, but a record is left: {p}"),
+            "the next writing resetlab removes it",
+        ),
+        (Ok(Some(_)), None) => Check::pass("autoprobe", format!("{} is 1", attr.display())),
+        (Ok(None), _) => Check::pass(
+            "autoprobe",
+            format!("no {} (nothing to check)", attr.display()),
+        ),
+        (Err(e), _) => Check::warn("autoprobe", e.one_line(), "check it by hand"),
     };
     vec![c]
 }

@@ -114,12 +114,40 @@ impl Journal {
     }
 
     /// Appends every record to `path` as JSON lines, fsync'd one by one.
+    ///
+    /// Root appends here, so the file must be a regular file reached without a
+    /// link (`O_NOFOLLOW`: a link planted at the path would aim the trace at
+    /// another file), and opening never blocks (`O_NONBLOCK`: a FIFO with no
+    /// reader would hang us); anything else is refused as bad input.
     pub fn with_trace(mut self, path: &Path) -> Result<Journal> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| Error::io("open trace", path, e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::parse(
+                    "trace file",
+                    path.display().to_string(),
+                    "is a symbolic link; name the file itself",
+                ),
+                Some(libc::ENXIO) => Error::parse(
+                    "trace file",
+                    path.display().to_string(),
+                    "a FIFO where a regular file is expected",
+                ),
+                _ => Error::io("open trace", path, e),
+            })?;
+        let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::parse(
+                "trace file",
+                path.display().to_string(),
+                "not a regular file (a FIFO or device); not writing to it",
+            ));
+        }
         self.trace = Some((path.to_path_buf(), f));
         Ok(self)
     }

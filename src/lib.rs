@@ -5,6 +5,7 @@
 
 pub mod amd;
 pub mod bench;
+pub mod cleanup;
 pub mod cli;
 pub mod doctor;
 pub mod error;
@@ -18,5 +19,6 @@ pub mod report;
 pub mod reset;
 pub mod sim;
 pub mod snapshot;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -175,16 +175,42 @@ fn pci_subdir(name: &str, _depth: usize) -> bool {
 
 /// Writes a snapshot of `sysfs` to `out` (gzip-compressed when it ends in `.gz`).
 pub fn capture(sysfs: &Path, out: &Path) -> Result<Summary> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = out.with_extension("partial");
-    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    // A new file, never one planted there (or a link to one): O_EXCL|O_NOFOLLOW.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::refused(format!(
+                    "{} already exists (a link, or left by an interrupted snapshot); not writing                      through it: remove it and retry",
+                    tmp.display()
+                ))
+            } else {
+                Error::io("create", &tmp, e)
+            }
+        })?;
     let gz = out.extension().is_some_and(|e| e == "gz" || e == "tgz");
-    let summary = if gz {
-        let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        let (enc, s) = capture_to(sysfs, enc)?;
-        enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
-        s
-    } else {
-        capture_to(sysfs, file)?.1
+    let r = (|| {
+        if gz {
+            let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            let (enc, s) = capture_to(sysfs, enc)?;
+            enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
+            Ok(s)
+        } else {
+            capture_to(sysfs, file).map(|r| r.1)
+        }
+    })();
+    let summary = match r {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     };
     fs::rename(&tmp, out).map_err(|e| Error::io("rename", out, e))?;
     Ok(summary)
@@ -286,16 +312,59 @@ pub struct Unpacked {
     pub sysfs: PathBuf,
 }
 
-/// Unpacks a snapshot file (tar or tar.gz) into a temp dir.
+/// Bounds of an archive being replayed: entry count, one member's size (an
+/// attribute is at most 64 KiB; the metadata is small) and the total unpacked.
+pub const MAX_ENTRIES: u64 = 1_000_000;
+pub const MAX_MEMBER: u64 = 16 << 20;
+pub const MAX_TOTAL: u64 = 512 << 20;
+
+fn bad(file: &Path, reason: impl Into<String>) -> Error {
+    Error::parse("snapshot", file.display().to_string(), reason.into())
+}
+
+/// Whether a symlink at `rel` (a path inside the unpack dir) with `target`
+/// stays inside: relative, only leading `..` (as sysfs's own links are), and
+/// those never climb above the unpack dir.
+fn link_stays_inside(rel: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    let depth = rel.parent().map(|p| p.components().count()).unwrap_or(0);
+    let mut ups = 0;
+    let mut past_ups = false;
+    for c in target.components() {
+        match c {
+            Component::ParentDir if !past_ups => ups += 1,
+            Component::Normal(_) => past_ups = true,
+            _ => return false,
+        }
+    }
+    ups <= depth
+}
+
+/// Unpacks a snapshot file (tar or tar.gz) into a temp dir. Only `sys/` and
+/// the metadata are kept (a planted `dev/`, `run/` or `etc/` is skipped), only
+/// directories, regular files and links that stay inside the tree are made
+/// (no device nodes, FIFOs or hard links), and the archive is bounded in
+/// entries, member size and total size, so a bomb fails with a clear line.
 pub fn unpack(file: &Path) -> Result<Unpacked> {
-    let mut f = fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+    let Some(f) = crate::pci::bounded_read::open_regular(file)? else {
+        return Err(Error::io(
+            "open",
+            file,
+            io::Error::from(io::ErrorKind::NotFound),
+        ));
+    };
     let mut magic = [0u8; 2];
-    let n = f.read(&mut magic).map_err(|e| Error::io("read", file, e))?;
-    let f = fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+    let n = (&f)
+        .read(&mut magic)
+        .map_err(|e| Error::io("read", file, e))?;
+    drop(f);
+    let f = crate::pci::bounded_read::open_regular(file)?
+        .ok_or_else(|| Error::io("open", file, io::Error::from(io::ErrorKind::NotFound)))?;
     let dir = tempfile::Builder::new()
         .prefix("resetlab-snapshot-")
         .tempdir()
         .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
+    crate::cleanup::register_dir(dir.path());
     let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(flate2::read::GzDecoder::new(f))
     } else {
@@ -303,14 +372,68 @@ pub fn unpack(file: &Path) -> Result<Unpacked> {
     };
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    // `unpack` refuses entries that would land outside the directory.
-    ar.unpack(dir.path()).map_err(|e| {
-        Error::parse(
-            "snapshot",
-            file.display().to_string(),
-            format!("not a readable snapshot archive: {e}"),
-        )
-    })?;
+    ar.set_unpack_xattrs(false);
+    let unreadable = |e: io::Error| bad(file, format!("not a readable snapshot archive: {e}"));
+    let (mut count, mut total) = (0u64, 0u64);
+    for entry in ar.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(bad(file, format!("more than {MAX_ENTRIES} entries")));
+        }
+        let rel = entry.path().map_err(unreadable)?.into_owned();
+        let keep = rel == Path::new(META_NAME) || rel.starts_with("sys");
+        if !keep {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::Directory => {}
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.header().size().map_err(unreadable)?;
+                if size > MAX_MEMBER {
+                    return Err(bad(
+                        file,
+                        format!(
+                            "member {} is {size} bytes (more than {MAX_MEMBER})",
+                            rel.display()
+                        ),
+                    ));
+                }
+                total += size;
+                if total > MAX_TOTAL {
+                    return Err(bad(file, format!("unpacks to more than {MAX_TOTAL} bytes")));
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(unreadable)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                if !link_stays_inside(&rel, &target) {
+                    return Err(bad(
+                        file,
+                        format!(
+                            "link {} -> {} points outside the snapshot",
+                            rel.display(),
+                            target.display()
+                        ),
+                    ));
+                }
+            }
+            // Device nodes, FIFOs, hard links, sparse members: never in a
+            // snapshot resetlab writes, and never made from one.
+            other => {
+                return Err(bad(
+                    file,
+                    format!("member {} is a {other:?} entry", rel.display()),
+                ))
+            }
+        }
+        // `unpack_in` refuses entries that would land outside the directory.
+        entry.unpack_in(dir.path()).map_err(unreadable)?;
+    }
     let sysfs = dir.path().join("sys");
     if !sysfs.join("bus/pci/devices").is_dir() {
         return Err(Error::parse(

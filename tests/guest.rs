@@ -1570,7 +1570,9 @@ fn reset_remove_rescan_of_the_slot_brings_every_function_back(run: &Run) {
     let (f0, f1) = (run.bdf("mf0"), run.bdf("mf1"));
     let (rc, report) = reset_report(run, "rr.slot");
     let r = &report["runs"][0];
-    assert_eq!((rc, &r["attempted"]), (1, &Value::Bool(false)), "{report}");
+    // A safety refusal (issue 19): exit 3, the report still on stdout.
+    assert_eq!((rc, &r["attempted"]), (3, &Value::Bool(false)), "{report}");
+    assert_eq!(r["verdict"]["refused"], true, "{report}");
     let reason = r["verdict"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains(&format!("{f1} (e1000e)")), "{reason}");
     assert_eq!(kview(run, "rr.slot.after")["present"], true);

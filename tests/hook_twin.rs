@@ -100,12 +100,12 @@ impl Bench {
             "hook".into(),
         ];
         v.extend(extra.iter().map(|s| s.to_string()));
-        v.extend([
-            "--pve-config".into(),
-            self.pve.display().to_string(),
-            "--policy".into(),
-            self.policy.display().to_string(),
-        ]);
+        v.extend(["--pve-config".into(), self.pve.display().to_string()]);
+        // An explicit --policy must exist (issue 19); without one the twin's
+        // default path (this one) is read if it is there.
+        if self.policy.exists() {
+            v.extend(["--policy".into(), self.policy.display().to_string()]);
+        }
         v
     }
 

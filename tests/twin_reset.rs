@@ -148,8 +148,10 @@ fn remove_rescan_of_the_slot_brings_every_function_back_bound_as_before() {
 #[test]
 fn bus_is_refused_while_siblings_have_live_drivers_and_runs_once_they_are_unbound() {
     let t = running();
-    let (code, v, _) = reset_json(&t, &["c5:00.0", "-m", "bus"]);
-    assert_eq!(code, Some(1));
+    let (code, v, err) = reset_json(&t, &["c5:00.0", "-m", "bus"]);
+    // A safety refusal: exit 3, one line on stderr, the report still printed.
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(v["runs"][0]["verdict"]["refused"], true);
     let reason = v["runs"][0]["verdict"]["reason"].as_str().unwrap();
     assert!(
         reason.contains("c5:00.3 (xhci_hcd)") && reason.contains("c5:00.4 (xhci_hcd)"),

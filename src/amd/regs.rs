@@ -1201,7 +1201,10 @@ impl RegsDb {
             }
             paths.sort();
             for p in paths {
-                let t = fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
+                let t = crate::pci::bounded_read::read_text(
+                    &p,
+                    crate::pci::bounded_read::TEXT_FILE_MAX,
+                )?;
                 files.push((p, t));
             }
         }

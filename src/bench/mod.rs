@@ -39,6 +39,10 @@ use crate::reset::{Analysis, Configs, Journal, MethodSpec, ResetOptions, METHODS
 
 use cmd::{CmdVars, Step};
 
+/// The most cycles one bench runs (`-n`): its trials are kept in memory for
+/// the report (about 1 KiB each, a few MB at most).
+pub const MAX_CYCLES: usize = 10_000;
+
 /// The phases of a trial, in the engine's order (`total` is the method's
 /// whole time, probe to health).
 pub const PHASES: &[&str] = &[
@@ -401,6 +405,13 @@ pub fn run(
     if plan.methods.is_empty() {
         return Err(Error::parse("method list", "", "name at least one method"));
     }
+    if plan.cycles > MAX_CYCLES {
+        return Err(Error::parse(
+            "cycle count",
+            plan.cycles.to_string(),
+            format!("at most {MAX_CYCLES}"),
+        ));
+    }
     let rows: Vec<twin_vm::Row> = plan
         .twin_vm
         .as_ref()
@@ -408,12 +419,13 @@ pub fn run(
         .into_iter()
         .chain(plan.methods.iter().cloned().map(twin_vm::Row::Method))
         .collect();
-    let total = plan.cycles * rows.len();
+    let total = plan.cycles.saturating_mul(rows.len());
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
-    let mut trials = Vec::with_capacity(total);
+    // Grown as trials come (each is on disk first): never sized up front.
+    let mut trials = Vec::new();
     'cycles: for cycle in 0..plan.cycles {
         for row in &rows {
             let (t, spent) = match (&plan.twin_vm, row) {

@@ -24,7 +24,8 @@ pub struct BenchArgs {
     #[arg(long, short = 'm', value_name = "M[,M...]")]
     pub methods: Option<String>,
     /// Cycles: each cycle applies every method once, interleaved (A B C A B C …).
-    #[arg(long, short = 'n', default_value_t = 10, value_name = "N")]
+    #[arg(long, short = 'n', default_value_t = 10, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=crate::bench::MAX_CYCLES as u64))]
     pub cycles: usize,
     /// Run before every trial to make the device dirty ({dev}, {sysfs} substituted),
     /// e.g. 'resetlab sim dirty DIR {dev}'. On the twin (--sim) the default marks it dirty.

@@ -127,12 +127,17 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
 /// database only if it resets something, and a live `/sys` or a directory needs no set-up.
 /// `--sim` and snapshot files go through [`Ctx`].
 pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
+    // Hook mode: Proxmox may close our stdout/stderr mid-phase (its task log
+    // going away). A write to them that fails means the reader is gone, never
+    // a reason to stop half-way through resetting a VM's devices.
+    crate::cleanup::ignore_sigpipe();
     let root = cli
         .sysfs
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
     if cli.sim || root.is_file() {
         let ctx = Ctx::new(cli)?;
+        super::check_writable(&ctx.host, &cli.cmd)?;
         return run(&ctx.host, &cli.regs, cli.json, args);
     }
     if !root.is_dir() {
@@ -142,10 +147,31 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    run(&Host::new(root), &cli.regs, cli.json, args)
+    let host = Host::new(root);
+    super::check_writable(&host, &cli.cmd)?;
+    run(&host, &cli.regs, cli.json, args)
+}
+
+/// Whether the hook invocation writes: a phase (resets, state records, the
+/// log) or `install`; `status` only reads.
+pub fn writes(args: &HookArgs) -> bool {
+    !matches!(&args.cmd, Some(HookCmd::Status(_)))
 }
 
 pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
+    if writes(args) {
+        host.check_writable()?;
+    }
+    // A policy named with --policy must be there (only the default path may
+    // be absent, meaning the built-in defaults).
+    if let Some(p) = &args.paths.policy {
+        if std::fs::symlink_metadata(p).is_err() {
+            return Err(crate::error::Error::not_found(
+                "policy file",
+                format!("{} (given with --policy)", p.display()),
+            ));
+        }
+    }
     match &args.cmd {
         Some(HookCmd::Install(a)) => run_install(host, json, &args.paths, a),
         Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),
@@ -191,6 +217,8 @@ fn run_phase(
             "budget of {} s exceeded while busy with {what}; giving up",
             budget.as_secs_f64()
         ));
+        // Exiting skips every Drop: put back what is host-wide first.
+        crate::cleanup::run_pending();
         std::process::exit(code);
     });
     let report = runner.run();
@@ -272,6 +300,9 @@ pub fn print_status(r: &StatusReport) {
             None if d.state == "none" => "no record (clean since boot)".into(),
             None => format!("{} (treated as dirty)", d.state),
         };
+        // A state record is a file anyone with root's run dir wrote: its
+        // text is shown escaped, never as terminal control.
+        let state = crate::text::escape_control(&state);
         println!(
             "  {}  hostpci{}  {kind}  {}  driver {}  {state}",
             d.bdf,

@@ -84,6 +84,11 @@ fn print_device(r: &DeviceReport, with_regs: bool) {
 
 pub fn list(ctx: &Ctx, args: &ListArgs) -> Result<i32> {
     let topo = Topology::scan(&ctx.host)?;
+    // A device that left the bus or could not be read is named; the rest is listed.
+    for (bdf, why) in &topo.skipped {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "resetlab: warning: {bdf} {why}");
+    }
     let keep: Vec<_> = select(&topo, args.slot.as_deref(), args.id.as_deref())?
         .iter()
         .map(|d| d.bdf)

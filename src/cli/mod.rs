@@ -98,9 +98,25 @@ impl DevArgs {
     pub fn resolve<'t>(&self, topo: &'t Topology) -> Result<&'t Device> {
         if let Some(d) = &self.dev {
             let bdf: Bdf = d.parse()?;
-            return topo
-                .get(&bdf)
-                .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()));
+            let dev = topo.require(&bdf)?;
+            // DEV together with -s / -d: they must name the same device.
+            if self.slot.is_some() || self.id.is_some() {
+                let m = select(topo, self.slot.as_deref(), self.id.as_deref())?;
+                if !m.iter().any(|x| x.bdf == bdf) {
+                    let sel = [self.slot.as_deref(), self.id.as_deref()]
+                        .iter()
+                        .flatten()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    return Err(Error::parse(
+                        "device",
+                        format!("{bdf} {sel}"),
+                        format!("{bdf} does not match the selector '{sel}'; name the device once"),
+                    ));
+                }
+            }
+            return Ok(dev);
         }
         if self.slot.is_none() && self.id.is_none() {
             return Err(Error::parse(
@@ -176,7 +192,7 @@ impl Ctx {
         if meta.is_file() {
             let un = crate::snapshot::unpack(&path)?;
             return Ok(Ctx {
-                host: Host::new(&un.sysfs),
+                host: Host::snapshot(&un.sysfs),
                 json: cli.json,
                 regs,
                 _twin: None,
@@ -203,7 +219,63 @@ impl Ctx {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
+    // Never a panic on a closed pipe (the hook ignores SIGPIPE and goes on).
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{s}");
+    Ok(())
+}
+
+impl Cmd {
+    /// Whether the command would write to the machine it runs against (a
+    /// snapshot refuses those). `--dry-run`s and reports read only.
+    pub fn writes(&self) -> bool {
+        match self {
+            Cmd::Reset(a) => !a.dry_run,
+            Cmd::Smu(a) => !a.dry_run(),
+            Cmd::Run(a) => a.cmd.is_none() && a.commit,
+            Cmd::Vbios(a) => {
+                matches!(&a.cmd, vbios::VbiosCmd::Dump(d) if d.from_rom.is_some() && !d.dry_run)
+            }
+            Cmd::Hook(a) => hook::writes(a),
+            Cmd::Bench(a) => a.cmd.is_none(),
+            // Changes a VM (device_del through its monitor), not sysfs.
+            Cmd::Release(a) => !a.dry_run,
+            Cmd::List(_)
+            | Cmd::Probe(_)
+            | Cmd::Snapshot(_)
+            | Cmd::Doctor(_)
+            | Cmd::Sim(_)
+            | Cmd::Regs(_) => false,
+        }
+    }
+}
+
+/// Refuses a writing command on a snapshot, before anything runs; for one
+/// that may write, first puts back what an interrupted run left changed
+/// host-wide (`drivers_autoprobe`, see `reset::autoprobe`).
+pub fn check_writable(host: &Host, cmd: &Cmd) -> Result<()> {
+    if !cmd.writes() {
+        return Ok(());
+    }
+    host.check_writable()?;
+    if nix::unistd::geteuid().is_root() {
+        let mut j = crate::journal::Journal::new(false);
+        match crate::reset::autoprobe::recover(host, &mut j) {
+            Ok(Some(note)) => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "resetlab: note: {note}");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "resetlab: warning: could not put drivers_autoprobe back: {}",
+                    e.one_line()
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -227,6 +299,7 @@ fn run(cli: Cli) -> Result<i32> {
         return release::run(a, cli.sysfs.as_deref(), cli.json);
     }
     let ctx = Ctx::new(&cli)?;
+    check_writable(&ctx.host, &cli.cmd)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
         Cmd::Probe(a) => list::probe(&ctx, a),
@@ -265,6 +338,8 @@ pub fn main() -> i32 {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+    // Temp dirs and host-wide settings are undone on SIGINT/SIGTERM/SIGPIPE too.
+    crate::cleanup::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -290,7 +365,8 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("resetlab: {}", e.one_line());
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "resetlab: {}", e.one_line());
             e.exit_code()
         }
     }

@@ -84,7 +84,7 @@ fn canonical_bdf(dev: &str) -> Result<String> {
 }
 
 fn read_hex_u16(path: &Path) -> Result<u16> {
-    let s = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let s = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::ATTR_MAX)?;
     let t = s.trim();
     u16::from_str_radix(t.trim_start_matches("0x"), 16)
         .map_err(|_| Error::parse("PCI id", format!("{}: {t}", path.display()), "not hex"))
@@ -233,7 +233,10 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> R
             }
             let found: DeviceBases = match blob {
                 Some(f) => {
-                    let bytes = fs::read(f).map_err(|e| Error::io("read", f, e))?;
+                    let bytes = crate::pci::bounded_read::read_limited(
+                        f,
+                        crate::pci::bounded_read::BLOB_MAX,
+                    )?;
                     let mode = if *lenient {
                         Mode::Lenient
                     } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{print_json, Ctx, DevArgs};
 use crate::error::{exit, Result};
 use crate::pci::Topology;
-use crate::reset::engine::{default_chain, run_chain, ChainReport};
+use crate::reset::engine::{default_chain, run_chain_in, ChainReport};
 use crate::reset::{parse_chain, Journal, ResetOptions};
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +124,24 @@ pub fn print_report(r: &ChainReport) {
     }
 }
 
+/// `--asic` must name an ASIC of the register database and `--bar` a memory
+/// BAR the device has: bad input (exit 2) before anything runs, never a
+/// vendor method that quietly "does not apply" and a chain that falls through.
+pub fn validate_vendor_options(
+    regs: &crate::amd::regs::RegsDb,
+    dev: &crate::pci::Device,
+    opts: &ResetOptions,
+) -> Result<()> {
+    if let Some(a) = &opts.asic {
+        regs.asic(a)?;
+    }
+    if let Some(bar) = opts.bar {
+        crate::pci::mmio::check_bar(dev, bar)
+            .map_err(|e| crate::error::Error::parse("--bar", bar.to_string(), e.one_line()))?;
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
     let topo = Topology::scan(&ctx.host)?;
     let dev = args.dev.resolve(&topo)?;
@@ -132,12 +150,22 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
         None => default_chain(&ctx.regs, dev),
     };
     let opts = args.options();
+    validate_vendor_options(&ctx.regs, dev, &opts)?;
     let mut journal = Journal::new(opts.dry_run);
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;
     }
     let bdf = dev.bdf;
-    let report = run_chain(&ctx.host, &ctx.regs, &bdf, &chain, &opts, &mut journal)?;
+    // The tree scanned above is the one the chain works on: one scan a command.
+    let report = run_chain_in(
+        &ctx.host,
+        &ctx.regs,
+        topo,
+        &bdf,
+        &chain,
+        &opts,
+        &mut journal,
+    )?;
     if ctx.json {
         print_json(&report)?;
     } else {
@@ -152,9 +180,18 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
             println!("note: {}", crate::sim::profile::MODE2_HYPOTHESIS);
         }
     }
-    Ok(if report.success {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    if report.success {
+        return Ok(exit::OK);
+    }
+    // Nothing ran because a guard-level verdict said no: that is a refusal
+    // (exit 3, on stderr), not a reset that failed.
+    if !report.runs.iter().any(|r| r.attempted) {
+        if let Some(r) = report.runs.iter().find(|r| r.verdict.refused) {
+            return Err(crate::error::Error::refused(format!(
+                "{}: {}: {} (or use --force)",
+                report.device, r.method, r.verdict.reason
+            )));
+        }
+    }
+    Ok(exit::FAILED)
 }

@@ -55,10 +55,70 @@ fn profile(p: &Option<PathBuf>) -> Result<Profile> {
     }
 }
 
+/// Whether `pid` is the device model serving the twin at `root` (already
+/// resolved): its command line is `… sim serve DIR …` with DIR, resolved from
+/// the process's own working directory, the same root.
+fn is_model_of(pid: i32, root: &Path) -> std::result::Result<(), String> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // A zombie (nobody reaps it in a container without an init) is gone too.
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    if stat.is_empty()
+        || stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    {
+        return Err(format!("no process {pid}"));
+    }
+    let cmdline = crate::pci::bounded_read::read_limited(&proc_dir.join("cmdline"), 64 * 1024)
+        .map_err(|_| format!("no process {pid}"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let serve = args
+        .windows(3)
+        .find(|w| w[0] == "sim" && w[1] == "serve")
+        .map(|w| PathBuf::from(&w[2]));
+    let shown = crate::text::escape_control(&args.join(" "));
+    let Some(d) = serve else {
+        return Err(format!("pid {pid} is `{}`, not a twin model", shown.trim()));
+    };
+    let d = if d.is_relative() {
+        std::fs::read_link(proc_dir.join("cwd"))
+            .map(|c| c.join(&d))
+            .unwrap_or(d)
+    } else {
+        d
+    };
+    let d = std::fs::canonicalize(&d).unwrap_or(d);
+    if d != root {
+        return Err(format!(
+            "pid {pid} is the model of another twin ({})",
+            crate::text::escape_control(&d.display().to_string())
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
+    let dir_arg = match &args.cmd {
+        SimCmd::Up { dir, .. }
+        | SimCmd::Down { dir }
+        | SimCmd::Dirty { dir, .. }
+        | SimCmd::Status { dir }
+        | SimCmd::Serve { dir, .. } => dir,
+    };
+    let resolved = crate::sim::check_twin_root(dir_arg)?;
     match &args.cmd {
-        SimCmd::Up { dir, profile: prof } => {
+        SimCmd::Up { profile: prof, .. } => {
             profile(prof)?;
+            // The model is given the resolved root, so `down` can recognise it.
+            let dir = &resolved;
+            if !dir.join("sys/bus/pci/devices").is_dir() {
+                tree::build(dir, &tree::um880pro())?;
+            }
+            let dir = &crate::sim::check_twin_root(dir)?;
             if !dir.join("sys/bus/pci/devices").is_dir() {
                 tree::build(dir, &tree::um880pro())?;
             }
@@ -120,11 +180,29 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
         }
         SimCmd::Down { dir } => {
             let p = pidfile(dir);
-            let pid: i32 = std::fs::read_to_string(&p)
-                .map_err(|e| Error::io("read", &p, e))?
+            let pid: i32 = crate::pci::bounded_read::read_text(&p, 64)?
                 .trim()
                 .parse()
                 .map_err(|_| Error::parse("pid file", p.display().to_string(), "not a pid"))?;
+            if pid <= 1 {
+                return Err(Error::parse(
+                    "pid file",
+                    p.display().to_string(),
+                    format!("pid {pid} is never a twin's model; not signalling it"),
+                ));
+            }
+            if let Err(why) = is_model_of(pid, &resolved) {
+                if why.starts_with("no process") {
+                    // Stale: the model is gone already.
+                    let _ = std::fs::remove_file(&p);
+                    eprintln!("resetlab: {}: {why}: the model was not running; removed the stale pid file", p.display());
+                    return Ok(0);
+                }
+                return Err(Error::refused(format!(
+                    "{}: {why}; not signalling it (remove the stale pid file if the twin's model is gone)",
+                    p.display()
+                )));
+            }
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             // Stopped once signal 0 finds no process, or only its zombie

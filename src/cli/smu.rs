@@ -221,6 +221,11 @@ pub fn execute(
             Duration::from_millis(args.lock_timeout),
         )?)
     };
+    if !dry {
+        // Again with the lock held: a VM may have opened the group meanwhile.
+        let now = Device::load(host, dev.bdf)?;
+        crate::reset::engine::guards(host, &topo, &now, &opts)?;
+    }
     journal.method = format!("smu {:?}", args.action).to_lowercase();
     let restore_control = crate::reset::engine::wake(&dev, journal, opts.wait_timeout)?;
     let dev = Device::load(host, dev.bdf)?;

@@ -1,7 +1,6 @@
 //! `resetlab vbios dump|check`: dump the VBIOS from the ACPI VFCT table (or a device's ROM BAR),
 //! validate a ROM file, compare two.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -74,7 +73,7 @@ pub fn run(args: &VbiosArgs, sysfs: &Path, json: bool) -> Result<i32> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| Error::io("read", path, e))
+    crate::pci::bounded_read::read_limited(path, crate::pci::bounded_read::BLOB_MAX)
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
@@ -452,6 +451,7 @@ fn print_diff(d: &RomDiff) {
 mod tests {
     use super::*;
     use crate::amd::vbios::{build_rom, build_vfct, SyntheticImage};
+    use std::fs;
 
     fn dump_args(vfct: Option<PathBuf>, out: &Path) -> DumpArgs {
         DumpArgs {

@@ -293,7 +293,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Experiment> {
 
 /// Read and parse an experiment file.
 pub fn load(path: &Path) -> Result<Experiment> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let text = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
     parse(path, &text)
 }
 

@@ -492,6 +492,8 @@ pub fn run(
     };
     guards(host, &topo, dev, &reset_opts)?;
     let _lock = lock(host, &dev.bdf, opts.lock_timeout)?;
+    // Again with the lock held: a VM may have opened the group meanwhile.
+    guards(host, &topo, &Device::load(host, dev.bdf)?, &reset_opts)?;
     let name = dev.bdf.to_string();
     journal.method = format!("run {}", plan.path.display());
     // MMIO of a suspended device, or one with memory decoding off, reads
@@ -594,7 +596,7 @@ pub struct DiffRow {
 /// `run diff TRACE A B`: the registers whose values differ between the
 /// snapshots named A and B (the last of each name in the trace).
 pub fn diff(trace: &Path, a: &str, b: &str) -> Result<Vec<DiffRow>> {
-    let text = std::fs::read_to_string(trace).map_err(|e| Error::io("read", trace, e))?;
+    let text = crate::pci::bounded_read::read_text(trace, crate::pci::bounded_read::TRACE_MAX)?;
     let mut snaps: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -90,6 +90,18 @@ pub fn install(
     let vm = VmConfig::load(&opts.pve_root, vmid)?;
     let storages = StorageConfig::load(&opts.pve_root)?;
     let mut dir = storages.snippets_dir(storage)?;
+    // A `..` in storage.cfg's path would lead out of a twin's root (and is
+    // never needed on a real host): bad input.
+    if dir
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::parse(
+            "storage path",
+            dir.display().to_string(),
+            format!("storage '{storage}' in storage.cfg has a '..' in its path"),
+        ));
+    }
     if let Some(root) = root {
         if !dir.starts_with(root) {
             dir = root.join(dir.strip_prefix("/").unwrap_or(&dir));
@@ -98,12 +110,16 @@ pub fn install(
     let path = dir.join(name);
     let written = match std::fs::read_to_string(&path) {
         Ok(old) if old == SHIM => false,
-        Ok(old) if !old.contains(SHIM_MARKER) && !force => {
+        Ok(old) if !force => {
+            let what = if old.contains(SHIM_MARKER) {
+                "a customised (or older) resetlab hookscript shim"
+            } else {
+                "not resetlab's hookscript shim"
+            };
             return Err(Error::refused(format!(
-                "{} exists and is not resetlab's hookscript shim; choose another --name or pass \
-                 --force to replace it",
+                "{} exists and is {what}; choose another --name or pass --force to replace it",
                 path.display()
-            )))
+            )));
         }
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,

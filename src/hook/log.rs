@@ -102,7 +102,10 @@ impl Logger {
     pub fn line(&mut self, level: Level, text: &str) {
         let text = one_line(&format!("{}{text}", self.prefix));
         if self.stderr {
-            eprintln!("{text}");
+            // A reader that went away (Proxmox's task log closed) is not a
+            // reason to stop a hook half-way: the line is still in kmsg.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{text}");
         }
         self.write_kmsg(level, &text);
         self.lines.push(LogLine {

@@ -175,7 +175,7 @@ const PCI_BASE_CLASS_DISPLAY: u32 = 0x03; // include/linux/pci_ids.h PCI_BASE_CL
 const PCI_CLASS_MULTIMEDIA_HD_AUDIO: u32 = 0x0403; // include/linux/pci_ids.h
 
 fn read_hex(path: &Path) -> Result<u32> {
-    let s = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let s = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
     let t = s.trim();
     let digits = t.strip_prefix("0x").unwrap_or(t);
     u32::from_str_radix(digits, 16).map_err(|e| Error::parse("sysfs hex value", t, e.to_string()))
@@ -434,10 +434,11 @@ fn line_col(text: &str, off: usize) -> (usize, usize) {
 impl Policy {
     /// Read the policy; a missing file is the built-in defaults.
     pub fn load(path: &Path) -> Result<Policy> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
-            Err(e) => Err(Error::io("read", path, e)),
+        match crate::pci::bounded_read::read_text_opt(path, crate::pci::bounded_read::TEXT_FILE_MAX)
+        {
+            Ok(Some(text)) => Self::parse(&text, path),
+            Ok(None) => Ok(Policy::default()),
+            Err(e) => Err(e),
         }
     }
 

@@ -261,7 +261,7 @@ pub fn present_functions(sysfs_root: &Path) -> Result<Vec<Bdf>> {
 /// (pve-common `PVE/INotify.pm` `nodename`: `(POSIX::uname())[1]` with the domain stripped).
 pub fn local_node_name() -> Result<String> {
     let p = Path::new("/proc/sys/kernel/hostname");
-    let raw = std::fs::read_to_string(p).map_err(|e| Error::io("read", p, e))?;
+    let raw = crate::pci::bounded_read::read_text(p, crate::pci::bounded_read::TEXT_FILE_MAX)?;
     node_name_from_hostname(&raw)
 }
 
@@ -631,7 +631,8 @@ impl VmConfig {
     /// Read and parse `<pve_root>/qemu-server/<vmid>.conf` (mappings unresolved).
     pub fn load(pve_root: &Path, vmid: u32) -> Result<VmConfig> {
         let path = Self::path_for(pve_root, vmid);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let text =
+            crate::pci::bounded_read::read_text(&path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
         Self::parse(&text, &path, vmid)
     }
 

@@ -106,13 +106,16 @@ impl StateStore {
 
     pub fn read(&self, bdf: Bdf) -> StateLookup {
         let path = self.path_for(bdf);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return StateLookup::Missing,
+        let text = match crate::pci::bounded_read::read_text_opt(
+            &path,
+            crate::pci::bounded_read::ATTR_MAX,
+        ) {
+            Ok(Some(t)) => t,
+            Ok(None) => return StateLookup::Missing,
             Err(e) => {
                 return StateLookup::Unreadable {
                     path,
-                    reason: e.to_string(),
+                    reason: e.one_line(),
                 }
             }
         };

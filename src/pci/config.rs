@@ -106,12 +106,22 @@ impl SysfsConfig {
     }
 
     fn open_mode(path: &Path, writable: bool) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never block on (or read forever from) a FIFO or device planted as `config`.
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::parse(
+                "config space",
+                path.display().to_string(),
+                "not a regular file; not reading it",
+            ));
+        }
         // sysfs reports the device's cfg_size (256 or 4096) as the file size.
         let len = (meta.len() as usize).min(PCI_CFG_SPACE_EXP_SIZE);
         Ok(SysfsConfig {

@@ -2,6 +2,7 @@
 //! capabilities, resources, names, and who holds a device.
 
 pub mod addr;
+pub mod bounded_read;
 pub mod caps;
 pub mod config;
 pub mod holders;

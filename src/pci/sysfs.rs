@@ -27,13 +27,32 @@ pub struct Host {
     pub dev: PathBuf,
     pub proc_root: PathBuf,
     pub run: PathBuf,
+    /// An unpacked snapshot: replayed read-only, every write refused.
+    pub read_only: bool,
+    live: bool,
+}
+
+/// The message every writing command gives on a snapshot.
+pub const SNAPSHOT_READ_ONLY: &str = "a snapshot is read-only: use `sim up`";
+
+/// True when `path` is on a mounted sysfs (statfs magic SYSFS_MAGIC,
+/// include/uapi/linux/magic.h), wherever it is mounted.
+pub fn is_sysfs_mount(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
+        .unwrap_or(false)
 }
 
 impl Host {
+    /// The machine when `sysfs` is (after resolving links) `/sys` or any
+    /// mounted sysfs; a twin otherwise, whose `/dev` and `/run` are beside it.
     pub fn new(sysfs: impl Into<PathBuf>) -> Host {
         let sysfs: PathBuf = sysfs.into();
-        let real = sysfs == Path::new(SYSFS_DEFAULT);
-        let base = if real {
+        let resolved = fs::canonicalize(&sysfs).unwrap_or_else(|_| sysfs.clone());
+        let live = sysfs == Path::new(SYSFS_DEFAULT)
+            || resolved == Path::new(SYSFS_DEFAULT)
+            || is_sysfs_mount(&resolved);
+        let base = if live {
             PathBuf::from("/")
         } else {
             sysfs
@@ -46,12 +65,29 @@ impl Host {
             run: base.join("run"),
             proc_root: PathBuf::from("/proc"),
             sysfs,
+            read_only: false,
+            live,
         }
     }
 
-    /// True when this is the machine's own `/sys`.
+    /// An unpacked snapshot's tree: a twin that refuses every write.
+    pub fn snapshot(sysfs: impl Into<PathBuf>) -> Host {
+        let mut h = Host::new(sysfs);
+        h.read_only = true;
+        h
+    }
+
+    /// True when this is the machine's own sysfs (however it was named).
     pub fn is_live(&self) -> bool {
-        self.sysfs == Path::new(SYSFS_DEFAULT)
+        self.live
+    }
+
+    /// Refuses (exit 3) on a read-only host: the guard of every write path.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::refused(SNAPSHOT_READ_ONLY));
+        }
+        Ok(())
     }
 
     pub fn devices_dir(&self) -> PathBuf {
@@ -131,13 +167,15 @@ pub struct Device {
     pub firmware_node: Option<FirmwareNode>,
 }
 
-/// Reads an attribute; `Ok(None)` when it does not exist.
+/// Reads a text attribute (bounded, never blocking on a FIFO or device);
+/// `Ok(None)` when it does not exist.
 pub fn read_attr(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s.trim_end_matches(['\n', '\0']).trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
+    let Some(bytes) = crate::pci::bounded_read::read_opt(path, crate::pci::bounded_read::ATTR_MAX)?
+    else {
+        return Ok(None);
+    };
+    let s = String::from_utf8_lossy(&bytes);
+    Ok(Some(s.trim_end_matches(['\n', '\0']).trim().to_string()))
 }
 
 fn required(dir: &Path, name: &str) -> Result<String> {
@@ -218,6 +256,17 @@ impl Device {
     /// there and parse; every other attribute is optional, but an attribute
     /// that exists and cannot be read is an error naming it.
     pub fn load(host: &Host, bdf: Bdf) -> Result<Device> {
+        Self::load_cached(host, bdf, &mut BTreeMap::new())
+    }
+
+    /// [`Device::load`] with the parent directories' listings shared across
+    /// a scan: every function on a bus lists the same parent, and re-reading
+    /// it per function made a scan quadratic in the bus's size.
+    fn load_cached(
+        host: &Host,
+        bdf: Bdf,
+        parents: &mut BTreeMap<PathBuf, Vec<Bdf>>,
+    ) -> Result<Device> {
         let dir = host.device_dir(&bdf);
         if fs::symlink_metadata(&dir).is_err() {
             return Err(Error::not_found(
@@ -238,8 +287,11 @@ impl Device {
             Ok(b) => Parent::Bridge(b),
             Err(_) => Parent::RootBus(parent_name),
         };
-        let bus_peers = bdf_children(&parent_dir)
-            .into_iter()
+        let bus_peers = parents
+            .entry(parent_dir.clone())
+            .or_insert_with(|| bdf_children(&parent_dir))
+            .iter()
+            .copied()
             .filter(|b| *b != bdf && b.bus == bdf.bus && b.domain == bdf.domain)
             .collect();
         let secondary_bus_dir = fs::read_dir(real_dir.join("pci_bus"))
@@ -330,26 +382,67 @@ impl Device {
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
     pub devices: BTreeMap<Bdf, Device>,
+    /// Devices listed but not loaded: gone while we read them (another
+    /// process removed them) or unreadable; each with why.
+    pub skipped: BTreeMap<Bdf, String>,
 }
 
 impl Topology {
+    /// Reads every device. The bus may change under us (another resetlab
+    /// remove-rescanning a function): a device that vanishes or cannot be
+    /// read is recorded in `skipped` and the rest goes on.
     pub fn scan(host: &Host) -> Result<Topology> {
         let dir = host.devices_dir();
         let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         let mut devices = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
+        let mut parents = BTreeMap::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
             let name = entry.file_name();
             let Some(bdf) = name.to_str().and_then(|n| n.parse::<Bdf>().ok()) else {
                 continue;
             };
-            devices.insert(bdf, Device::load(host, bdf)?);
+            match Device::load_cached(host, bdf, &mut parents) {
+                Ok(d) => {
+                    devices.insert(bdf, d);
+                }
+                Err(e) => {
+                    let why = if fs::symlink_metadata(host.device_dir(&bdf)).is_err() {
+                        "left the bus while it was being read".to_string()
+                    } else {
+                        format!("could not be read: {}", e.one_line())
+                    };
+                    skipped.insert(bdf, why);
+                }
+            }
         }
-        Ok(Topology { devices })
+        Ok(Topology { devices, skipped })
     }
 
     pub fn get(&self, bdf: &Bdf) -> Option<&Device> {
         self.devices.get(bdf)
+    }
+
+    /// The device, or an error that says why it is not here (never there,
+    /// or skipped by the scan and why).
+    pub fn require(&self, bdf: &Bdf) -> Result<&Device> {
+        if let Some(d) = self.devices.get(bdf) {
+            return Ok(d);
+        }
+        match self.skipped.get(bdf) {
+            Some(why) => Err(Error::failed(format!("{bdf} {why}"))),
+            None => Err(Error::not_found("PCI device", bdf.to_string())),
+        }
+    }
+
+    /// Re-reads one device (after a method that may have re-created it)
+    /// without rescanning the tree.
+    pub fn reload(&mut self, host: &Host, bdf: &Bdf) -> Result<&Device> {
+        let d = Device::load(host, *bdf)?;
+        self.skipped.remove(bdf);
+        self.devices.insert(*bdf, d);
+        Ok(&self.devices[bdf])
     }
 
     /// Every function below a bridge, recursively.

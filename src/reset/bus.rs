@@ -80,7 +80,7 @@ pub fn probe(a: &Analysis) -> Verdict {
             live.join(", ")
         ))
     } else {
-        Verdict::no(format!(
+        Verdict::refuse(format!(
             "secondary bus reset at {} would also reset functions bound to live host drivers: {}",
             bridge.bdf,
             live.join(", ")

@@ -107,22 +107,72 @@ pub fn default_chain(regs: &RegsDb, dev: &Device) -> Vec<MethodSpec> {
 
 /// Refuses unless it is safe to touch the device (or `--force`).
 pub fn guards(host: &Host, topo: &Topology, dev: &Device, opts: &ResetOptions) -> Result<()> {
+    guards_for(host, topo, dev, &[], opts)
+}
+
+/// Refuses without root unless it is a dry run: cheap, so it is checked
+/// before waiting for a lock too.
+pub fn require_root(opts: &ResetOptions) -> Result<()> {
     if !opts.dry_run && !nix::unistd::geteuid().is_root() {
         return Err(Error::refused(
             "resetting a device writes to sysfs and config space: run as root (or use --dry-run)",
         ));
     }
+    Ok(())
+}
+
+/// [`guards`] for a device and every other function a method would hit (its
+/// blast radius): none may have its VFIO group open by a process (a VM), and
+/// the device itself must not be bound to a live host driver. The holders are
+/// read afresh from `/proc` on every call: the engine calls this after taking
+/// the lock and again before each method, so a VM that opened a group while
+/// we waited is seen.
+pub fn guards_for(
+    host: &Host,
+    topo: &Topology,
+    dev: &Device,
+    affects: &[Bdf],
+    opts: &ResetOptions,
+) -> Result<()> {
+    require_root(opts)?;
     if opts.force {
         return Ok(());
     }
-    if let Some(g) = dev.iommu_group {
-        let open = OpenFiles::scan_vfio(host);
+    if let Some(what) = super::platform_function(dev) {
+        return Err(Error::refused(format!(
+            "{} is {what} (class {:#06x}), part of the platform: resetting it can take the              machine down; use --force if you mean it",
+            dev.bdf,
+            dev.class16()
+        )));
+    }
+    let open = OpenFiles::scan_vfio(host);
+    let mut seen = std::collections::BTreeSet::new();
+    for bdf in std::iter::once(&dev.bdf).chain(affects) {
+        let group = if *bdf == dev.bdf {
+            dev.iommu_group
+        } else {
+            topo.get(bdf).and_then(|d| d.iommu_group)
+        };
+        let Some(g) = group else { continue };
+        if !seen.insert(g) {
+            continue;
+        }
         let holders = open.holders_of(&host.vfio_group_node(g));
         if !holders.is_empty() {
-            let who: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+            let who: Vec<String> = holders
+                .iter()
+                .map(|h| crate::text::escape_control(&h.to_string()))
+                .collect();
+            let whose = if *bdf == dev.bdf {
+                format!("{}: its VFIO group {g}", dev.bdf)
+            } else {
+                format!(
+                    "{}: {bdf}, which the reset would also hit, has its VFIO group {g}",
+                    dev.bdf
+                )
+            };
             return Err(Error::refused(format!(
-                "{}: its VFIO group {g} is open by {} (a VM is using it); stop the VM or use --force",
-                dev.bdf,
+                "{whose} open by {} (a VM is using it); stop the VM or use --force",
                 who.join(", ")
             )));
         }
@@ -134,7 +184,6 @@ pub fn guards(host: &Host, topo: &Topology, dev: &Device, opts: &ResetOptions) -
             dev.driver.as_deref().unwrap_or("?")
         )));
     }
-    let _ = topo;
     Ok(())
 }
 
@@ -208,13 +257,26 @@ pub fn run_chain(
     opts: &ResetOptions,
     journal: &mut Journal,
 ) -> Result<ChainReport> {
-    let start = Instant::now();
     let topo = Topology::scan(host)?;
-    let dev = topo
-        .get(bdf)
-        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
-        .clone();
-    guards(host, &topo, &dev, opts)?;
+    run_chain_in(host, regs, topo, bdf, chain, opts, journal)
+}
+
+/// [`run_chain`] on a tree the caller has scanned already: the tree is read
+/// once per command (5044 devices take seconds), and after that only the
+/// device itself is re-read (with the locks held, and after each method,
+/// which may have re-created it).
+pub fn run_chain_in(
+    host: &Host,
+    regs: &RegsDb,
+    mut topo: Topology,
+    bdf: &Bdf,
+    chain: &[MethodSpec],
+    opts: &ResetOptions,
+    journal: &mut Journal,
+) -> Result<ChainReport> {
+    let start = Instant::now();
+    let dev = topo.require(bdf)?.clone();
+    require_root(opts)?;
     // Lock the device and, for a bus reset, every function it would hit.
     let mut locked: Vec<Bdf> = vec![dev.bdf];
     if chain.iter().any(|m| m.def.name == "bus") {
@@ -233,18 +295,32 @@ pub fn run_chain(
             .map(|b| lock(host, b, opts.lock_timeout))
             .collect::<Result<_>>()?
     };
+    // The guards run with the locks held: what they saw stays true while we
+    // work (a VM may have started during the wait; its driver may have changed).
+    let dev = if _locks.is_empty() {
+        dev
+    } else {
+        topo.reload(host, bdf)?.clone()
+    };
+    guards_for(host, &topo, &dev, &locked, opts)?;
     let restore_control = wake(&dev, journal, opts.wait_timeout)?;
     let mut runs = Vec::new();
     let mut success = None;
-    for spec in chain {
-        // Re-read the tree: an earlier method may have re-created the device.
-        let topo = Topology::scan(host)?;
-        let Some(dev) = topo.get(bdf).cloned() else {
-            return Err(Error::failed(format!(
-                "{bdf} is gone (removed and not rescanned)"
-            )));
+    for (i, spec) in chain.iter().enumerate() {
+        // Re-read the device: an earlier method may have re-created it.
+        let dev = if i == 0 {
+            dev.clone()
+        } else {
+            match topo.reload(host, bdf) {
+                Ok(d) => d.clone(),
+                Err(_) => {
+                    return Err(Error::failed(format!(
+                        "{bdf} is gone (removed and not rescanned)"
+                    )))
+                }
+            }
         };
-        let run = run_one(host, regs, &topo, &dev, *spec, opts, journal);
+        let run = run_one(host, regs, &topo, &dev, *spec, opts, journal)?;
         let ok = run.succeeded();
         runs.push(run);
         if ok {
@@ -273,7 +349,7 @@ fn run_one(
     spec: MethodSpec,
     opts: &ResetOptions,
     journal: &mut Journal,
-) -> MethodRun {
+) -> Result<MethodRun> {
     let t0 = Instant::now();
     let mut phases = Phases::default();
     journal.method = spec.label();
@@ -306,8 +382,10 @@ fn run_one(
     };
     if !verdict.available {
         run.phases.total_ms = ms(t0.elapsed());
-        return run;
+        return Ok(run);
     }
+    // Again before each method, over everything this one would hit.
+    guards_for(host, topo, dev, &verdict.affects, opts)?;
     run.attempted = true;
     let fail = |run: &mut MethodRun, e: Error| {
         run.error_kind = Some(error_kind(&e));
@@ -338,7 +416,7 @@ fn run_one(
             Err(e) => {
                 fail(&mut run, e);
                 run.phases.total_ms = ms(t0.elapsed());
-                return run;
+                return Ok(run);
             }
         }
     } else {
@@ -401,7 +479,7 @@ fn run_one(
     }
     if opts.dry_run || run.error.is_some() {
         run.phases.total_ms = ms(t0.elapsed());
-        return run;
+        return Ok(run);
     }
     let t = Instant::now();
     // A method that re-created the device (remove_rescan) leaves a new one
@@ -413,14 +491,14 @@ fn run_one(
             if let Err(e) = wake(&now, ctx.journal, opts.wait_timeout) {
                 fail(&mut run, e);
                 run.phases.total_ms = ms(t0.elapsed());
-                return run;
+                return Ok(run);
             }
         }
     }
     run.health = Some(health(&mut ctx, saved.as_ref()));
     run.phases.health_ms = ms(t.elapsed());
     run.phases.total_ms = ms(t0.elapsed());
-    run
+    Ok(run)
 }
 
 fn health(ctx: &mut ResetCtx, saved: Option<&SavedState>) -> Health {

@@ -16,6 +16,7 @@ use crate::pci::{Bdf, Device, Host, Topology};
 
 pub use crate::journal::{self, Journal};
 
+pub mod autoprobe;
 pub mod engine;
 pub mod health;
 pub mod lock;
@@ -76,6 +77,10 @@ pub struct Verdict {
     /// The raw register values the verdict rests on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registers: Vec<RegValue>,
+    /// A "no" that is a safety refusal `--force` would lift (a live host
+    /// driver in the blast radius), not a mechanism that is absent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl Verdict {
@@ -85,6 +90,7 @@ impl Verdict {
             reason: reason.into(),
             affects: vec![],
             registers: vec![],
+            refused: false,
         }
     }
 
@@ -94,7 +100,15 @@ impl Verdict {
             reason: reason.into(),
             affects: vec![],
             registers: vec![],
+            refused: false,
         }
+    }
+
+    /// A safety refusal (see `refused`).
+    pub fn refuse(reason: impl Into<String>) -> Verdict {
+        let mut v = Verdict::no(reason);
+        v.refused = true;
+        v
     }
 
     pub fn with_regs(mut self, regs: Vec<RegValue>) -> Verdict {
@@ -421,4 +435,25 @@ pub fn is_parking_driver(driver: Option<&str>) -> bool {
         driver,
         None | Some("vfio-pci") | Some("pci-stub") | Some("pciback")
     )
+}
+
+/// What a function is when it is part of the platform, not something to
+/// reset: a host bridge (class 0x0600, also the data fabric's 00:18.x), an
+/// ISA/LPC or other bridge (0x0601, 0x0680), the IOMMU (0x0806) or another
+/// system peripheral (base class 0x08) on a root bus, or the root complex's
+/// SMBus controller (0x0c05). Class codes: PCI Code and ID Assignment spec,
+/// include/linux/pci_ids.h (PCI_CLASS_BRIDGE_HOST, PCI_CLASS_SYSTEM_IOMMU, …).
+/// Removing one and rescanning the whole bus (the default chain's last
+/// resort) can take the machine with it.
+pub fn platform_function(dev: &Device) -> Option<&'static str> {
+    let on_root_bus = matches!(dev.parent, crate::pci::sysfs::Parent::RootBus(_));
+    match dev.class16() {
+        0x0600 => Some("a host bridge"),
+        0x0601 => Some("an ISA/LPC bridge"),
+        0x0680 if on_root_bus => Some("a platform bridge"),
+        0x0806 => Some("the IOMMU"),
+        0x0c05 if on_root_bus => Some("the root complex's SMBus controller"),
+        c if c >> 8 == 0x08 && on_root_bus => Some("a system peripheral of the root complex"),
+        _ => None,
+    }
 }

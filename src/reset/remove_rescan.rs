@@ -76,7 +76,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         ))
         .with_affects(slot)
     } else {
-        Verdict::no(format!(
+        Verdict::refuse(format!(
             "--slot would also remove functions bound to live host drivers: {}; unbind them \
              (or bind vfio-pci) first, or use --force",
             live.join(", ")
@@ -144,14 +144,12 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     // natural driver first (virtio-pci, amdgpu) and unbound from it at once:
     // slow, and on the 6.1 guest an immediate unbind of virtio-rng oopsed in
     // hwrng_unregister. The flag is global, so it is put back whatever happens.
-    let autoprobe = ctx.host.sysfs.join("bus/pci/drivers_autoprobe");
-    let gate = read_attr(&autoprobe)?.as_deref() == Some("1");
-    if gate {
-        ctx.journal.sysfs_write(None, &autoprobe, "0")?;
-    }
+    // (See reset::autoprobe: it is put back on every exit path, and a record
+    // in the run directory covers SIGKILL.)
+    let gate = super::autoprobe::close(ctx.host, ctx.journal)?;
     let r = rescan_and_rebind(ctx, &rescan, &targets, &bindings);
-    if gate {
-        let back = ctx.journal.sysfs_write(None, &autoprobe, "1");
+    if let Some(gate) = gate {
+        let back = gate.open(ctx.journal);
         if r.is_ok() {
             back?;
         }

@@ -13,6 +13,28 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Resolves a twin root named on the command line and refuses one that is
+/// the live machine: `/` itself, or a root whose `sys` is (after resolving
+/// links) `/sys` or any mounted sysfs (statfs magic SYSFS_MAGIC). The device
+/// model writes registers into the tree's BAR files: on the real `/sys` those
+/// are the GPU's.
+pub fn check_twin_root(dir: &Path) -> Result<PathBuf> {
+    let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let sys = resolved.join("sys");
+    let sys_resolved = std::fs::canonicalize(&sys).unwrap_or(sys);
+    if resolved == Path::new("/")
+        || sys_resolved == Path::new(crate::pci::sysfs::SYSFS_DEFAULT)
+        || crate::pci::sysfs::is_sysfs_mount(&sys_resolved)
+    {
+        return Err(Error::refused(format!(
+            "{} is the live machine ({} is a mounted sysfs), not a twin: name an empty or twin directory",
+            dir.display(),
+            sys_resolved.display()
+        )));
+    }
+    Ok(resolved)
+}
+
 /// A twin laid out in its own temp dir, removed on drop (the model, if
 /// running, stops first).
 pub struct Twin {
@@ -28,6 +50,7 @@ impl Twin {
             .prefix("resetlab-twin-")
             .tempdir()
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
+        crate::cleanup::register_dir(dir.path());
         let sysfs = tree::build(dir.path(), &tree::um880pro())?;
         Ok(Twin {
             model: None,

@@ -4,8 +4,59 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The safety net: the binary runs in a private mount namespace with an
+/// empty tmpfs over `/sys`, so no bug can reach the machine's real sysfs
+/// (twin trees live in temp dirs and are unaffected). Where `unshare -m` is
+/// not available (not root, no user namespaces) it runs unwrapped, once
+/// saying so on stderr. `RESETLAB_TEST_NO_SANDBOX=1` turns it off.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_resetlab"))
+    let exe = env!("CARGO_BIN_EXE_resetlab");
+    if !sandbox_works() {
+        return Command::new(exe);
+    }
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o ro,size=4k resetlab-test-nosys /sys && exec \"$@\"",
+        "sh",
+        exe,
+    ]);
+    c
+}
+
+/// Whether `unshare` can give a child its own empty `/sys` here (probed once).
+pub fn sandbox_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        if std::env::var_os("RESETLAB_TEST_NO_SANDBOX").is_some() {
+            return false;
+        }
+        let ok = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t tmpfs -o ro,size=4k resetlab-test-nosys /sys && [ -z \"$(ls -A /sys)\" ]",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!(
+                "note: unshare -m unavailable: tests run the binary without the empty-/sys sandbox"
+            );
+        }
+        ok
+    })
 }
 
 pub fn run(args: &[&str]) -> Output {

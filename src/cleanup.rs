@@ -1,0 +1,167 @@
+//! What must be undone when resetlab is stopped by a signal: temp dirs (a
+//! `--sim` twin, an unpacked snapshot) and host-wide settings changed for the
+//! duration of a method (`bus/pci/drivers_autoprobe`). Normal exits undo them
+//! through `Drop`; this covers SIGINT, SIGTERM, SIGHUP and SIGPIPE. The
+//! handler only writes the signal number to a pipe (async-signal-safe) and
+//! parks its thread; a helper thread does the work, then re-raises the signal
+//! with its default action so the exit status is what it would have been.
+//! SIGKILL cannot be caught: for that the pending restores are also recorded
+//! on disk (see `reset::autoprobe`).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+
+#[derive(Default)]
+struct Pending {
+    dirs: Vec<PathBuf>,
+    /// (id, attribute, value to write back, record to remove once it is).
+    restores: Vec<(u64, PathBuf, String, Option<PathBuf>)>,
+    next: u64,
+}
+
+static PENDING: Mutex<Pending> = Mutex::new(Pending {
+    dirs: Vec::new(),
+    restores: Vec::new(),
+    next: 0,
+});
+static PIPE_W: OnceLock<OwnedFd> = OnceLock::new();
+
+/// A temp dir to remove if a signal stops the process.
+pub fn register_dir(dir: &Path) {
+    if let Ok(mut p) = PENDING.lock() {
+        p.dirs.push(dir.to_path_buf());
+    }
+}
+
+/// An attribute to write `value` back to if a signal stops the process (and
+/// a record of that to remove once it is); returns the id to
+/// [`unregister_restore`] once restored normally.
+pub fn register_restore(path: &Path, value: &str, record: Option<&Path>) -> u64 {
+    let Ok(mut p) = PENDING.lock() else { return 0 };
+    p.next += 1;
+    let id = p.next;
+    p.restores.push((
+        id,
+        path.to_path_buf(),
+        value.to_string(),
+        record.map(Path::to_path_buf),
+    ));
+    id
+}
+
+pub fn unregister_restore(id: u64) {
+    if let Ok(mut p) = PENDING.lock() {
+        p.restores.retain(|r| r.0 != id);
+    }
+}
+
+/// Undoes everything pending now (restores first, then temp dirs).
+pub fn run_pending() {
+    let Ok(mut p) = PENDING.lock() else { return };
+    for (_, path, value, record) in p.restores.drain(..) {
+        if std::fs::write(&path, value.as_bytes()).is_ok() {
+            if let Some(r) = record {
+                let _ = std::fs::remove_file(r);
+            }
+        }
+    }
+    for d in p.dirs.drain(..) {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if let Some(w) = PIPE_W.get() {
+        let b = [sig as u8];
+        let _ = nix::unistd::write(w, &b);
+        // Park this thread until the helper has cleaned up and re-raised.
+        loop {
+            nix::unistd::pause();
+        }
+    }
+}
+
+/// The signals covered; SIGPIPE only when it has its default action (the
+/// hook ignores it and keeps going).
+fn signals() -> Vec<Signal> {
+    let mut v = vec![Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+    // SAFETY: reading the current disposition by installing SIG_DFL and
+    // putting the old one straight back; no handler code runs.
+    let old = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    if let Ok(old) = old {
+        // SAFETY: re-installs the disposition that was there.
+        let _ = unsafe { signal::signal(Signal::SIGPIPE, old) };
+        if old == SigHandler::SigDfl {
+            v.push(Signal::SIGPIPE);
+        }
+    }
+    v
+}
+
+/// Installs the handlers and the helper thread (once per process).
+pub fn install() {
+    if PIPE_W.get().is_some() {
+        return;
+    }
+    let Ok((r, w)) = nix::unistd::pipe() else {
+        return;
+    };
+    if PIPE_W.set(w).is_err() {
+        return;
+    }
+    let sigs = signals();
+    let mut mask = SigSet::empty();
+    for s in &sigs {
+        mask.add(*s);
+    }
+    let thread_sigs = sigs.clone();
+    let spawned = std::thread::Builder::new()
+        .name("resetlab-cleanup".into())
+        .spawn(move || {
+            // Never handle a signal on this thread (its handler would park it).
+            let _ = mask.thread_block();
+            let mut b = [0u8; 1];
+            loop {
+                match nix::unistd::read(r.as_raw_fd(), &mut b) {
+                    Ok(1) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => return,
+                }
+            }
+            run_pending();
+            let sig = Signal::try_from(b[0] as i32).unwrap_or(Signal::SIGTERM);
+            // SAFETY: SIG_DFL installs no handler code.
+            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+            let _ = signal::kill(nix::unistd::getpid(), sig);
+            // Every other thread blocks it (the parked one is inside its
+            // handler): take it here, with its default action.
+            let mut only = SigSet::empty();
+            only.add(sig);
+            let _ = only.thread_unblock();
+            // A blocked or ignored signal cannot be raised: exit as the shell would.
+            std::process::exit(128 + sig as i32);
+        });
+    if spawned.is_err() {
+        return;
+    }
+    let action = signal::SigAction::new(
+        SigHandler::Handler(on_signal),
+        signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for s in thread_sigs {
+        // SAFETY: the handler only calls write(2) and pause(2), both
+        // async-signal-safe, and reads a OnceLock set before this point.
+        let _ = unsafe { signal::sigaction(s, &action) };
+    }
+}
+
+/// Ignores SIGPIPE from here on (the hook): a closed stdout/stderr makes
+/// writes fail with EPIPE, which the callers ignore.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
