@@ -98,8 +98,8 @@ fn client_talks_to_the_model_test_version_features_smn() {
     assert_eq!(v.unwrap().raw, profile.pmfw_version);
     let (_, mask) = smu.features(&mut j).unwrap();
     assert_eq!(mask, Some(profile.features));
-    // Every write went through the journal: SMN index + 4 messages x 3 writes.
-    assert_eq!(j.writes().count(), 1 + 4 * 3);
+    // Every write went through the journal: SMN index and its restore + 4 messages x 3 writes.
+    assert_eq!(j.writes().count(), 2 + 4 * 3);
     let (model, _) = server.finish();
     let ids: Vec<u32> = model.received.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [0x1, 0x2, 0x12, 0x12]);

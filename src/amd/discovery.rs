@@ -782,10 +782,13 @@ fn ip(hw_id: u16, major: u8, minor: u8, revision: u8, bases: &[u64]) -> IpSpec {
 }
 
 impl BlobSpec {
-    /// A synthetic Phoenix-like table: MP1 13.0.4 with 0x16000 in segment 1, MP0 13.0.4, NBIF
-    /// 7.7.1 with segments 0 / 0x14 / 0xD20, GC 11.0.1 with 0x1260 in segment 0, and a few
-    /// others. The values match the assumptions in `regs/phoenix.toml`; they are not a dump of a
-    /// real device.
+    /// A synthetic Phoenix-like table: MP1 13.0.4 with 0x16000 in segments 0 and 1, MP0 13.0.4,
+    /// NBIF 7.7.1 with segments 0 / 0x14 / 0xD20, GC 11.0.1 with 0x1260 in segment 0, and a few
+    /// others. Every base regs/phoenix.toml lists has the regs/ value here (MP1 segment 0 too:
+    /// the best in-tree evidence is `display/dc/clk_mgr/dcn314/dcn314_smu.c`
+    /// `MP1_BASE__INST0_SEG0 0x00016000`), so the twin is no more optimistic than regs/: a test
+    /// that wants a different base moves it ([`BlobSpec::with_bases`]). Not a dump of a real
+    /// device; the other IPs' values are placeholders.
     pub fn phoenix_like() -> Self {
         BlobSpec {
             table_version: 3,
@@ -798,7 +801,7 @@ impl BlobSpec {
                     0,
                     4,
                     &[
-                        0x0001_6200,
+                        0x0001_6000,
                         0x0001_6000,
                         0x00E8_0000,
                         0x00EC_0000,
@@ -827,6 +830,42 @@ impl BlobSpec {
                 ip(34, 3, 3, 0, &[0x1A000, 0x0240_8800]),
             ]],
         }
+    }
+}
+
+impl BlobSpec {
+    /// This spec with the segment bases of the named IPs (amdgpu's hw_id names, instance 0 of
+    /// die 0) replaced; an IP the spec lacks is added as version 0.0.0. Unknown names and more
+    /// than 255 segments are errors naming the IP.
+    pub fn with_bases<'a>(
+        mut self,
+        bases: impl IntoIterator<Item = (&'a str, &'a [u64])>,
+    ) -> Result<Self> {
+        for (name, segs) in bases {
+            let hw_id = hw_id_by_name(name).ok_or_else(|| {
+                Error::parse(
+                    "discovery base",
+                    name,
+                    "not an amdgpu hw_id name (MP1, GC, NBIF, ...)",
+                )
+            })?;
+            if segs.len() > 255 {
+                return Err(Error::parse(
+                    "discovery base",
+                    name,
+                    format!("{} segments; at most 255", segs.len()),
+                ));
+            }
+            if self.dies.is_empty() {
+                self.dies.push(Vec::new());
+            }
+            let die = &mut self.dies[0];
+            match die.iter_mut().find(|i| i.hw_id == hw_id && i.instance == 0) {
+                Some(i) => i.bases = segs.to_vec(),
+                None => die.push(ip(hw_id, 0, 0, 0, segs)),
+            }
+        }
+        Ok(self)
     }
 }
 

@@ -1,7 +1,9 @@
 //! AMD-specific parts: the register database, IP discovery, VBIOS images.
 
+pub mod bases;
 pub mod discovery;
 pub mod health;
+pub mod regio;
 pub mod regs;
 pub mod smu;
 pub mod vbios;

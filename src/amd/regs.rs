@@ -226,9 +226,9 @@ pub struct Register {
     pub description: Option<String>,
     pub source: String,
     pub confirmed: bool,
-    /// The register lies beyond the register BAR and is reached through the file's
-    /// `[indirect]` pair, as amdgpu reaches it (Raphael's mailbox). Without this flag an
-    /// offset past the BAR is an error: most such offsets are typos.
+    /// The file says the register lies beyond the register BAR, reached through its
+    /// `[indirect]` pair as amdgpu reaches it (Raphael's mailbox); checked at load, so a base
+    /// or offset typo that lands it inside the BAR is caught.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub indirect: bool,
     #[serde(default)]
@@ -729,29 +729,27 @@ impl Asic {
                 ));
             }
             let res = self.resolve_register(r)?;
-            if res.bar_offset + 4 > u64::from(u32::MAX) + 1 {
+            if r.indirect && !(f.indirect.is_some() && res.beyond_bar) {
                 return Err(self.err_at(
                     &r.name,
                     format!(
-                        "registers '{}': offset: byte address {:#x} is outside the 32-bit SMN address space",
-                        r.name, res.bar_offset
-                    ),
-                ));
-            }
-            if r.indirect && (f.indirect.is_none() || !res.beyond_bar) {
-                return Err(self.err_at(
-                    &r.name,
-                    format!(
-                        "registers '{}': indirect = true needs an [indirect] pair and an offset beyond the {:#x}-byte BAR (byte address {:#x})",
+                        "registers '{}': indirect = true says it lies beyond the {:#x}-byte BAR, through an [indirect] pair (byte address {:#x})",
                         r.name, f.bar.size, res.bar_offset
                     ),
                 ));
             }
-            if res.beyond_bar && !r.indirect {
+            // Past the BAR is reachable through the indirect pair, as
+            // amdgpu_device_rreg does (the SMN address is the byte offset),
+            // when regs/ names one and the address fits in 32 bits.
+            let indirect_ok = f.indirect.as_ref().is_some_and(|i| {
+                !i.index.eq_ignore_ascii_case(&r.name) && !i.data.eq_ignore_ascii_case(&r.name)
+            }) && res.bar_offset % 4 == 0
+                && res.bar_offset <= u64::from(u32::MAX) - 3;
+            if res.bar_offset + 4 > f.bar.size && !indirect_ok {
                 return Err(self.err_at(
                     &r.name,
                     format!(
-                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {} (a register that lies beyond the BAR says indirect = true)",
+                        "registers '{}': offset: BAR byte offset {:#x} is outside the {:#x}-byte BAR {} (and no [indirect] pair reaches it)",
                         r.name, res.bar_offset, f.bar.size, f.bar.index
                     ),
                 ));
@@ -1219,6 +1217,30 @@ impl BaseCheck {
 }
 
 impl Asic {
+    /// This ASIC with every segment base the discovered table has replaced by
+    /// the device's value, marked confirmed, `source` saying where it was read
+    /// (e.g. "device table of 0000:c5:00.0 (VRAM)"). Bases the table lacks keep
+    /// their regs/ value and flag. The result is validated like a loaded file.
+    pub fn with_discovered_bases(
+        &self,
+        d: &crate::amd::discovery::Discovery,
+        source: &str,
+    ) -> Result<Asic> {
+        let mut a = self.clone();
+        for b in &mut a.file.bases {
+            let Some(ip) = hw_id_by_name(&b.ip).and_then(|id| d.find(id, b.instance)) else {
+                continue;
+            };
+            if let Some(v) = ip.bases.get(usize::from(b.base_idx)) {
+                b.base = *v;
+                b.confirmed = true;
+                b.source = format!("{source} (v{})", ip.version());
+            }
+        }
+        a.validate()?;
+        Ok(a)
+    }
+
     /// Compare every segment base of this file with a discovered table.
     pub fn check_bases(&self, d: &crate::amd::discovery::Discovery) -> Vec<BaseCheck> {
         self.file

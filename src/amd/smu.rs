@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::amd::regio::{RegIo, RegPath};
 use crate::amd::regs::{Asic, RegsDb, ResolvedMailbox};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
@@ -53,6 +54,9 @@ const MAX_SLEEP: Duration = Duration::from_millis(1);
 pub const RESP_DEAD: u32 = 0xffff_ffff;
 pub const RESP_NONE: u32 = 0x0;
 pub const RESP_OK: u32 = 0x1;
+/// smu_cmn.c: SMU_RESP_DEBUG_END. An error: `__smu_cmn_reg2errno` has no case
+/// for it and returns -EREMOTEIO (its default), like an unknown code.
+pub const RESP_DEBUG_END: u32 = 0xfb;
 
 /// Bounds of the two waits of one message.
 #[derive(Debug, Clone, Copy)]
@@ -251,18 +255,53 @@ pub fn poll_nonzero(
     }
 }
 
-/// A client of one SMU mailbox on a mapped register BAR.
+/// Devices whose SMU answered with a code outside the response table in this
+/// process: nothing more is sent to them (see [`Smu::send_id`]).
+static HUNG: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+
+/// The unknown code a device's SMU answered with earlier in this run, if any.
+pub fn hung_code(device: &str) -> Option<u32> {
+    HUNG.lock()
+        .ok()
+        .and_then(|h| h.iter().find(|(d, _)| d == device).map(|(_, c)| *c))
+}
+
+fn latch_hung(device: &str, code: u32) {
+    if let Ok(mut h) = HUNG.lock() {
+        if !h.iter().any(|(d, _)| d == device) {
+            h.push((device.to_string(), code));
+        }
+    }
+}
+
+/// Forgets the latch (tests that run several twins in one process).
+pub fn clear_hung(device: &str) {
+    if let Ok(mut h) = HUNG.lock() {
+        h.retain(|(d, _)| d != device);
+    }
+}
+
+/// Whether `code` makes amdgpu stop talking to the SMU: not a code of the
+/// table (0xFB DEBUG_END included: `__smu_cmn_reg2errno` maps it, like any
+/// unknown value, to -EREMOTEIO, and `smu_cmn_send_smc_msg_with_param` then
+/// sends nothing while the register holds it).
+pub fn is_hung_code(asic: &Asic, code: u32) -> bool {
+    code != RESP_DEAD && (code == RESP_DEBUG_END || asic.response(code).is_none())
+}
+
+/// A client of one SMU mailbox on a device's registers, reached in the BAR or
+/// through PCIE_INDEX2/PCIE_DATA2 when the mailbox lies past it ([`RegIo`]).
 pub struct Smu<'a> {
     asic: &'a Asic,
     pub mailbox: ResolvedMailbox,
-    bar: BarMap,
-    device: String,
+    io: RegIo,
     pub timeouts: SmuTimeouts,
     /// Skip the wait for the previous answer on the next message (amdgpu's
     /// SMU_FW_INIT); cleared after one message.
     pub skip_prewait: bool,
-    /// PCIE_INDEX2 / PCIE_DATA2 byte offsets, when regs/ has the pair.
-    indirect: Option<(u64, u64)>,
+    /// Send even though the SMU answered an unknown code earlier in this run
+    /// (`--force`); the code is still reported.
+    pub ignore_hung: bool,
 }
 
 impl<'a> Smu<'a> {
@@ -274,36 +313,35 @@ impl<'a> Smu<'a> {
         bar: BarMap,
         device: impl Into<String>,
     ) -> Result<Smu<'a>> {
+        Smu::with_io(asic, mp1, RegIo::for_asic(asic, bar, device)?)
+    }
+
+    /// A client over an existing [`RegIo`] (with its barrier).
+    pub fn with_io(asic: &'a Asic, mp1: Option<&str>, io: RegIo) -> Result<Smu<'a>> {
         let mailbox = asic.mailbox(mp1)?;
         for (reg, off) in [
             (&mailbox.msg_register, mailbox.msg),
             (&mailbox.arg_register, mailbox.arg),
             (&mailbox.resp_register, mailbox.resp),
         ] {
-            if off + 4 > bar.len() {
-                return Err(Error::OutOfBounds {
-                    what: format!("{} {reg} in {}", asic.asic_name(), bar.path.display()),
-                    offset: off,
-                    width: 4,
-                    len: bar.len(),
-                });
-            }
+            io.check(off).map_err(|_| Error::OutOfBounds {
+                what: format!(
+                    "{} {reg} in {} (past the BAR, and no indirect pair reaches it)",
+                    asic.asic_name(),
+                    io.bar().path.display()
+                ),
+                offset: off,
+                width: 4,
+                len: io.bar().len(),
+            })?;
         }
-        let indirect = match &asic.file.indirect {
-            Some(ind) => Some((
-                asic.resolve(&ind.index)?.bar_offset,
-                asic.resolve(&ind.data)?.bar_offset,
-            )),
-            None => None,
-        };
         Ok(Smu {
             asic,
             mailbox,
-            bar,
-            device: device.into(),
+            io,
             timeouts: SmuTimeouts::default(),
             skip_prewait: false,
-            indirect,
+            ignore_hung: false,
         })
     }
 
@@ -312,24 +350,39 @@ impl<'a> Smu<'a> {
     }
 
     pub fn bar(&self) -> &BarMap {
-        &self.bar
+        self.io.bar()
     }
 
     pub fn bar_mut(&mut self) -> &mut BarMap {
-        &mut self.bar
+        self.io.bar_mut()
+    }
+
+    pub fn io(&self) -> &RegIo {
+        &self.io
+    }
+
+    pub fn io_mut(&mut self) -> &mut RegIo {
+        &mut self.io
     }
 
     pub fn device(&self) -> &str {
-        &self.device
+        self.io.device()
     }
 
     pub fn into_bar(self) -> BarMap {
-        self.bar
+        self.io.into_bar()
     }
 
-    /// The response register now.
-    pub fn response_now(&self) -> Result<u32> {
-        self.bar.read32(self.mailbox.resp)
+    /// How the mailbox is reached (all three registers go the same way on
+    /// every known ASIC; the response register's path is reported).
+    pub fn path(&self) -> RegPath {
+        self.io.path(self.mailbox.resp)
+    }
+
+    /// The response register now (None in dry-run when it is indirect).
+    pub fn response_now(&mut self, journal: &mut Journal) -> Result<Option<u32>> {
+        let off = self.mailbox.resp;
+        self.io.read(journal, off)
     }
 
     /// Sends a message named in regs/ (or given by number).
@@ -338,7 +391,28 @@ impl<'a> Smu<'a> {
         self.send_id(journal, &name, id, arg)
     }
 
+    fn hung_error(&self, name: &str, id: u32, arg: u32, code: u32) -> Error {
+        Error::Smu {
+            message: name.to_string(),
+            id,
+            arg,
+            code,
+            name: self
+                .asic
+                .response(code)
+                .map_or("UNKNOWN".to_string(), |r| r.name.clone()),
+            meaning: format!(
+                "the SMU answered {code:#x} earlier in this run, which amdgpu treats as a hung SMU (smu_cmn.c: __smu_cmn_reg2errno → -EREMOTEIO; nothing is sent after it): nothing was sent (--force sends anyway)"
+            ),
+        }
+    }
+
     /// Sends message `id` (`name` for records and errors) with `arg`.
+    ///
+    /// After an answer outside the response table (0xFB DEBUG_END included)
+    /// the device is latched hung for the rest of this process, as amdgpu
+    /// sends nothing more once `__smu_cmn_reg2errno` says -EREMOTEIO; only
+    /// [`Smu::ignore_hung`] (`--force`) sends past it.
     pub fn send_id(
         &mut self,
         journal: &mut Journal,
@@ -346,10 +420,19 @@ impl<'a> Smu<'a> {
         id: u32,
         arg: u32,
     ) -> Result<Reply> {
+        if let Some(code) = hung_code(self.device()) {
+            if !self.ignore_hung {
+                return Err(self.hung_error(name, id, arg, code));
+            }
+            journal.note(
+                Some(self.device()),
+                format!("--force: sending {name} although the SMU answered {code:#x} earlier in this run (hung)"),
+            )?;
+        }
         let skip = std::mem::take(&mut self.skip_prewait);
         let previous = if skip {
             journal.note(
-                Some(&self.device),
+                Some(self.device()),
                 format!(
                     "not waiting for a previous answer before {name} (as amdgpu after SMU init)"
                 ),
@@ -359,10 +442,9 @@ impl<'a> Smu<'a> {
             Some(self.prewait(journal, name, id, arg)?)
         };
         let m = self.mailbox.clone();
-        let dev = self.device.clone();
-        self.bar.write32(journal, &dev, m.resp, RESP_NONE)?;
-        self.bar.write32(journal, &dev, m.arg, arg)?;
-        self.bar.write32(journal, &dev, m.msg, id)?;
+        self.io.write(journal, m.resp, RESP_NONE)?;
+        self.io.write(journal, m.arg, arg)?;
+        self.io.write(journal, m.msg, id)?;
         let mut reply = Reply {
             message: name.to_string(),
             id,
@@ -378,7 +460,9 @@ impl<'a> Smu<'a> {
             return Ok(reply);
         }
         reply.sent = true;
-        let (code, spent) = poll_nonzero(self.timeouts.answer, || self.bar.read32(m.resp))?;
+        let (code, spent) = self
+            .io
+            .poll_nonzero(journal, m.resp, self.timeouts.answer)?;
         reply.answer_ms = spent.as_secs_f64() * 1e3;
         if code == RESP_NONE {
             return Err(Error::Timeout {
@@ -391,16 +475,19 @@ impl<'a> Smu<'a> {
         }
         reply.response = Some(code);
         reply.response_name = self.asic.response(code).map(|r| r.name.clone());
+        if is_hung_code(self.asic, code) {
+            latch_hung(self.device(), code);
+        }
         if code != RESP_OK {
             return Err(response_error(self.asic, name, id, arg, code));
         }
-        reply.value = Some(self.bar.read32(m.arg)?);
+        reply.value = self.io.read(journal, m.arg)?;
         Ok(reply)
     }
 
     /// Waits for the previous message's answer; errors when there is none,
-    /// the BAR reads dead or the code is unknown (nothing is sent then). In
-    /// dry-run these become notes.
+    /// the BAR reads dead or the code is an error amdgpu stops at (unknown,
+    /// 0xFB): nothing is sent then. In dry-run these become notes.
     fn prewait(&mut self, journal: &mut Journal, name: &str, id: u32, arg: u32) -> Result<u32> {
         let resp = self.mailbox.resp;
         let bound = if journal.dry_run {
@@ -408,12 +495,17 @@ impl<'a> Smu<'a> {
         } else {
             self.timeouts.prewait
         };
-        let (code, _) = poll_nonzero(bound, || self.bar.read32(resp))?;
+        let (code, _) = if journal.dry_run && self.io.path(resp) == RegPath::Indirect {
+            // Not readable without making the index write.
+            (RESP_NONE, Duration::ZERO)
+        } else {
+            self.io.poll_nonzero(journal, resp, bound)?
+        };
         let problem = if code == RESP_NONE && journal.dry_run {
             journal.note(
-                Some(&self.device),
+                Some(self.device()),
                 format!(
-                    "{} reads {RESP_NONE:#x} now: a real send of {name} would first wait up to {} ms for a previous message's answer, and send nothing if none came (--ignore-pending skips the wait)",
+                    "{} reads {RESP_NONE:#x} now (or was not read: past the BAR): a real send of {name} would first wait up to {} ms for a previous message's answer, and send nothing if none came (--ignore-pending skips the wait)",
                     self.mailbox.resp_register,
                     self.timeouts.prewait.as_millis()
                 ),
@@ -427,32 +519,43 @@ impl<'a> Smu<'a> {
                 ),
                 bound_ms: bound.as_millis() as u64,
             })
-        } else if code == RESP_DEAD || self.asic.response(code).is_none() {
-            Some(match response_error(self.asic, name, id, arg, code) {
-                Error::Smu {
-                    message,
-                    id,
-                    arg,
-                    code,
-                    name,
-                    meaning,
-                } => Error::Smu {
-                    message,
-                    id,
-                    arg,
-                    code,
-                    name,
-                    meaning: format!("{meaning} (read before sending; nothing was sent)"),
-                },
-                e => e,
-            })
+        } else if code == RESP_DEAD || is_hung_code(self.asic, code) {
+            if is_hung_code(self.asic, code) {
+                latch_hung(self.device(), code);
+            }
+            if self.ignore_hung && code != RESP_DEAD {
+                journal.note(
+                    Some(self.device()),
+                    format!("--force: the response register holds {code:#x} (an error amdgpu stops at); sending {name} anyway"),
+                )?;
+                None
+            } else {
+                Some(match response_error(self.asic, name, id, arg, code) {
+                    Error::Smu {
+                        message,
+                        id,
+                        arg,
+                        code,
+                        name,
+                        meaning,
+                    } => Error::Smu {
+                        message,
+                        id,
+                        arg,
+                        code,
+                        name,
+                        meaning: format!("{meaning} (read before sending; nothing was sent)"),
+                    },
+                    e => e,
+                })
+            }
         } else {
             None
         };
         match problem {
             Some(e) if journal.dry_run => {
                 journal.note(
-                    Some(&self.device),
+                    Some(self.device()),
                     format!("would not send: {}", e.one_line()),
                 )?;
                 Ok(code)
@@ -486,43 +589,15 @@ impl<'a> Smu<'a> {
         Ok((vec![lo, hi], mask))
     }
 
-    fn indirect(&self) -> Result<(u64, u64)> {
-        self.indirect.ok_or_else(|| {
-            Error::not_found(
-                "indirect SMN register pair",
-                format!("{} (regs/ has no [indirect])", self.asic.asic_name()),
-            )
-        })
-    }
-
-    /// Reads an SMN address through PCIE_INDEX2 / PCIE_DATA2: index ← address,
-    /// read the index back (flushes the posted write), read data
-    /// (amdgpu_device.c: `amdgpu_device_indirect_rreg`). None in dry-run: the
-    /// index write is only recorded, so data would not be the register.
+    /// Reads an SMN address through PCIE_INDEX2 / PCIE_DATA2 (index restored
+    /// after; [`RegIo::smn_read`]). None in dry-run.
     pub fn smn_read(&mut self, journal: &mut Journal, address: u32) -> Result<Option<u32>> {
-        let (index, data) = self.indirect()?;
-        let dev = self.device.clone();
-        self.bar.write32(journal, &dev, index, address)?;
-        if journal.dry_run {
-            return Ok(None);
-        }
-        let _ = self.bar.read32(index)?;
-        Ok(Some(self.bar.read32(data)?))
+        self.io.smn_read(journal, address)
     }
 
-    /// Writes an SMN address through the pair (`amdgpu_device_indirect_wreg`).
+    /// Writes an SMN address through the pair ([`RegIo::smn_write`]).
     pub fn smn_write(&mut self, journal: &mut Journal, address: u32, value: u32) -> Result<()> {
-        let (index, data) = self.indirect()?;
-        let dev = self.device.clone();
-        self.bar.write32(journal, &dev, index, address)?;
-        if !journal.dry_run {
-            let _ = self.bar.read32(index)?;
-        }
-        self.bar.write32(journal, &dev, data, value)?;
-        if !journal.dry_run {
-            let _ = self.bar.read32(data)?;
-        }
-        Ok(())
+        self.io.smn_write(journal, address, value)
     }
 
     /// MP1 firmware flags' INTERRUPTS_ENABLED (the SMU firmware runs), from
@@ -616,6 +691,76 @@ mod tests {
             .as_deref()
             .is_some_and(|n| n.contains("would first wait"))));
         assert!(std::fs::read(&p).unwrap().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn debug_end_is_an_error_that_latches_the_smu_hung() {
+        let db = phoenix();
+        let a = db.asic("phoenix").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("resource5");
+        std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
+        let mut bar = BarMap::open_file(&p, 0x80000, Access::ReadWrite).unwrap();
+        bar.device_write32(0x58a68, RESP_DEBUG_END).unwrap();
+        let dev = "test:debug-end";
+        clear_hung(dev);
+        let mut smu = Smu::new(a, None, bar, dev).unwrap();
+        let mut j = Journal::new(false);
+        let e = smu.test(&mut j).unwrap_err().to_string();
+        assert!(e.contains("0xfb") && e.contains("nothing was sent"), "{e}");
+        assert_eq!(j.writes().count(), 0);
+        assert_eq!(hung_code(dev), Some(RESP_DEBUG_END));
+        // Even once the register reads OK again, nothing more is sent this run.
+        smu.bar_mut().device_write32(0x58a68, RESP_OK).unwrap();
+        let e = smu.test(&mut j).unwrap_err().to_string();
+        assert!(e.contains("earlier in this run"), "{e}");
+        assert_eq!(j.writes().count(), 0);
+        clear_hung(dev);
+    }
+
+    #[test]
+    fn a_mailbox_past_the_bar_is_reached_through_the_indirect_pair() {
+        let db = phoenix();
+        let mut spec = crate::amd::discovery::BlobSpec::phoenix_like();
+        for ip in &mut spec.dies[0] {
+            if ip.hw_id == 1 {
+                ip.bases[1] = 0x30000; // (0x30000 + 0x282) * 4 = 0xc0a08, past 0x80000
+            }
+        }
+        let d = crate::amd::discovery::parse(
+            &crate::amd::discovery::build_discovery_blob(&spec),
+            crate::amd::discovery::Mode::Strict,
+        )
+        .unwrap();
+        let a = db
+            .asic("phoenix")
+            .unwrap()
+            .with_discovered_bases(&d, "test table")
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("resource5");
+        std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
+        let bar = BarMap::open_file(&p, 0x80000, Access::ReadOnly).unwrap();
+        let mut smu = Smu::new(&a, None, bar, "0000:c5:00.0").unwrap();
+        assert_eq!(smu.path(), RegPath::Indirect);
+        assert!(smu.mailbox.base_confirmed);
+        let mut j = Journal::new(true);
+        smu.send(&mut j, "GfxDeviceDriverReset", 2).unwrap();
+        let w: Vec<String> = j.writes().map(|r| r.to_string()).collect();
+        assert_eq!(
+            w,
+            [
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x000c0a68",
+                "mmio 0000:c5:00.0 resource5+0x3c <- 0x00000000",
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x00000000",
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x000c0a48",
+                "mmio 0000:c5:00.0 resource5+0x3c <- 0x00000002",
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x00000000",
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x000c0a08",
+                "mmio 0000:c5:00.0 resource5+0x3c <- 0x00000011",
+                "mmio 0000:c5:00.0 resource5+0x38 <- 0x00000000",
+            ]
+        );
     }
 
     #[test]

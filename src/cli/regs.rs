@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::amd::bases::{self, BaseSource, DeviceBases};
 use crate::amd::discovery::{self, Discovery, Mode};
 use crate::amd::regs::{BaseCheck, RegsDb};
 use crate::error::{exit, Error, Result};
+use crate::journal::Journal;
+use crate::pci::{Device, Host, Topology};
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
@@ -24,8 +27,9 @@ pub enum RegsCmd {
         /// ASIC name (e.g. phoenix).
         asic: String,
     },
-    /// Read the device's IP discovery table (sysfs while amdgpu is bound, or a dump) and compare
-    /// its segment bases with the register file; optionally write them as an overlay.
+    /// The device's register bases and where each came from: sysfs ip_discovery (amdgpu bound),
+    /// the device's own IP discovery table read from VRAM (cached per boot), a dump (--blob), or
+    /// regs/ static; compared with the register file; optionally written as an overlay.
     Bases {
         /// PCI address (0000:c5:00.0 or c5:00.0).
         dev: String,
@@ -41,6 +45,21 @@ pub enum RegsCmd {
         /// Write DIR/<asic>.toml: the discovered bases as a confirmed overlay for --regs DIR.
         #[arg(long, value_name = "DIR")]
         write_overlay: Option<PathBuf>,
+        /// Do not read the device (sysfs ip_discovery or this boot's cache only, else regs/).
+        #[arg(long, conflicts_with = "blob")]
+        no_read: bool,
+        /// Read the device's table again even when this boot's cache has it.
+        #[arg(long, conflicts_with_all = ["blob", "no_read"])]
+        refresh: bool,
+        /// Record the index writes a read would make, make none.
+        #[arg(long)]
+        dry_run: bool,
+        /// Append every write as a JSON line, fsync'd before the write is made.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Bound of waiting for another resetlab holding the device's lock, in ms.
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        lock_timeout: u64,
     },
 }
 
@@ -71,19 +90,114 @@ fn read_hex_u16(path: &Path) -> Result<u16> {
         .map_err(|_| Error::parse("PCI id", format!("{}: {t}", path.display()), "not hex"))
 }
 
+/// One base of the register file as resolved for the device.
+#[derive(Debug, Serialize)]
+struct ResolvedBase {
+    ip: String,
+    instance: u8,
+    base_idx: u8,
+    /// The value used.
+    base: u32,
+    /// Where it came from (`device table`, `sysfs ip_discovery`, `discovery blob`, `regs/ static`).
+    source: BaseSource,
+    confirmed: bool,
+    /// The regs/ value and whether regs/ calls it confirmed.
+    file: u32,
+    file_confirmed: bool,
+    /// `agrees` / `differs` (device vs regs/), `absent` (the table lacks it), `static`.
+    verdict: String,
+}
+
 #[derive(Debug, Serialize)]
 struct BasesReport {
     device: String,
     asic: String,
+    source: BaseSource,
     from: String,
+    cache: Option<String>,
+    cached: bool,
     mp1_version: Option<String>,
     warnings: Vec<String>,
+    notes: Vec<String>,
     ips: Vec<discovery::DiscoveredIp>,
+    resolved: Vec<ResolvedBase>,
     bases: Vec<BaseCheck>,
     overlay: Option<String>,
+    /// The writes made to read the table (MM_INDEX, MM_INDEX_HI, COMMAND, power/control).
+    writes: Vec<crate::journal::Record>,
 }
 
-pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> Result<i32> {
+/// Reads the device's bases for `regs bases` (not --blob): sysfs or cache,
+/// else the device (root, lock, woken, VM not holding it), else regs/.
+#[allow(clippy::too_many_arguments)]
+fn device_bases(
+    host: &Host,
+    bdf: &str,
+    asic_name: Option<&str>,
+    db: &RegsDb,
+    no_read: bool,
+    refresh: bool,
+    journal: &mut Journal,
+    lock_timeout: u64,
+) -> Result<(DeviceBases, String)> {
+    let topo = Topology::scan(host)?;
+    let b: crate::pci::Bdf = bdf.parse()?;
+    let dev = topo
+        .get(&b)
+        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
+        .clone();
+    let (a, bar) = crate::amd::smu::target(db, &dev, asic_name, None)?.ok_or_else(|| {
+        Error::not_found(
+            "register database for PCI id",
+            format!(
+                "{:04x}:{:04x} (name one with --asic)",
+                dev.vendor, dev.device
+            ),
+        )
+    })?;
+    let name = a.asic_name().to_string();
+    if !refresh {
+        if let Some(k) = bases::known(host, &dev) {
+            return Ok((k, name));
+        }
+    }
+    if no_read {
+        return Ok((bases::resolve(host, &dev, a, bar, journal, false), name));
+    }
+    if !journal.dry_run && !nix::unistd::geteuid().is_root() {
+        let mut d = bases::resolve(host, &dev, a, bar, journal, false);
+        d.notes = vec!["not root: the device's table was not read (reading it writes MM_INDEX); run as root, or --dry-run to see the writes".into()];
+        return Ok((d, name));
+    }
+    let _lock = if journal.dry_run {
+        None
+    } else {
+        Some(crate::reset::lock::lock(
+            host,
+            &dev.bdf,
+            std::time::Duration::from_millis(lock_timeout),
+        )?)
+    };
+    journal.method = "regs bases".into();
+    if bases::vm_holder(host, &dev).is_some() {
+        // Not woken, not touched: resolve says why.
+        return Ok((bases::read(host, &dev, a, bar, journal), name));
+    }
+    let prev = crate::reset::engine::wake(&dev, journal, std::time::Duration::from_secs(5))?;
+    let dev2 = Device::load(host, dev.bdf)?;
+    let mut r = bases::read(host, &dev2, a, bar, journal);
+    if journal.dry_run {
+        r.notes.push(format!(
+            "dry run: reading the table makes one MM_INDEX write per dword (about {} for a Phoenix table), and MM_INDEX_HI once",
+            discovery::build_phoenix_blob().len() / 4
+        ));
+    }
+    crate::reset::engine::unwake(host, journal, &dev.bdf, prev)?;
+    Ok((r, name))
+}
+
+pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> Result<i32> {
+    let sysfs = host.sysfs.as_path();
     let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {
@@ -135,10 +249,19 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> 
             lenient,
             asic,
             write_overlay,
+            no_read,
+            refresh,
+            dry_run,
+            trace,
+            lock_timeout,
         } => {
             let bdf = canonical_bdf(dev)?;
             let dev_dir = sysfs.join("bus/pci/devices").join(&bdf);
-            let (disc, from): (Discovery, String) = match blob {
+            let mut journal = Journal::new(*dry_run);
+            if let Some(t) = trace {
+                journal = journal.with_trace(t)?;
+            }
+            let found: DeviceBases = match blob {
                 Some(f) => {
                     let bytes = fs::read(f).map_err(|e| Error::io("read", f, e))?;
                     let mode = if *lenient {
@@ -146,13 +269,48 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> 
                     } else {
                         Mode::Strict
                     };
-                    (discovery::parse(&bytes, mode)?, f.display().to_string())
+                    DeviceBases {
+                        source: BaseSource::Blob,
+                        from: f.display().to_string(),
+                        cache: None,
+                        cached: false,
+                        discovery: Some(discovery::parse(&bytes, mode)?),
+                        raw: Some(bytes),
+                        notes: vec![],
+                    }
                 }
-                None => (
-                    discovery::parse_sysfs(&dev_dir)?,
-                    dev_dir.join("ip_discovery").display().to_string(),
-                ),
+                None if dev_dir.join("ip_discovery").is_dir() => DeviceBases {
+                    source: BaseSource::SysfsIpDiscovery,
+                    from: dev_dir.join("ip_discovery").display().to_string(),
+                    cache: None,
+                    cached: false,
+                    discovery: Some(discovery::parse_sysfs(&dev_dir)?),
+                    raw: None,
+                    notes: vec![],
+                },
+                None => {
+                    device_bases(
+                        host,
+                        &bdf,
+                        asic.as_deref(),
+                        &db,
+                        *no_read,
+                        *refresh,
+                        &mut journal,
+                        *lock_timeout,
+                    )?
+                    .0
+                }
             };
+            let empty = Discovery {
+                header: None,
+                table_version: None,
+                base_addr_64_bit: false,
+                dies: vec![],
+                warnings: vec![],
+            };
+            let disc = found.discovery.clone().unwrap_or(empty);
+            let from = found.label();
             let a = match asic {
                 Some(n) => db.asic(n)?,
                 None => {
@@ -167,6 +325,13 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> 
                 }
             };
             let mut overlay = None;
+            if let (Some(_), None) = (write_overlay, &found.discovery) {
+                return Err(Error::failed(format!(
+                    "no discovery table to write an overlay from ({}): {}",
+                    found.label(),
+                    found.notes.join("; ")
+                )));
+            }
             if let Some(dir) = write_overlay {
                 fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
                 let path = dir.join(format!("{}.toml", a.asic_name()));
@@ -178,15 +343,53 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> 
                 fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
                 overlay = Some(path.display().to_string());
             }
+            let checks = a.check_bases(&disc);
+            let resolved = checks
+                .iter()
+                .map(|c| {
+                    let (base, source, confirmed, verdict) = match c.device {
+                        Some(d) => (d, found.source, true, c.verdict().to_string()),
+                        None if found.discovery.is_some() => (
+                            c.file,
+                            BaseSource::Static,
+                            c.file_confirmed,
+                            "absent".into(),
+                        ),
+                        None => (
+                            c.file,
+                            BaseSource::Static,
+                            c.file_confirmed,
+                            "static".into(),
+                        ),
+                    };
+                    ResolvedBase {
+                        ip: c.ip.clone(),
+                        instance: c.instance,
+                        base_idx: c.base_idx,
+                        base,
+                        source,
+                        confirmed,
+                        file: c.file,
+                        file_confirmed: c.file_confirmed,
+                        verdict,
+                    }
+                })
+                .collect();
             let report = BasesReport {
                 device: bdf,
                 asic: a.asic_name().to_string(),
+                source: found.source,
                 from,
+                cache: found.cache.clone(),
+                cached: found.cached,
                 mp1_version: disc.mp1_version(),
                 warnings: disc.warnings.clone(),
+                notes: found.notes.clone(),
                 ips: disc.ips().cloned().collect(),
-                bases: a.check_bases(&disc),
+                resolved,
+                bases: checks,
                 overlay,
+                writes: journal.writes().cloned().collect(),
             };
             if json {
                 print_json(&report)?;
@@ -199,12 +402,48 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], sysfs: &Path, json: bool) -> 
 }
 
 fn print_bases(r: &BasesReport) {
-    println!("{} ({}) from {}", r.device, r.asic, r.from);
+    println!("{} ({}): bases from {}", r.device, r.asic, r.from);
+    if let Some(c) = &r.cache {
+        println!("cache: {c}");
+    }
     if let Some(v) = &r.mp1_version {
         println!("MP1 version {v}");
     }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    if !r.writes.is_empty() {
+        let dry = r.writes.iter().any(|w| w.dry_run);
+        println!(
+            "{} {} write(s) to read the table (MM_INDEX/MM_INDEX_HI journalled, put back after)",
+            if dry { "would make" } else { "made" },
+            r.writes.len()
+        );
+    }
+    println!("\nbases used (dwords), and where each came from:");
+    for b in &r.resolved {
+        println!(
+            "  {:<6} inst {} idx {}  {:#x}  {}{}  (regs/ {:#x} {}: {})",
+            b.ip,
+            b.instance,
+            b.base_idx,
+            b.base,
+            b.source,
+            if b.confirmed { "" } else { ", UNCONFIRMED" },
+            b.file,
+            if b.file_confirmed {
+                "confirmed"
+            } else {
+                "unconfirmed"
+            },
+            b.verdict
+        );
+    }
+    if r.ips.is_empty() {
+        return;
     }
     println!("\ndiscovered IPs (bases in dwords):");
     for ip in &r.ips {
@@ -290,7 +529,10 @@ mod tests {
         fs::create_dir_all(&dev).unwrap();
         fs::write(dev.join("vendor"), "0x1002\n").unwrap();
         fs::write(dev.join("device"), "0x1900\n").unwrap();
-        let d = discovery::parse(&discovery::build_phoenix_blob(), Mode::Strict).unwrap();
+        let spec = discovery::BlobSpec::phoenix_like()
+            .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
+            .unwrap();
+        let d = discovery::parse(&discovery::build_discovery_blob(&spec), Mode::Strict).unwrap();
         discovery::write_sysfs(&dev, &d).unwrap();
         let out = root.path().join("overlay");
         let args = RegsArgs {
@@ -300,14 +542,19 @@ mod tests {
                 lenient: false,
                 asic: None,
                 write_overlay: Some(out.clone()),
+                no_read: false,
+                refresh: false,
+                dry_run: false,
+                trace: None,
+                lock_timeout: 1000,
             },
         };
-        assert_eq!(run(&args, &[], root.path(), true).unwrap(), 0);
+        assert_eq!(run(&args, &[], &Host::new(root.path()), true).unwrap(), 0);
         let db = RegsDb::load(&[out]).unwrap();
         let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
         assert!(m.base_confirmed);
         assert_eq!(m.msg, 0x58A08);
-        // MP1 segment 0 of the synthetic table is 0x16200: the overlay corrected the guess.
+        // MP1 segment 0 of this table is 0x16200: the overlay corrected the guess.
         let m11 = db
             .asic("phoenix")
             .unwrap()

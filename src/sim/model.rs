@@ -49,6 +49,13 @@ pub fn dirty_flag(root: &Path, bdf: &Bdf) -> PathBuf {
     model_dir(root).join("dirty").join(bdf.to_string())
 }
 
+/// The model's step counter (a u32 at offset 0, incremented after every
+/// step): clients of the twin's index/data windows wait on it
+/// ([`crate::amd::regio::Barrier::Twin`]).
+pub fn clock_path(root: &Path) -> PathBuf {
+    model_dir(root).join("clock")
+}
+
 /// Written by [`serve`] once the model watches the tree.
 pub fn ready_flag(root: &Path) -> PathBuf {
     model_dir(root).join("ready")
@@ -100,6 +107,9 @@ pub struct Model {
     /// The SMU of each device regs/ knows (the iGPU), on its mapped register BAR.
     smu: BTreeMap<Bdf, (crate::pci::mmio::BarMap, crate::sim::smu::SmuModel)>,
     regs: crate::amd::regs::RegsDb,
+    /// The step counter ([`clock_path`]).
+    clock: Option<crate::pci::mmio::BarMap>,
+    steps: u32,
 }
 
 fn read_trim(p: &Path) -> String {
@@ -136,7 +146,18 @@ impl Model {
             pending_rescan: Vec::new(),
             smu: BTreeMap::new(),
             regs: crate::amd::regs::RegsDb::embedded()?,
+            clock: None,
+            steps: 0,
         };
+        let clock = clock_path(root);
+        fs::File::create(&clock)
+            .and_then(|f| f.set_len(4096))
+            .map_err(|e| Error::io("create", &clock, e))?;
+        m.clock = Some(crate::pci::mmio::BarMap::open_file(
+            &clock,
+            4096,
+            crate::pci::mmio::Access::ReadWrite,
+        )?);
         let all = m.specs.clone();
         for s in &all {
             if fs::symlink_metadata(tree::device_dir(&m.sysfs, s, &all)).is_ok() {
@@ -220,7 +241,13 @@ impl Model {
         let path = dir.join(format!("resource{bar}"));
         let mut map =
             crate::pci::mmio::BarMap::open_file(&path, size, crate::pci::mmio::Access::ReadWrite)?;
-        let mut smu = crate::sim::smu::SmuModel::new(asic, None, self.profile.smu.clone())?;
+        // The GPU's own table decides where its registers are (the profile's
+        // [discovery.bases]); the SMU answers there, not where regs/ guesses.
+        let table = self.profile.discovery.blob()?;
+        let disc = crate::amd::discovery::parse(&table, crate::amd::discovery::Mode::Strict)?;
+        let asic = asic.with_discovered_bases(&disc, "the twin's discovery table")?;
+        let mut smu =
+            crate::sim::smu::SmuModel::with_table(&asic, None, self.profile.smu.clone(), table)?;
         smu.set_dirty(is_dirty(&self.root, &spec.bdf));
         smu.set_mode2_cleans(self.profile.effective.smu_mode2);
         smu.power_on(&mut map)?;
@@ -760,7 +787,12 @@ impl Model {
             self.handle_events()?;
         }
         self.step_smu()?;
-        self.tick()
+        let r = self.tick();
+        self.steps = self.steps.wrapping_add(1);
+        if let Some(c) = &mut self.clock {
+            let _ = c.device_write32(0, self.steps);
+        }
+        r
     }
 }
 

@@ -103,6 +103,30 @@ impl Default for SmuProfile {
     }
 }
 
+/// The IP discovery table the twin's GPU holds in its VRAM model (and so the
+/// register bases resetlab reads from the device): `[discovery.bases]`, one
+/// list of segment bases (dwords) per IP by amdgpu's hw_id name, e.g.
+/// `MP1 = [0x16000, 0x16000]`. IPs not named keep the Phoenix values of
+/// [`crate::amd::discovery::BlobSpec::phoenix_like`] (which agree with regs/).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryProfile {
+    pub bases: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+impl DiscoveryProfile {
+    /// The table spec: Phoenix's with the named IPs' bases replaced.
+    pub fn spec(&self) -> Result<crate::amd::discovery::BlobSpec> {
+        crate::amd::discovery::BlobSpec::phoenix_like()
+            .with_bases(self.bases.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    /// The table as the VRAM model holds it.
+    pub fn blob(&self) -> Result<Vec<u8>> {
+        Ok(crate::amd::discovery::build_discovery_blob(&self.spec()?))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
@@ -113,6 +137,8 @@ pub struct Profile {
     pub device_fault: Fault,
     /// Delay before a removed device reappears on rescan, in ms.
     pub rescan_ms: u64,
+    /// The GPU's IP discovery table (its register bases).
+    pub discovery: DiscoveryProfile,
 }
 
 impl Profile {
@@ -143,7 +169,15 @@ impl Profile {
 
     pub fn load(path: &Path) -> Result<Profile> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-        Self::parse(path, &text)
+        let p = Self::parse(path, &text)?;
+        // A bad IP name is an error at load, not a model that cannot start.
+        p.discovery.spec().map_err(|e| Error::FileParse {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            reason: format!("[discovery.bases]: {}", e.one_line()),
+        })?;
+        Ok(p)
     }
 }
 
@@ -171,5 +205,23 @@ mod tests {
         assert_eq!(p.smu.fault, Fault::Busy);
         let e = Profile::parse(Path::new("p.toml"), "[smu]\nfalut = 1\n").unwrap_err();
         assert!(e.to_string().starts_with("p.toml:2:1:"), "{e}");
+        let p = Profile::parse(
+            Path::new("p.toml"),
+            "[discovery.bases]\nMP1 = [0x16000, 0x17000]\n",
+        )
+        .unwrap();
+        let d = crate::amd::discovery::parse(
+            &p.discovery.blob().unwrap(),
+            crate::amd::discovery::Mode::Strict,
+        )
+        .unwrap();
+        assert_eq!(d.find(1, 0).unwrap().bases, [0x16000, 0x17000]);
+        let bad = Profile::parse(Path::new("p.toml"), "[discovery.bases]\nMPX = [1]\n").unwrap();
+        assert!(bad
+            .discovery
+            .spec()
+            .unwrap_err()
+            .to_string()
+            .contains("MPX"));
     }
 }

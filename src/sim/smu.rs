@@ -14,10 +14,17 @@
 //!   non-zero);
 //! - read-only registers (RCC_CONFIG_MEMSIZE, MP0_SMN_C2PMSG_33, GRBM_STATUS)
 //!   are re-asserted every step, so a stray write does not stick;
-//! - PCIE_DATA2 holds the SMN register PCIE_INDEX2 names, refreshed every
-//!   step. A read right after changing the index would see the old address's
-//!   data; the only SMN register modelled (MP1 firmware flags) is also the
-//!   index's initial value, so a client reading it gets the right word.
+//! - PCIE_INDEX2 / PCIE_DATA2 are a window on the SMN: when the index changes
+//!   the model puts the named register in the data register; when the data
+//!   register changes under an unchanged index, the client wrote the register.
+//!   Modelled SMN registers: MP1 firmware flags, and the mailbox itself when
+//!   the table's bases put it past the BAR (amdgpu reaches such a register
+//!   through the pair, `amdgpu_device_rreg`). The client waits for the model
+//!   between index and data accesses ([`crate::amd::regio::Barrier::Twin`]:
+//!   the device model's step counter), since a file cannot trap an access;
+//! - MM_INDEX / MM_INDEX_HI / MM_DATA are a window on VRAM the same way: the
+//!   VRAM model holds the profile's IP discovery table at
+//!   (RCC_CONFIG_MEMSIZE MiB − 64 KiB) and reads 0 elsewhere.
 //!
 //! At power-on the response register reads 0x1, as on a clean SMU (the
 //! SMU_FW_INIT patch to smu_cmn.c: "The default of mmMP1_SMN_C2PMSG_90
@@ -79,7 +86,8 @@ pub enum SmuEvent {
     Vanish,
 }
 
-/// BAR byte offsets of everything modelled, from regs/.
+/// BAR byte offsets of everything modelled, from regs/ with the table's
+/// bases. The mailbox may lie past the BAR: then its offset is its SMN address.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     msg: u64,
@@ -92,6 +100,9 @@ struct Layout {
     grbm: u64,
     gui_active: u32,
     fw_flags_addr: u32,
+    mm_index: u64,
+    mm_index_hi: u64,
+    mm_data: u64,
 }
 
 impl Layout {
@@ -104,7 +115,16 @@ impl Layout {
             )
         })?;
         let grbm = asic.register("GRBM_STATUS")?;
+        let disc = asic.file.discovery.as_ref().ok_or_else(|| {
+            Error::not_found(
+                "IP discovery location",
+                format!("{} [discovery]", asic.asic_name()),
+            )
+        })?;
         Ok(Layout {
+            mm_index: asic.resolve(&disc.index)?.bar_offset,
+            mm_index_hi: asic.resolve(&disc.index_hi)?.bar_offset,
+            mm_data: asic.resolve(&disc.data)?.bar_offset,
             msg: m.msg,
             arg: m.arg,
             resp: m.resp,
@@ -118,17 +138,50 @@ impl Layout {
         })
     }
 
-    fn all(&self) -> [u64; 8] {
+    /// The registers that must be in the BAR.
+    fn on_bar(&self) -> [u64; 8] {
         [
-            self.msg,
-            self.arg,
-            self.resp,
             self.index,
             self.data,
             self.memsize,
             self.mp0_33,
             self.grbm,
+            self.mm_index,
+            self.mm_index_hi,
+            self.mm_data,
         ]
+    }
+
+    fn mailbox(&self) -> [u64; 3] {
+        [self.msg, self.arg, self.resp]
+    }
+}
+
+/// Whether byte offset `off` is in `bar` (else an SMN address, reached through
+/// the pair, as amdgpu_device_rreg decides).
+fn in_bar(bar: &BarMap, off: u64) -> bool {
+    off.saturating_add(4) <= bar.len()
+}
+
+/// The VRAM model: the discovery table at its place, zeros elsewhere.
+#[derive(Debug, Clone)]
+struct Vram {
+    table_pos: u64,
+    table: Vec<u8>,
+}
+
+impl Vram {
+    fn read32(&self, pos: u64) -> u32 {
+        let mut b = [0u8; 4];
+        for (i, x) in b.iter_mut().enumerate() {
+            let p = pos + i as u64;
+            if let Some(rel) = p.checked_sub(self.table_pos) {
+                if let Some(v) = usize::try_from(rel).ok().and_then(|r| self.table.get(r)) {
+                    *x = *v;
+                }
+            }
+        }
+        u32::from_le_bytes(b)
     }
 }
 
@@ -166,6 +219,15 @@ pub struct SmuModel {
     faults_left: Option<u32>,
     /// Messages received, in order (id, argument).
     pub received: Vec<(u32, u32)>,
+    /// Mailbox registers that lie past the BAR (SMN address → value).
+    smn: std::collections::BTreeMap<u32, u32>,
+    /// The SMN window as last shown: (index, data the model put there).
+    win: Option<(u32, u32)>,
+    /// The VRAM window as last shown: (MM_INDEX, MM_INDEX_HI).
+    mm_last: Option<(u32, u32)>,
+    vram: Vram,
+    /// SMN writes the client made through the pair (address, value).
+    pub smn_writes: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +258,24 @@ impl SmuModel {
     /// A model of `asic`'s SMU (mailbox of MP1 version `mp1`, the first listed
     /// when None) behaving as `profile` says.
     pub fn new(asic: &Asic, mp1: Option<&str>, profile: SmuProfile) -> Result<SmuModel> {
+        SmuModel::with_table(
+            asic,
+            mp1,
+            profile,
+            crate::amd::discovery::build_phoenix_blob(),
+        )
+    }
+
+    /// [`SmuModel::new`] with `table` (an IP discovery binary) in VRAM.
+    /// `asic` should carry the table's bases
+    /// ([`Asic::with_discovered_bases`]): the mailbox answers where they put it.
+    pub fn with_table(
+        asic: &Asic,
+        mp1: Option<&str>,
+        profile: SmuProfile,
+        table: Vec<u8>,
+    ) -> Result<SmuModel> {
+        let table_pos = crate::amd::discovery::vram_position(MEMSIZE_MIB)?;
         let faults_left = match (profile.fault, profile.fault_count) {
             (Fault::None, _) => Some(0),
             (_, 0) => None,
@@ -210,7 +290,95 @@ impl SmuModel {
             mode2_cleans: false,
             faults_left,
             received: Vec::new(),
+            smn: std::collections::BTreeMap::new(),
+            win: None,
+            mm_last: None,
+            vram: Vram { table_pos, table },
+            smn_writes: Vec::new(),
         })
+    }
+
+    /// A mailbox register, in the BAR or past it.
+    fn rd(&self, bar: &BarMap, off: u64) -> u32 {
+        if in_bar(bar, off) {
+            bar.read32(off).unwrap_or(DEAD)
+        } else {
+            self.smn.get(&(off as u32)).copied().unwrap_or(0)
+        }
+    }
+
+    fn wr(&mut self, bar: &mut BarMap, off: u64, v: u32) {
+        if in_bar(bar, off) {
+            let _ = bar.device_write32(off, v);
+        } else {
+            self.smn.insert(off as u32, v);
+        }
+    }
+
+    /// What the SMN register at `address` reads.
+    fn smn_value(&self, address: u32) -> u32 {
+        if self.state == State::Dead {
+            return DEAD;
+        }
+        if address == self.layout.fw_flags_addr {
+            // MP1_FIRMWARE_FLAGS.INTERRUPTS_ENABLED = 1: the firmware runs.
+            return 1;
+        }
+        self.smn.get(&address).copied().unwrap_or(0)
+    }
+
+    /// The PCIE_INDEX2/DATA2 window: a client write under an unchanged index
+    /// goes to the register (mailbox registers past the BAR only; others are
+    /// read-only or not modelled); then the data register shows the register.
+    fn smn_window(&mut self, bar: &mut BarMap) {
+        let l = self.layout;
+        let index = bar.read32(l.index).unwrap_or(DEAD);
+        let data = bar.read32(l.data).unwrap_or(DEAD);
+        if let Some((wi, wd)) = self.win {
+            if wi == index && data != wd {
+                self.smn_writes.push((index, data));
+                let is_mailbox = l
+                    .mailbox()
+                    .iter()
+                    .any(|&o| !in_bar(bar, o) && o == u64::from(index));
+                if is_mailbox && self.state != State::Dead {
+                    self.smn.insert(index, data);
+                }
+                self.win = Some((index, data));
+            }
+        }
+        let v = self.smn_value(index);
+        if self.win != Some((index, v)) {
+            let _ = bar.device_write32(l.data, v);
+            self.win = Some((index, v));
+        }
+    }
+
+    /// The MM_INDEX/MM_INDEX_HI/MM_DATA window: bit 31 of MM_INDEX selects
+    /// VRAM at `(MM_INDEX & 0x7fffffff) | MM_INDEX_HI << 31` (amdgpu_device.c:
+    /// `amdgpu_device_mm_access`), else the register at that BAR offset.
+    fn mm_window(&mut self, bar: &mut BarMap) {
+        let l = self.layout;
+        let idx = bar.read32(l.mm_index).unwrap_or(DEAD);
+        let hi = bar.read32(l.mm_index_hi).unwrap_or(DEAD);
+        if self.mm_last == Some((idx, hi)) {
+            return;
+        }
+        let v = if self.state == State::Dead {
+            DEAD
+        } else if idx & 0x8000_0000 != 0 {
+            self.vram
+                .read32(u64::from(idx & 0x7fff_ffff) | u64::from(hi) << 31)
+        } else {
+            let off = u64::from(idx);
+            if in_bar(bar, off) && off != l.mm_data {
+                bar.read32(off).unwrap_or(DEAD)
+            } else {
+                0
+            }
+        };
+        let _ = bar.device_write32(l.mm_data, v);
+        self.mm_last = Some((idx, hi));
     }
 
     /// Whether mode 2 returns a dirty GPU to clean (the profile's
@@ -236,7 +404,7 @@ impl SmuModel {
     /// Checks every modelled register fits `bar` and writes the power-on
     /// state (response 0x1, firmware running). `step` does it on first use.
     pub fn power_on(&mut self, bar: &mut BarMap) -> Result<()> {
-        for off in self.layout.all() {
+        for off in self.layout.on_bar() {
             if off + 4 > bar.len() {
                 return Err(Error::OutOfBounds {
                     what: format!("SMU model register in {}", bar.path.display()),
@@ -252,32 +420,39 @@ impl SmuModel {
             self.fill_dead(bar);
             return Ok(());
         }
-        bar.device_write32(l.msg, 0)?;
-        bar.device_write32(l.arg, 0)?;
-        bar.device_write32(l.resp, OK)?;
+        self.smn.clear();
+        self.wr(bar, l.msg, 0);
+        self.wr(bar, l.arg, 0);
+        self.wr(bar, l.resp, OK);
         bar.device_write32(l.index, l.fw_flags_addr)?;
+        bar.device_write32(l.mm_index, 0)?;
+        bar.device_write32(l.mm_index_hi, 0)?;
+        self.win = None;
+        self.mm_last = None;
         self.state = State::Idle;
         self.refresh(bar);
         Ok(())
     }
 
-    fn fill_dead(&self, bar: &mut BarMap) {
-        for off in self.layout.all() {
+    fn fill_dead(&mut self, bar: &mut BarMap) {
+        for off in self.layout.on_bar() {
             let _ = bar.device_write32(off, DEAD);
         }
+        for off in self.layout.mailbox() {
+            self.wr(bar, off, DEAD);
+        }
+        self.win = Some((DEAD, DEAD));
+        self.mm_last = Some((DEAD, DEAD));
     }
 
-    /// Read-only registers and the SMN data register, as the hardware shows them.
-    fn refresh(&self, bar: &mut BarMap) {
+    /// Read-only registers and the two windows, as the hardware shows them.
+    fn refresh(&mut self, bar: &mut BarMap) {
         let l = self.layout;
         let _ = bar.device_write32(l.memsize, MEMSIZE_MIB);
         let _ = bar.device_write32(l.mp0_33, IFWI_DONE);
         let _ = bar.device_write32(l.grbm, if self.dirty { l.gui_active } else { 0 });
-        let index = bar.read32(l.index).unwrap_or(DEAD);
-        // MP1_FIRMWARE_FLAGS.INTERRUPTS_ENABLED = 1: the firmware runs; other
-        // SMN addresses are not modelled and read 0.
-        let data = if index == l.fw_flags_addr { 1 } else { 0 };
-        let _ = bar.device_write32(l.data, data);
+        self.smn_window(bar);
+        self.mm_window(bar);
     }
 
     /// Whether the injected fault hits this message (and counts it).
@@ -301,9 +476,11 @@ impl SmuModel {
         value: Option<u32>,
     ) -> SmuEvent {
         if let Some(v) = value {
-            let _ = bar.device_write32(self.layout.arg, v);
+            let arg_off = self.layout.arg;
+            self.wr(bar, arg_off, v);
         }
-        let _ = bar.device_write32(self.layout.resp, code);
+        let resp_off = self.layout.resp;
+        self.wr(bar, resp_off, code);
         self.state = State::Idle;
         SmuEvent::Answered {
             message: id,
@@ -336,12 +513,12 @@ impl SmuModel {
                 // The message register is written last; its write is what
                 // rings the firmware. The model consumes it (writes 0 back) so
                 // the same message sent twice is noticed twice.
-                let id = bar.read32(l.msg).unwrap_or(0);
+                let id = self.rd(bar, l.msg);
                 if id == 0 {
                     return None;
                 }
-                let arg = bar.read32(l.arg).unwrap_or(0);
-                let _ = bar.device_write32(l.msg, 0);
+                let arg = self.rd(bar, l.arg);
+                self.wr(bar, l.msg, 0);
                 self.received.push((id, arg));
                 self.state = State::Pending {
                     id,
@@ -373,8 +550,10 @@ impl SmuModel {
                     self.dirty = false;
                     self.refresh(bar);
                 }
-                let _ = bar.device_write32(l.resp, OK);
+                self.wr(bar, l.resp, OK);
                 self.state = State::Idle;
+                // The answer shows in the window in this step.
+                self.smn_window(bar);
                 Some(SmuEvent::Mode2Done)
             }
         }
@@ -620,11 +799,81 @@ mod tests {
         let (_d, mut bar, mut m, l) = setup(SmuProfile::default());
         let t = Instant::now();
         m.step(&mut bar, t);
-        for off in l.all() {
+        for off in l.on_bar().into_iter().chain(l.mailbox()) {
             bar.device_write32(off, 0).unwrap();
         }
         m.step(&mut bar, t);
         assert_eq!(bar.read32(l.resp).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_vram_window_reads_the_discovery_table() {
+        let (_d, mut bar, mut m, l) = setup(SmuProfile::default());
+        let t = Instant::now();
+        m.step(&mut bar, t);
+        let pos = crate::amd::discovery::vram_position(MEMSIZE_MIB).unwrap();
+        let blob = crate::amd::discovery::build_phoenix_blob();
+        let mut got = Vec::new();
+        for at in (0..blob.len() as u64).step_by(4) {
+            let p = pos + at;
+            bar.device_write32(l.mm_index, (p as u32 & 0x7fff_ffff) | 0x8000_0000)
+                .unwrap();
+            bar.device_write32(l.mm_index_hi, (p >> 31) as u32).unwrap();
+            m.step(&mut bar, t);
+            got.extend_from_slice(&bar.read32(l.mm_data).unwrap().to_le_bytes());
+        }
+        got.truncate(blob.len());
+        assert_eq!(got, blob);
+    }
+
+    #[test]
+    fn a_mailbox_past_the_bar_answers_through_the_smn_window() {
+        let db = RegsDb::embedded().unwrap();
+        let spec = crate::amd::discovery::BlobSpec::phoenix_like()
+            .with_bases([("MP1", &[0x16000u64, 0x30000][..])])
+            .unwrap();
+        let blob = crate::amd::discovery::build_discovery_blob(&spec);
+        let d = crate::amd::discovery::parse(&blob, crate::amd::discovery::Mode::Strict).unwrap();
+        let a = db
+            .asic("phoenix")
+            .unwrap()
+            .with_discovered_bases(&d, "t")
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("resource5");
+        std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
+        let mut bar = BarMap::open_file(&p, 0x80000, Access::ReadWrite).unwrap();
+        let mut m = SmuModel::with_table(&a, None, SmuProfile::default(), blob).unwrap();
+        let l = m.layout;
+        assert!(l.resp >= 0x80000);
+        let mut t = Instant::now();
+        m.step(&mut bar, t);
+        // What the client does through the pair: index, data; per register.
+        let smn_write = |m: &mut SmuModel, bar: &mut BarMap, addr: u64, v: u32| {
+            bar.device_write32(l.index, addr as u32).unwrap();
+            m.step(bar, t);
+            bar.device_write32(l.data, v).unwrap();
+            m.step(bar, t);
+        };
+        smn_write(&mut m, &mut bar, l.resp, 0);
+        smn_write(&mut m, &mut bar, l.arg, 0);
+        smn_write(&mut m, &mut bar, l.msg, 0x2);
+        assert_eq!(m.received, [(0x2, 0)]);
+        bar.device_write32(l.index, l.resp as u32).unwrap();
+        assert!(matches!(
+            until_event(&mut m, &mut bar, &mut t, 10),
+            Some(SmuEvent::Answered { response: 1, .. })
+        ));
+        m.step(&mut bar, t);
+        assert_eq!(bar.read32(l.data).unwrap(), OK);
+        bar.device_write32(l.index, l.arg as u32).unwrap();
+        m.step(&mut bar, t);
+        assert_eq!(
+            bar.read32(l.data).unwrap(),
+            SmuProfile::default().pmfw_version
+        );
+        // Nothing of the mailbox landed in the BAR at the in-BAR offsets.
+        assert_eq!(bar.read32(0x58a08).unwrap(), 0);
     }
 
     #[test]

@@ -1118,6 +1118,15 @@ fn host_files(root: &Path, sysfs: &Path) -> Result<()> {
     let files: &[(&str, &str)] = &[
         ("proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.8.12-11-pve root=/dev/mapper/pve-root ro quiet iommu=pt\n"),
         ("proc/sys/kernel/osrelease", "6.8.12-11-pve\n"),
+        // A fixed boot id: the twin's boot (resetlab caches a device's bases per boot).
+        ("proc/sys/kernel/random/boot_id", "7e1a5e00-0000-4000-8000-000000000001\n"),
+        // DMI as the kernel shows it; the twin's values, not a real BIOS's.
+        ("sys/class/dmi/id/bios_vendor", "resetlab twin\n"),
+        ("sys/class/dmi/id/bios_version", "twin-1.0 (not a real BIOS)\n"),
+        ("sys/class/dmi/id/bios_date", "01/01/2026\n"),
+        ("sys/class/dmi/id/sys_vendor", "resetlab twin\n"),
+        ("sys/class/dmi/id/product_name", "UM880 Pro (twin of the field report's host)\n"),
+        ("sys/class/dmi/id/board_name", "twin\n"),
         ("etc/modules", super::seed::ETC_MODULES),
         ("etc/modprobe.d/passthrough.conf", super::seed::PASSTHROUGH_CONF),
         ("etc/pve/storage.cfg", super::seed::STORAGE_CFG),

@@ -1,0 +1,456 @@
+//! Where a device's register bases come from, best first:
+//!
+//! 1. `sysfs ip_discovery`: `/sys/bus/pci/devices/<bdf>/ip_discovery`, which
+//!    amdgpu writes while it is bound (`amdgpu_discovery.c:
+//!    amdgpu_discovery_sysfs_init`);
+//! 2. `device table`: the IP discovery binary read from the device's VRAM, as
+//!    amdgpu reads it before anything else (`amdgpu_discovery.c:
+//!    amdgpu_discovery_read_binary_from_mem`: wait for MP0_SMN_C2PMSG_33 bit
+//!    31, pos = (RCC_CONFIG_MEMSIZE << 20) − DISCOVERY_TMR_OFFSET, then
+//!    `amdgpu_device_vram_access` → `amdgpu_device_mm_access`: per dword
+//!    MM_INDEX ← pos | 0x80000000, MM_INDEX_HI ← pos >> 31 when it changes,
+//!    read MM_DATA), with its signature and checksums verified. This is the
+//!    source on a passthrough host, where amdgpu is never bound. It writes the
+//!    index registers (journalled; put back after), so it needs root, the
+//!    device in D0 with memory decoding on, and is refused while a VM holds
+//!    the device (its VFIO group open) or amdgpu owns the window. The table
+//!    is cached per boot under the run directory
+//!    (`<run>/resetlab/bases/<bdf>.<boot_id>.bin`, the raw binary, re-verified
+//!    on load), so the hook does not reread VRAM in every phase;
+//! 3. `regs/ static`: the register file's values, most of them unconfirmed
+//!    (regs/phoenix.toml says which).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::amd::discovery::{self, Discovery, Mode, DISCOVERY_TMR_SIZE};
+use crate::amd::regio::{Barrier, RegIo};
+use crate::amd::regs::Asic;
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::{Device, Host};
+
+/// Where a set of bases came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseSource {
+    /// The IP discovery table read from the device's VRAM (now or cached this boot).
+    DeviceTable,
+    /// amdgpu's sysfs `ip_discovery` tree.
+    SysfsIpDiscovery,
+    /// A discovery binary given by the user (`regs bases --blob`).
+    Blob,
+    /// The register file (regs/), unconfirmed where it says so.
+    Static,
+}
+
+impl std::fmt::Display for BaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BaseSource::DeviceTable => "device table",
+            BaseSource::SysfsIpDiscovery => "sysfs ip_discovery",
+            BaseSource::Blob => "discovery blob",
+            BaseSource::Static => "regs/ static",
+        })
+    }
+}
+
+/// A device's bases and where they came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceBases {
+    pub source: BaseSource,
+    /// The path or place read (VRAM position, sysfs dir, blob file, regs files).
+    pub from: String,
+    /// The per-boot cache file used or written (device table only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// Whether the table came from that cache rather than VRAM now.
+    pub cached: bool,
+    #[serde(skip)]
+    pub discovery: Option<Discovery>,
+    /// The binary (device table, blob).
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
+    /// Why a better source was not used.
+    pub notes: Vec<String>,
+}
+
+impl DeviceBases {
+    fn fallback(notes: Vec<String>) -> DeviceBases {
+        DeviceBases {
+            source: BaseSource::Static,
+            from: "regs/".into(),
+            cache: None,
+            cached: false,
+            discovery: None,
+            raw: None,
+            notes,
+        }
+    }
+
+    /// `asic` with these bases (a clone of it for `Static`).
+    pub fn apply(&self, asic: &Asic) -> Result<Asic> {
+        match &self.discovery {
+            Some(d) => asic.with_discovered_bases(d, &self.label()),
+            None => Ok(asic.clone()),
+        }
+    }
+
+    /// One phrase for output: "device table (VRAM 0x1fff0000, cached this boot)".
+    pub fn label(&self) -> String {
+        match self.source {
+            BaseSource::Static => "regs/ static".to_string(),
+            s => format!(
+                "{s} ({}{})",
+                self.from,
+                if self.cached {
+                    ", cached this boot"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// This boot's id: `/proc/sys/kernel/random/boot_id`, beneath the twin's or
+/// snapshot's root for a sysfs root other than `/sys`.
+pub fn boot_id(host: &Host) -> Option<String> {
+    let p = if host.is_live() {
+        PathBuf::from("/proc/sys/kernel/random/boot_id")
+    } else {
+        host.sysfs.parent()?.join("proc/sys/kernel/random/boot_id")
+    };
+    let id = fs::read_to_string(p).ok()?.trim().to_string();
+    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    ok.then_some(id)
+}
+
+/// `<run>/resetlab/bases/<bdf>.<boot_id>.bin`.
+pub fn cache_path(host: &Host, dev: &Device) -> Option<PathBuf> {
+    let id = boot_id(host)?;
+    Some(
+        host.run
+            .join("resetlab/bases")
+            .join(format!("{}.{id}.bin", dev.bdf)),
+    )
+}
+
+fn load_cache(host: &Host, dev: &Device) -> Option<(PathBuf, Vec<u8>, Discovery)> {
+    let p = cache_path(host, dev)?;
+    let raw = fs::read(&p).ok()?;
+    let d = discovery::parse(&raw, Mode::Strict).ok()?;
+    Some((p, raw, d))
+}
+
+fn store_cache(host: &Host, dev: &Device, raw: &[u8]) -> Result<PathBuf> {
+    let p = cache_path(host, dev)
+        .ok_or_else(|| Error::not_found("boot id", "/proc/sys/kernel/random/boot_id (no cache)"))?;
+    let dir = p.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let tmp = p.with_extension("tmp");
+    fs::write(&tmp, raw).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, &p).map_err(|e| Error::io("rename", &p, e))?;
+    Ok(p)
+}
+
+/// Who holds the device's VFIO group open (a VM), if anyone.
+pub fn vm_holder(host: &Host, dev: &Device) -> Option<String> {
+    let g = dev.iommu_group?;
+    let open = crate::pci::holders::OpenFiles::scan_vfio(host);
+    let holders = open.holders_of(&host.vfio_group_node(g));
+    if holders.is_empty() {
+        return None;
+    }
+    let who: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+    Some(format!("its VFIO group {g} is open by {}", who.join(", ")))
+}
+
+/// The sysfs table or this boot's cache: what can be had without touching
+/// the device. `None` when neither exists.
+pub fn known(host: &Host, dev: &Device) -> Option<DeviceBases> {
+    let sys = dev.dir.join("ip_discovery");
+    if sys.is_dir() {
+        if let Ok(d) = discovery::parse_sysfs(&dev.dir) {
+            return Some(DeviceBases {
+                source: BaseSource::SysfsIpDiscovery,
+                from: sys.display().to_string(),
+                cache: None,
+                cached: false,
+                discovery: Some(d),
+                raw: None,
+                notes: vec![],
+            });
+        }
+    }
+    let (p, raw, d) = load_cache(host, dev)?;
+    Some(DeviceBases {
+        source: BaseSource::DeviceTable,
+        from: "VRAM".into(),
+        cache: Some(p.display().to_string()),
+        cached: true,
+        discovery: Some(d),
+        raw: Some(raw),
+        notes: vec![],
+    })
+}
+
+/// Reads the IP discovery binary from VRAM over `io` (the register BAR, with
+/// memory decoding on): checks IFWI init is done, finds the table from
+/// RCC_CONFIG_MEMSIZE, reads its `binary_size` bytes through the MM window
+/// (index writes journalled, MM_INDEX/MM_INDEX_HI put back after) and
+/// verifies it strictly. Errors in dry-run (the index writes are not made).
+pub fn read_vram_table(io: &mut RegIo, asic: &Asic, journal: &mut Journal) -> Result<Vec<u8>> {
+    let loc = asic.file.discovery.as_ref().ok_or_else(|| {
+        Error::not_found(
+            "IP discovery location",
+            format!("{} (regs/ has no [discovery])", asic.asic_name()),
+        )
+    })?;
+    if journal.dry_run {
+        return Err(Error::refused(
+            "dry run: reading the table writes MM_INDEX for every dword; not made",
+        ));
+    }
+    if let Ok(r) = asic.resolve("MP0_SMN_C2PMSG_33") {
+        let v = io.read_direct(r.bar_offset)?;
+        if v == u32::MAX || v & 0x8000_0000 == 0 {
+            return Err(Error::failed(format!(
+                "MP0_SMN_C2PMSG_33 = {v:#010x}: IFWI init not done (bit 31 clear; amdgpu_discovery_read_binary_from_mem waits for it), the table is not in VRAM yet"
+            )));
+        }
+    }
+    let memsize = io.read_direct(asic.resolve(&loc.memsize_register)?.bar_offset)?;
+    let pos = discovery::vram_position(memsize)?;
+    let index = asic.resolve(&loc.index)?.bar_offset;
+    let index_hi = asic.resolve(&loc.index_hi)?.bar_offset;
+    let data = asic.resolve(&loc.data)?.bar_offset;
+    let saved = (io.read_direct(index)?, io.read_direct(index_hi)?);
+    let dev = io.device().to_string();
+    let mut hi_now: Option<u32> = None;
+    let mut read = |io: &mut RegIo, journal: &mut Journal, at: u64| -> Result<u32> {
+        io.bar_mut().write32(
+            journal,
+            &dev,
+            index,
+            (at as u32 & 0x7fff_ffff) | 0x8000_0000,
+        )?;
+        let hi = (at >> 31) as u32;
+        if hi_now != Some(hi) {
+            io.bar_mut().write32(journal, &dev, index_hi, hi)?;
+            hi_now = Some(hi);
+        }
+        io.settle(journal)?;
+        io.read_direct(data)
+    };
+    let result = (|| {
+        let mut head = Vec::new();
+        for k in 0..3u64 {
+            head.extend_from_slice(&read(io, journal, pos + 4 * k)?.to_le_bytes());
+        }
+        let sig = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if sig != discovery::BINARY_SIGNATURE {
+            return Err(Error::parse(
+                "IP discovery table",
+                format!("binary_signature at VRAM {pos:#x}"),
+                format!(
+                    "{sig:#010x}, expected {:#010x} (RCC_CONFIG_MEMSIZE {memsize} MiB)",
+                    discovery::BINARY_SIGNATURE
+                ),
+            ));
+        }
+        let size = usize::from(u16::from_le_bytes([head[10], head[11]]));
+        let limit = usize::try_from(loc.tmr_size).unwrap_or(DISCOVERY_TMR_SIZE);
+        if size < head.len() || size > limit {
+            return Err(Error::parse(
+                "IP discovery table",
+                "binary_size",
+                format!("{size} bytes; must be 12..={limit}"),
+            ));
+        }
+        let mut blob = head;
+        let mut at = pos + blob.len() as u64;
+        while blob.len() < size {
+            blob.extend_from_slice(&read(io, journal, at)?.to_le_bytes());
+            at += 4;
+        }
+        blob.truncate(size);
+        Ok(blob)
+    })();
+    // The window goes back as found, also after a failure.
+    let r1 = io.bar_mut().write32(journal, &dev, index, saved.0);
+    let r2 = io.bar_mut().write32(journal, &dev, index_hi, saved.1);
+    let blob = result?;
+    r1?;
+    r2?;
+    discovery::parse(&blob, Mode::Strict)?;
+    Ok(blob)
+}
+
+/// The device's bases: sysfs or this boot's cache, else (when `read` and it
+/// is safe) the table read from VRAM now and cached, else regs/ with notes
+/// saying why. Never an error: a failed read is a note and the static bases.
+///
+/// The caller holds the device lock and has woken the device when it means
+/// to read (`read`); memory decoding is turned on here for the read and
+/// COMMAND put back after, through the journal.
+pub fn resolve(
+    host: &Host,
+    dev: &Device,
+    asic: &Asic,
+    bar: u8,
+    journal: &mut Journal,
+    read: bool,
+) -> DeviceBases {
+    if let Some(k) = known(host, dev) {
+        return k;
+    }
+    let mut notes = vec![];
+    if !read {
+        notes.push(
+            "the device's table was not read (read-only here; `resetlab regs bases DEV` reads it)"
+                .into(),
+        );
+        return DeviceBases::fallback(notes);
+    }
+    match read_now(host, dev, asic, bar, journal) {
+        Ok(b) => b,
+        Err(e) => {
+            notes.push(format!("device table not read: {}", e.one_line()));
+            DeviceBases::fallback(notes)
+        }
+    }
+}
+
+/// The table read from the device now (not the cache), cached; regs/ with a
+/// note when it cannot be read. The caller holds the lock and woke the device.
+pub fn read(host: &Host, dev: &Device, asic: &Asic, bar: u8, journal: &mut Journal) -> DeviceBases {
+    match read_now(host, dev, asic, bar, journal) {
+        Ok(b) => b,
+        Err(e) => DeviceBases::fallback(vec![format!("device table not read: {}", e.one_line())]),
+    }
+}
+
+fn read_now(
+    host: &Host,
+    dev: &Device,
+    asic: &Asic,
+    bar: u8,
+    journal: &mut Journal,
+) -> Result<DeviceBases> {
+    if let Some(who) = vm_holder(host, dev) {
+        return Err(Error::refused(format!(
+            "{}: {who} (a VM is using it): its VRAM window is the guest driver's",
+            dev.bdf
+        )));
+    }
+    if dev.driver.as_deref() == Some("amdgpu") {
+        return Err(Error::refused(format!(
+            "{} is bound to amdgpu, which owns MM_INDEX/MM_DATA (and writes sysfs ip_discovery)",
+            dev.bdf
+        )));
+    }
+    if journal.dry_run {
+        return Err(Error::refused(
+            "dry run: reading the table writes MM_INDEX for every dword; not made",
+        ));
+    }
+    if let Some(p) = dev.power_state.as_deref().filter(|p| *p != "D0") {
+        return Err(Error::refused(format!(
+            "{} is in {p}, not D0: VRAM cannot be read",
+            dev.bdf
+        )));
+    }
+    let saved = mmio::enable_memory(dev, journal)?;
+    let r = (|| {
+        let map = BarMap::open(dev, bar, Access::ReadWrite, &SystemFiles::for_host(host))?;
+        let mut io = RegIo::for_asic(asic, map, dev.bdf.to_string())?
+            .with_barrier(Barrier::for_sysfs(&host.sysfs));
+        read_vram_table(&mut io, asic, journal)
+    })();
+    let restored = match saved {
+        Some(s) => mmio::restore_command(dev, journal, s),
+        None => Ok(()),
+    };
+    let raw = r?;
+    restored?;
+    let d = discovery::parse(&raw, Mode::Strict)?;
+    let mut notes = vec![];
+    let cache = match store_cache(host, dev, &raw) {
+        Ok(p) => Some(p.display().to_string()),
+        Err(e) => {
+            notes.push(format!("not cached: {}", e.one_line()));
+            None
+        }
+    };
+    if saved.is_some() {
+        notes.push("memory decoding was off: turned on for the read, COMMAND restored".into());
+    }
+    Ok(DeviceBases {
+        source: BaseSource::DeviceTable,
+        from: "VRAM".into(),
+        cache,
+        cached: false,
+        discovery: Some(d),
+        raw: Some(raw),
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn io_with_vram(bytes: &[u8]) -> (tempfile::TempDir, RegIo) {
+        // A BAR file whose MM_DATA already holds each dword is not a window;
+        // this checks the parser's guard on arbitrary bytes via the blob path.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("resource5");
+        std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
+        let mut bar = BarMap::open_file(&p, 0x80000, Access::ReadWrite).unwrap();
+        bar.device_write32(0xde3 * 4, 512).unwrap();
+        bar.device_write32(0x16061 * 4, 0x8000_0000).unwrap();
+        if bytes.len() >= 4 {
+            bar.device_write32(
+                4,
+                u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            )
+            .unwrap();
+        }
+        (dir, RegIo::new(bar, "0000:c5:00.0", None))
+    }
+
+    #[test]
+    fn a_window_that_never_moves_is_a_signature_error_and_the_index_is_restored() {
+        let db = crate::amd::regs::RegsDb::embedded().unwrap();
+        let a = db.asic("phoenix").unwrap();
+        let (_d, mut io) = io_with_vram(&0x1234_5678u32.to_le_bytes());
+        io.bar_mut().device_write32(0, 0x42).unwrap();
+        let mut j = Journal::new(false);
+        let e = read_vram_table(&mut io, a, &mut j).unwrap_err().to_string();
+        assert!(e.contains("binary_signature"), "{e}");
+        assert_eq!(io.bar().read32(0).unwrap(), 0x42, "MM_INDEX put back");
+        let w: Vec<String> = j.writes().map(|r| r.to_string()).collect();
+        assert_eq!(w[0], "mmio 0000:c5:00.0 resource5+0x0 <- 0x9fff0000");
+        assert_eq!(w[1], "mmio 0000:c5:00.0 resource5+0x18 <- 0x00000000");
+        assert_eq!(
+            w.last().unwrap(),
+            "mmio 0000:c5:00.0 resource5+0x18 <- 0x00000000"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn reading_arbitrary_window_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..16)) {
+            let db = crate::amd::regs::RegsDb::embedded().unwrap();
+            let a = db.asic("phoenix").unwrap();
+            let (_d, mut io) = io_with_vram(&bytes);
+            let mut j = Journal::new(false);
+            let _ = read_vram_table(&mut io, a, &mut j);
+        }
+    }
+}
