@@ -48,7 +48,7 @@ fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
     };
     let map = BarMap::open(ctx.dev, bar, access, &SystemFiles::for_host(ctx.host))?;
     let bdf = ctx.bdf();
-    let mut smu = Smu::new(asic, None, map, bdf)?;
+    let mut smu = Smu::for_host(asic, None, map, bdf, &ctx.host.sysfs)?;
     let amdgpu = smu::refuse_if_amdgpu(ctx.dev).err();
     let mut items = Vec::new();
     let mut skipped = Vec::new();

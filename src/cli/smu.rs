@@ -297,8 +297,8 @@ fn act(
                     vec![("TestMessage".into(), asic.message("TestMessage")?.id, 0)]
                 }
                 (Action::Version, _) => vec![(
-                    "GetPmfwVersion".into(),
-                    asic.message("GetPmfwVersion")?.id,
+                    asic.version_message()?.name.clone(),
+                    asic.version_message()?.id,
                     0,
                 )],
                 (Action::Features, _) => {
@@ -317,7 +317,7 @@ fn act(
         }
         Err(e) => return Err(e),
     };
-    let mut client = Smu::new(asic, args.mp1.as_deref(), map, bdf)?;
+    let mut client = Smu::for_host(asic, args.mp1.as_deref(), map, bdf, &host.sysfs)?;
     let bound = Duration::from_millis(args.timeout);
     client.timeouts = smu::SmuTimeouts {
         prewait: bound,

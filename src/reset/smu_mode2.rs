@@ -44,13 +44,26 @@ pub fn probe(a: &Analysis) -> Verdict {
         }
         Err(e) => return Verdict::no(e.one_line()),
     };
-    if let Err(e) = asic.message(MESSAGE) {
+    let m2 = asic.mode2();
+    if !m2.offered {
         return Verdict::no(format!(
-            "{}: no mode-2 message: {}",
+            "{} (regs/{}): mode 2 is not offered: {}",
+            asic.family(),
             asic.asic_name(),
-            e.one_line()
+            m2.reason.as_deref().unwrap_or("regs/ says so")
         ));
     }
+    let message = m2.message.as_deref().unwrap_or(MESSAGE);
+    let msg_id = match asic.message(message) {
+        Ok(m) => m.id,
+        Err(e) => {
+            return Verdict::no(format!(
+                "{}: no mode-2 message: {}",
+                asic.asic_name(),
+                e.one_line()
+            ))
+        }
+    };
     let mb = match asic.mailbox(None) {
         Ok(m) => m,
         Err(e) => return Verdict::no(e.one_line()),
@@ -62,17 +75,33 @@ pub fn probe(a: &Analysis) -> Verdict {
         Ok(s) => s,
         Err(e) => return Verdict::no(format!("register BAR {bar}: {}", e.one_line())),
     };
-    if mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size {
+    let past = mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size;
+    if past && asic.file.indirect.is_none() {
         return Verdict::no(format!(
-            "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x}",
+            "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x} and regs/ names no indirect pair to reach past it",
             asic.asic_name(),
             mb.resp.max(mb.msg).max(mb.arg) + 4
         ));
     }
     let mut reason = format!(
-        "{} (MP1 {} mailbox at BAR {bar} + {:#x}/{:#x}/{:#x}{})",
+        "{} (regs/{}): {message} {msg_id:#x} ({}){}; MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}{}",
+        asic.family(),
         asic.asic_name(),
+        m2.arg.unwrap_or(MODE2),
+        if m2.wait == crate::amd::regs::Mode2Wait::None {
+            format!(
+                ", sent without waiting for an answer, then {} ms",
+                m2.settle_ms
+            )
+        } else {
+            String::new()
+        },
         mb.mp1_version,
+        if past {
+            "SMN via PCIE_INDEX2/PCIE_DATA2".to_string()
+        } else {
+            format!("BAR {bar} +")
+        },
         mb.msg,
         mb.arg,
         mb.resp,
@@ -102,6 +131,8 @@ pub fn probe(a: &Analysis) -> Verdict {
         reason.push_str(
             "; memory decoding is off and will be on for the reset (COMMAND restored after)",
         );
+    } else if past {
+        reason.push_str("; SMU state not read (past the BAR: reading it writes PCIE_INDEX2)");
     } else if a.host.is_live() {
         // Only a live host has registers to read: a twin's or a snapshot's
         // tree describes the device, and its list must replay the same.
@@ -211,15 +242,18 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
             let mb = asic.mailbox(None)?;
             ctx.journal
                 .note(Some(&bdf), format!("BAR not mapped: {}", e.one_line()))?;
-            let id = asic.message(MESSAGE)?.id;
-            smu::record_send(ctx.journal, &bdf, &format!("resource{bar}"), &mb, id, MODE2)?;
+            let m2 = asic.mode2();
+            let message = m2.message.as_deref().unwrap_or(MESSAGE);
+            let arg = m2.arg.unwrap_or(MODE2);
+            let id = asic.message(message)?.id;
+            smu::record_send(ctx.journal, &bdf, &format!("resource{bar}"), &mb, id, arg)?;
             return Ok(Outcome::did(format!(
-                "would send {MESSAGE}({MODE2}) (mode 2)"
+                "would send {message}({arg}) (mode 2)"
             )));
         }
         Err(e) => return Err(e),
     };
-    let mut smu = Smu::new(asic, None, map, bdf.clone())?;
+    let mut smu = Smu::for_host(asic, None, map, bdf.clone(), &ctx.host.sysfs)?;
     // Mode 2 takes a while with the response at 0 meanwhile; amdgpu allows
     // its usual ~2 s. A late OK is still an OK, so the bound is --wait-timeout.
     smu.timeouts.answer = ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND);
@@ -233,10 +267,22 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
         }
         None => {}
     }
-    let reply = smu.send(ctx.journal, MESSAGE, MODE2)?;
+    let reply = smu.mode2(ctx.journal)?;
+    let (message, arg) = (reply.message.clone(), reply.arg);
     if !reply.sent {
         return Ok(Outcome {
-            did: format!("would send {MESSAGE}({MODE2}) (mode 2)"),
+            did: format!("would send {message}({arg}) (mode 2)"),
+            notes,
+        });
+    }
+    if reply.response.is_none() {
+        // Van Gogh: amdgpu does not read the answer (vangogh_mode_reset).
+        return Ok(Outcome {
+            did: format!(
+                "{message}({arg}) (mode 2) sent without waiting for an answer, then {:.1} ms, as amdgpu does for the {} family",
+                reply.answer_ms,
+                asic.family()
+            ),
             notes,
         });
     }
@@ -245,7 +291,7 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
     }
     Ok(Outcome {
         did: format!(
-            "{MESSAGE}({MODE2}) (mode 2) answered OK after {:.1} ms",
+            "{message}({arg}) (mode 2) answered OK after {:.1} ms",
             reply.answer_ms
         ),
         notes,
