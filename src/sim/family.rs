@@ -35,13 +35,26 @@ pub struct TwinGpu {
 
 impl TwinGpu {
     /// The twin GPU for regs/ name (or alias) `name`.
+    /// An alias picks the id whose regs/ name carries it (cezanne → 1638
+    /// "Cezanne ...", strix_halo → 1586), else the file's first id.
     pub fn for_name(regs: &RegsDb, name: &str) -> Result<TwinGpu> {
         let a = regs.asic(name)?;
-        TwinGpu::for_asic(a)
+        let words = name.to_ascii_lowercase().replace('_', " ");
+        let by_alias = a
+            .file
+            .pci_ids
+            .iter()
+            .position(|p| p.name.to_ascii_lowercase().contains(&words));
+        TwinGpu::for_asic_id(a, by_alias.unwrap_or(0))
     }
 
     pub fn for_asic(a: &Asic) -> Result<TwinGpu> {
-        let p = a.file.pci_ids.first().ok_or_else(|| {
+        TwinGpu::for_asic_id(a, 0)
+    }
+
+    /// The twin GPU as the file's `index`-th PCI id.
+    pub fn for_asic_id(a: &Asic, index: usize) -> Result<TwinGpu> {
+        let p = a.file.pci_ids.get(index).ok_or_else(|| {
             Error::not_found(
                 "PCI id for the twin",
                 format!("regs/{}.toml lists none", a.asic_name()),
@@ -188,7 +201,12 @@ mod tests {
             }
         }
         let g = TwinGpu::for_name(&db, "granite_ridge").unwrap();
-        assert_eq!((g.asic.as_str(), g.device), ("raphael", 0x164e));
+        assert_eq!((g.asic.as_str(), g.device), ("raphael", 0x13c0));
+        let g = TwinGpu::for_name(&db, "raphael").unwrap();
+        assert_eq!(g.device, 0x164e);
+        assert_eq!(TwinGpu::for_name(&db, "cezanne").unwrap().device, 0x1638);
+        assert_eq!(TwinGpu::for_name(&db, "strix_halo").unwrap().device, 0x1586);
+        assert_eq!(TwinGpu::for_name(&db, "hawk_point").unwrap().device, 0x1900);
         let specs = host_specs(Some(&g));
         let igpu = specs
             .iter()
