@@ -289,6 +289,97 @@ fn overlay_dirs_are_read_in_name_order_and_a_new_asic_is_added() {
     assert!(matches!(missing, Error::Io { .. }));
 }
 
+/// The docs/regs.md family table, row by row against the embedded files.
+#[test]
+fn docs_family_table_matches_the_embedded_files() {
+    let db = RegsDb::embedded().unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/regs.md"))
+        .expect("docs/regs.md");
+    let mut seen = Vec::new();
+    for line in doc.lines() {
+        let c: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | asic | family | ids | mp1 | message | wait | mailbox | base from | code | msg conf | base conf | ids conf |
+        if c.len() != 14 {
+            continue;
+        }
+        let Ok(a) = db.asic(c[1]) else { continue };
+        if a.asic_name() != c[1] {
+            continue;
+        }
+        let name = c[1];
+        seen.push(name.to_string());
+        assert_eq!(a.family(), c[2], "{name}: family");
+        let ids: Vec<String> = a
+            .file
+            .pci_ids
+            .iter()
+            .map(|p| format!("{:04x}", p.device))
+            .collect();
+        assert_eq!(ids.join(", "), c[3], "{name}: ids");
+        assert_eq!(a.file.mp1_versions.join(", "), c[4], "{name}: MP1 versions");
+        let m2 = a.mode2();
+        let (msg, wait) = match (&m2.message, m2.offered) {
+            (Some(m), true) => (
+                format!("{m} {:#x}({})", a.message(m).unwrap().id, m2.arg.unwrap()),
+                match m2.wait {
+                    resetlab::amd::regs::Mode2Wait::Answer => "answer".to_string(),
+                    resetlab::amd::regs::Mode2Wait::None => {
+                        format!("none, then {} ms", m2.settle_ms)
+                    }
+                },
+            ),
+            _ => ("not offered".to_string(), "-".to_string()),
+        };
+        assert_eq!(msg, c[5], "{name}: message");
+        assert_eq!(wait, c[6], "{name}: wait");
+        match a.mailbox(None) {
+            Ok(mb) => {
+                let want = format!(
+                    "{} {:#x}/{:#x}/{:#x}",
+                    if mb.beyond_bar { "SMN" } else { "BAR" },
+                    mb.msg,
+                    mb.arg,
+                    mb.resp
+                );
+                assert!(
+                    c[7].starts_with(&want),
+                    "{name}: mailbox '{}' is not '{want}'",
+                    c[7]
+                );
+                assert_eq!(
+                    if mb.base_confirmed { "yes" } else { "no" },
+                    c[11],
+                    "{name}: base confirmed"
+                );
+            }
+            Err(_) => {
+                assert_eq!(c[7], "-", "{name}: no mailbox");
+                assert_eq!(c[11], "-", "{name}");
+            }
+        }
+        assert_eq!(
+            if m2.confirmed { "yes" } else { "no" },
+            c[10],
+            "{name}: message confirmed"
+        );
+        let n = a.file.pci_ids.iter().filter(|p| p.confirmed).count();
+        let ids_conf = match n {
+            0 => "none",
+            x if x == a.file.pci_ids.len() => "all",
+            _ => "some",
+        };
+        assert_eq!(ids_conf, c[12], "{name}: ids confirmed");
+    }
+    let mut all: Vec<String> = db
+        .asics()
+        .iter()
+        .map(|a| a.asic_name().to_string())
+        .collect();
+    all.sort();
+    seen.sort();
+    assert_eq!(seen, all, "every shipped file has one row in docs/regs.md");
+}
+
 fn regs_embedded_count() -> usize {
     RegsDb::embedded().unwrap().asics().len()
 }
