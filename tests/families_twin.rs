@@ -193,3 +193,46 @@ fn sim_up_asic_is_recorded_and_kept() {
     let o = run(&["--sim", "--sim-asic", "nosuch", "list"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+#[test]
+fn hook_and_bench_reset_a_family_twin_by_smu_mode2() {
+    for name in ["vangogh", "raphael"] {
+        let o = run(&["--sim", "--sim-asic", name, "hook", "100", "post-stop"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        assert!(
+            err.contains("0000:c5:00.0 reset by smu_mode2"),
+            "{name}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b").display().to_string();
+    let o = run(&[
+        "--sim",
+        "--sim-asic",
+        "strix",
+        "bench",
+        "-m",
+        "smu_mode2",
+        "-n",
+        "2",
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = std::fs::read_to_string(dir.path().join("b/summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("smu_mode2"), "{text}");
+    assert!(
+        std::fs::read_to_string(dir.path().join("b/trials.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(",smu_mode2,false,0000:c5:00.0,")
+                && l.contains(",true,true,true,true,true,"))
+            .count()
+            == 2,
+        "both strix trials succeed and are healthy (a dirty GPU made clean each time)"
+    );
+}

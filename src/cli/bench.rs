@@ -89,8 +89,9 @@ pub enum BenchCmd {
     },
 }
 
-/// The twin's GPU, what `resetlab --sim bench` benches without a DEV.
-const TWIN_GPU: &str = "1002:1900";
+/// The twin's GPU, what `resetlab --sim bench` benches without a DEV: by its
+/// slot, so a twin of another family (`--sim-asic`) is benched the same way.
+const TWIN_GPU_SLOT: &str = "c5:00.0";
 
 fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
     let named = args.dev.dev.is_some() || args.dev.slot.is_some() || args.dev.id.is_some();
@@ -99,7 +100,7 @@ fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
     }
     if ctx.twin_root().is_some() && args.vm.is_none() {
         let d = DevArgs {
-            id: Some(TWIN_GPU.into()),
+            slot: Some(TWIN_GPU_SLOT.into()),
             ..DevArgs::default()
         };
         return Ok(d.resolve(topo)?.bdf);
