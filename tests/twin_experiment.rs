@@ -54,6 +54,23 @@ fn mode2_diff_shows_what_changed() {
     let t = Twin::running(Profile::default()).unwrap();
     let s = sysfs_arg(&t.sysfs);
     resetlab::sim::model::mark_dirty(t.root(), &"c5:00.0".parse().unwrap()).unwrap();
+    // The model shows the dirty state at its next step: wait (bounded) for
+    // GRBM_STATUS.GUI_ACTIVE (BAR5 + 0x8010) before the "before" snapshot, so a
+    // loaded machine cannot snapshot the GPU as clean.
+    let bar = t.sysfs.join("bus/pci/devices/0000:c5:00.0/resource5");
+    let busy = || {
+        fs::read(&bar)
+            .ok()
+            .and_then(|b| b.get(0x8010..0x8014).map(|w| w[3] & 0x80 != 0))
+            .unwrap_or(false)
+    };
+    for _ in 0..400 {
+        if busy() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(busy(), "the model did not show the dirty GPU within 2 s");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.rlx");
     fs::write(&file, "snapshot before GRBM_STATUS MP1_SMN_C2PMSG_90\nsmu GfxDeviceDriverReset 2\nsnapshot after GRBM_STATUS MP1_SMN_C2PMSG_90\n").unwrap();

@@ -783,12 +783,14 @@ fn ip(hw_id: u16, major: u8, minor: u8, revision: u8, bases: &[u64]) -> IpSpec {
 
 impl BlobSpec {
     /// A synthetic Phoenix-like table: MP1 13.0.4 with 0x16000 in segments 0 and 1, MP0 13.0.4,
-    /// NBIF 7.7.1 with segments 0 / 0x14 / 0xD20, GC 11.0.1 with 0x1260 in segment 0, and a few
+    /// NBIF 7.7.0 with segments 0 / 0x14 / 0xD20, GC 11.0.1 with 0x1260 in segment 0, and a few
     /// others. Every base regs/phoenix.toml lists has the regs/ value here (MP1 segment 0 too:
     /// the best in-tree evidence is `display/dc/clk_mgr/dcn314/dcn314_smu.c`
     /// `MP1_BASE__INST0_SEG0 0x00016000`), so the twin is no more optimistic than regs/: a test
     /// that wants a different base moves it ([`BlobSpec::with_bases`]). Not a dump of a real
-    /// device; the other IPs' values are placeholders.
+    /// device; the other IPs' values are placeholders. The versions are the ones 1002:1900 very
+    /// likely reports (MP1 13.0.4 / GC 11.0.1 / NBIO 7.7.0: a real boot log shows the
+    /// `psp_v13_0_4` block, which amdgpu adds only for MP0 13.0.4).
     pub fn phoenix_like() -> Self {
         BlobSpec {
             table_version: 3,
@@ -819,7 +821,7 @@ impl BlobSpec {
                     108,
                     7,
                     7,
-                    1,
+                    0,
                     &[0x0, 0x14, 0xD20, 0x10400, 0x0241_B000, 0x0404_0000],
                 ),
                 ip(41, 6, 0, 1, &[0xF20, 0x0240_A400]),

@@ -9,6 +9,7 @@
 //! the journal. Mailbox checks are skipped while amdgpu is bound: it owns the
 //! mailbox.
 
+use crate::amd::regio::{Barrier, RegIo};
 use crate::amd::regs::{Asic, HealthCheck, HealthKind};
 use crate::amd::smu::{self, Smu};
 use crate::error::{Error, Result};
@@ -46,14 +47,32 @@ fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
     } else {
         Access::ReadWrite
     };
+    let amdgpu = smu::refuse_if_amdgpu(ctx.dev).err();
+    // The registers where the device's own table puts them (this boot's
+    // cache, or read now; not while amdgpu owns the window).
+    let found = crate::amd::bases::resolve(
+        ctx.host,
+        ctx.dev,
+        asic,
+        bar,
+        ctx.journal,
+        !ctx.opts.dry_run && amdgpu.is_none(),
+    );
+    let resolved = found.apply(asic)?;
+    let asic = &resolved;
+    let mp1 = found
+        .discovery
+        .as_ref()
+        .and_then(|d| d.mp1_version())
+        .filter(|v| asic.mailbox(Some(v)).is_ok());
     let map = BarMap::open(ctx.dev, bar, access, &SystemFiles::for_host(ctx.host))?;
     let bdf = ctx.bdf();
-    let mut smu = Smu::for_host(asic, None, map, bdf, &ctx.host.sysfs)?;
-    let amdgpu = smu::refuse_if_amdgpu(ctx.dev).err();
+    let io = RegIo::for_asic(asic, map, bdf)?.with_barrier(Barrier::for_sysfs(&ctx.host.sysfs));
+    let mut smu = Smu::with_io(asic, mp1.as_deref(), io)?;
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     for h in &asic.file.health {
-        if amdgpu.is_some() && h.kind != HealthKind::Register {
+        if amdgpu.is_some() && (h.kind != HealthKind::Register || !h.around.is_empty()) {
             skipped.push(h.name.as_str());
             continue;
         }
@@ -72,17 +91,50 @@ fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
     Ok(items)
 }
 
-fn verdict(h: &HealthCheck, target: &str, value: u32) -> HealthItem {
+fn verdict(asic: &Asic, h: &HealthCheck, target: &str, value: u32) -> HealthItem {
     let ok = h.passes(value);
-    let want = match (h.expect, h.expect_not) {
-        (Some(e), _) => format!("& {:#x} == {e:#x}", h.mask),
-        (None, Some(n)) => format!("& {:#x} != {n:#x}", h.mask),
-        (None, None) => "no expectation".to_string(),
-    };
+    let field = h.field.as_deref().and_then(|f| {
+        let fl = match h.kind {
+            HealthKind::Register => asic.register(&h.target).ok()?.field(f).ok()?.clone(),
+            HealthKind::Smn => asic.smn(&h.target).ok()?.field(f).ok()?.clone(),
+            HealthKind::Message => return None,
+        };
+        Some(fl)
+    });
+    if !ok {
+        // What was found, then what was wanted.
+        let (found, want) = match &field {
+            Some(fl) => {
+                let want = match (h.expect, h.expect_not) {
+                    (Some(e), _) => format!("want {}", fl.extract(e)),
+                    (None, Some(n)) => format!("want not {}", fl.extract(n)),
+                    (None, None) => "no expectation".into(),
+                };
+                (format!("{} = {}", fl.name, fl.extract(value)), want)
+            }
+            None => {
+                let want = match (h.expect, h.expect_not) {
+                    (Some(e), _) => format!("want & {:#x} == {e:#x}", h.mask),
+                    (None, Some(n)) => format!("want & {:#x} != {n:#x}", h.mask),
+                    (None, None) => "no expectation".into(),
+                };
+                (format!("& {:#x} = {:#x}", h.mask, value & h.mask), want)
+            }
+        };
+        let why = h
+            .failure
+            .as_deref()
+            .map_or_else(|| format!("not: {}", h.meaning), str::to_string);
+        return HealthItem::new(
+            &h.name,
+            false,
+            format!("{target} {value:#010x}: {found}, {why}; {want}"),
+        );
+    }
     HealthItem::new(
         &h.name,
-        ok,
-        format!("{target} = {value:#010x} (want {want}): {}", h.meaning),
+        true,
+        format!("{target} = {value:#010x}: {}", h.meaning),
     )
 }
 
@@ -90,14 +142,40 @@ fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> Healt
     let r: Result<HealthItem> = (|| match h.kind {
         HealthKind::Register => {
             let off = asic.resolve(&h.target)?.bar_offset;
-            let v = smu.bar().read32(off)?;
-            Ok(verdict(h, &format!("{} ({off:#x})", h.target), v))
+            if let [before, _] = h.around.as_slice() {
+                if let Err(e) = smu.send(ctx.journal, before, 0) {
+                    return Ok(HealthItem::new(
+                        &h.name,
+                        false,
+                        format!(
+                            "{before} before reading {} failed ({}): the value would not be trusted",
+                            h.target,
+                            e.one_line()
+                        ),
+                    ));
+                }
+            }
+            let v = smu.io_mut().read(ctx.journal, off);
+            if let [_, after] = h.around.as_slice() {
+                smu.send(ctx.journal, after, 0)?;
+            }
+            match v? {
+                Some(v) => {
+                    let mut item = verdict(asic, h, &format!("{} ({off:#x})", h.target), v);
+                    if let [before, _] = h.around.as_slice() {
+                        item.detail = format!("{} (read with {before} sent first)", item.detail);
+                    }
+                    Ok(item)
+                }
+                None => Ok(HealthItem::new(&h.name, true, "dry run: not read")),
+            }
         }
         HealthKind::Smn => {
             let reg = asic.smn(&h.target)?;
             let address = reg.address;
             match smu.smn_read(ctx.journal, address)? {
                 Some(v) => Ok(verdict(
+                    asic,
                     h,
                     &format!("{} (SMN {address:#010x})", h.target),
                     v,
@@ -107,7 +185,7 @@ fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> Healt
         }
         HealthKind::Message => match smu.send(ctx.journal, &h.target, 0) {
             Ok(reply) => match reply.response {
-                Some(code) => Ok(verdict(h, &format!("{} response", h.target), code)),
+                Some(code) => Ok(verdict(asic, h, &format!("{} response", h.target), code)),
                 None => Ok(HealthItem::new(&h.name, true, "dry run: not sent")),
             },
             // A code other than OK: compare it like any value, with its words.
@@ -117,7 +195,7 @@ fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> Healt
                 meaning,
                 ..
             }) => {
-                let mut item = verdict(h, &format!("{} response", h.target), code);
+                let mut item = verdict(asic, h, &format!("{} response", h.target), code);
                 item.detail = format!("{} ({name}: {meaning})", item.detail);
                 Ok(item)
             }

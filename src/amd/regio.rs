@@ -309,8 +309,12 @@ impl RegIo {
         let dev = self.device.clone();
         self.bar.write32(journal, &dev, p.index, address)?;
         if !journal.dry_run {
-            let _ = self.bar.read32(p.index)?;
-            self.barrier.wait()?;
+            let settled = self.bar.read32(p.index).and_then(|_| self.barrier.wait());
+            if let Err(e) = settled {
+                // The index goes back even when the device did not follow.
+                let _ = self.restore(journal, p, old);
+                return Err(e);
+            }
         }
         Ok((p, old))
     }

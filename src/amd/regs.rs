@@ -351,6 +351,17 @@ pub struct HealthCheck {
     pub meaning: String,
     pub source: String,
     pub confirmed: bool,
+    /// The register field whose value a failure line names (`GUI_ACTIVE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What a failing value means, for the failure line ("the graphics engine is busy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Messages to send around the read: the first before, the second after
+    /// (`["DisallowGfxOff", "AllowGfxOff"]`: amdgpu reads GC registers with
+    /// GFXOFF disallowed; a powered-off GFX block reads 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub around: Vec<String>,
 }
 
 impl HealthCheck {
@@ -874,6 +885,41 @@ impl Asic {
                     )
                     .to_lowercase(),
                 ));
+            }
+            if !h.around.is_empty() && h.around.len() != 2 {
+                return Err(self.err_at(
+                    &h.name,
+                    format!(
+                        "health '{}': around: give two messages (before, after)",
+                        h.name
+                    ),
+                ));
+            }
+            for m in &h.around {
+                if self.message(m).is_err() {
+                    return Err(self.err_at(
+                        &h.name,
+                        format!("health '{}': around: no message '{m}'", h.name),
+                    ));
+                }
+            }
+            if let Some(f) = &h.field {
+                let ok = match h.kind {
+                    HealthKind::Register => {
+                        self.register(&h.target).is_ok_and(|r| r.field(f).is_ok())
+                    }
+                    HealthKind::Smn => self.smn(&h.target).is_ok_and(|r| r.field(f).is_ok()),
+                    HealthKind::Message => false,
+                };
+                if !ok {
+                    return Err(self.err_at(
+                        &h.name,
+                        format!(
+                            "health '{}': field: '{}' has no field '{f}'",
+                            h.name, h.target
+                        ),
+                    ));
+                }
             }
             let bad = match (h.expect, h.expect_not) {
                 (Some(e), None) | (None, Some(e)) => e & !h.mask != 0,

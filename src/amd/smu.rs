@@ -316,20 +316,6 @@ impl<'a> Smu<'a> {
         Smu::with_io(asic, mp1, RegIo::for_asic(asic, bar, device)?)
     }
 
-    /// [`Smu::new`] with the barrier of the host at `sysfs` (the twin's model
-    /// clock, so a register past the BAR reads what the device put there).
-    pub fn for_host(
-        asic: &'a Asic,
-        mp1: Option<&str>,
-        bar: BarMap,
-        device: impl Into<String>,
-        sysfs: &std::path::Path,
-    ) -> Result<Smu<'a>> {
-        let io = RegIo::for_asic(asic, bar, device)?
-            .with_barrier(crate::amd::regio::Barrier::for_sysfs(sysfs));
-        Smu::with_io(asic, mp1, io)
-    }
-
     /// A client over an existing [`RegIo`] (with its barrier).
     pub fn with_io(asic: &'a Asic, mp1: Option<&str>, io: RegIo) -> Result<Smu<'a>> {
         let mailbox = asic.mailbox(mp1)?;

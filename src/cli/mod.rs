@@ -13,6 +13,7 @@ mod doctor;
 pub mod hook;
 mod list;
 pub mod regs;
+pub mod report;
 pub mod reset;
 pub mod run;
 pub mod sim;
@@ -74,6 +75,8 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// One .tar.gz for a bug report: snapshot, discovery table, SMU state (read-only), doctor, logs.
+    Report(report::ReportArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -241,6 +244,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Report(a) => report::run(&ctx, a),
     }
 }
 

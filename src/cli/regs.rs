@@ -10,7 +10,7 @@ use crate::amd::discovery::{self, Discovery, Mode};
 use crate::amd::regs::{BaseCheck, RegsDb};
 use crate::error::{exit, Error, Result};
 use crate::journal::Journal;
-use crate::pci::{Device, Host, Topology};
+use crate::pci::{Host, Topology};
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
@@ -127,8 +127,7 @@ struct BasesReport {
     writes: Vec<crate::journal::Record>,
 }
 
-/// Reads the device's bases for `regs bases` (not --blob): sysfs or cache,
-/// else the device (root, lock, woken, VM not holding it), else regs/.
+/// Reads the device's bases for `regs bases` (not --blob): [`bases::fetch`].
 #[allow(clippy::too_many_arguments)]
 fn device_bases(
     host: &Host,
@@ -155,45 +154,16 @@ fn device_bases(
             ),
         )
     })?;
-    let name = a.asic_name().to_string();
-    if !refresh {
-        if let Some(k) = bases::known(host, &dev) {
-            return Ok((k, name));
-        }
-    }
-    if no_read {
-        return Ok((bases::resolve(host, &dev, a, bar, journal, false), name));
-    }
-    if !journal.dry_run && !nix::unistd::geteuid().is_root() {
-        let mut d = bases::resolve(host, &dev, a, bar, journal, false);
-        d.notes = vec!["not root: the device's table was not read (reading it writes MM_INDEX); run as root, or --dry-run to see the writes".into()];
-        return Ok((d, name));
-    }
-    let _lock = if journal.dry_run {
-        None
-    } else {
-        Some(crate::reset::lock::lock(
-            host,
-            &dev.bdf,
-            std::time::Duration::from_millis(lock_timeout),
-        )?)
-    };
     journal.method = "regs bases".into();
-    if bases::vm_holder(host, &dev).is_some() {
-        // Not woken, not touched: resolve says why.
-        return Ok((bases::read(host, &dev, a, bar, journal), name));
-    }
-    let prev = crate::reset::engine::wake(&dev, journal, std::time::Duration::from_secs(5))?;
-    let dev2 = Device::load(host, dev.bdf)?;
-    let mut r = bases::read(host, &dev2, a, bar, journal);
-    if journal.dry_run {
-        r.notes.push(format!(
-            "dry run: reading the table makes one MM_INDEX write per dword (about {} for a Phoenix table), and MM_INDEX_HI once",
-            discovery::build_phoenix_blob().len() / 4
-        ));
-    }
-    crate::reset::engine::unwake(host, journal, &dev.bdf, prev)?;
-    Ok((r, name))
+    let opts = bases::Fetch {
+        read: !no_read,
+        refresh,
+        lock_timeout: std::time::Duration::from_millis(lock_timeout),
+    };
+    Ok((
+        bases::fetch(host, &dev, a, bar, journal, &opts)?,
+        a.asic_name().to_string(),
+    ))
 }
 
 pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> Result<i32> {

@@ -20,7 +20,12 @@ pub struct ResetArgs {
     /// Print every write that would be made, in order, and make none.
     #[arg(long)]
     pub dry_run: bool,
-    /// Go past the safety guards (device in use, live drivers, quirks).
+    /// Override exactly: the VFIO group open (a VM uses the device); the device bound to a host
+    /// driver other than vfio-pci/pci-stub; these method refusals, which become "forced" verdicts:
+    /// pm (the kernel's quirk_no_pm_reset), kernel (only 'bus' with siblings present), d3cold (no
+    /// power resources), bus and remove_rescan (other functions bound to live host drivers),
+    /// smu_mode2 (an SMU holding or having answered an error amdgpu stops at: unknown code, 0xFB).
+    /// Never: amdgpu bound (smu_mode2), reading the discovery table while a VM holds the device.
     #[arg(long)]
     pub force: bool,
     /// Append every write as a JSON line, fsync'd before the write is made.

@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{print_json, Ctx, DevArgs};
+use crate::amd::bases::{self, BaseSource};
+use crate::amd::regio::{Barrier, RegIo, RegPath};
 use crate::amd::regs::{RegsDb, ResolvedMailbox};
 use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
 use crate::error::{exit, Error, Result};
@@ -58,7 +60,10 @@ pub struct SmuArgs {
     /// Record the writes, make none (the default for `send`).
     #[arg(long, conflicts_with = "commit")]
     pub dry_run: bool,
-    /// Go past the guards (VFIO group open, live host driver); never past amdgpu.
+    /// Override exactly these refusals: the device's VFIO group is open (a VM uses it); it is
+    /// bound to a host driver other than vfio-pci/pci-stub; the SMU answered an error amdgpu
+    /// stops at (an unknown code, 0xFB) earlier in this run or holds one now. Never overridden:
+    /// amdgpu bound (it owns the mailbox), reading the device's table while a VM holds it.
     #[arg(long)]
     pub force: bool,
     /// The ASIC (regs/ name) when the ids do not say it (`phoenix`).
@@ -102,6 +107,13 @@ pub struct SmuReport {
     pub asic: String,
     pub bar: u8,
     pub mailbox: ResolvedMailbox,
+    /// Where the mailbox's bases came from (device table, sysfs ip_discovery, regs/ static).
+    pub bases: String,
+    pub bases_source: BaseSource,
+    /// How the mailbox is reached: in the BAR, or through PCIE_INDEX2/PCIE_DATA2.
+    pub path: RegPath,
+    /// What --force overrode (empty without it, or when nothing needed it).
+    pub forced: Vec<String>,
     pub action: Action,
     pub dry_run: bool,
     pub warnings: Vec<String>,
@@ -147,7 +159,8 @@ pub fn execute(
                 ),
             )
         })?;
-    let mailbox = asic.mailbox(args.mp1.as_deref())?;
+    // An unknown --mp1 is an error before anything is touched.
+    asic.mailbox(args.mp1.as_deref())?;
     let (message, arg) = match args.action {
         Action::Send => {
             let m = args
@@ -174,6 +187,17 @@ pub fn execute(
         }
     };
     let dry = journal.dry_run;
+    let mut forced = vec![];
+    if args.force {
+        let strict = ResetOptions {
+            force: false,
+            dry_run: true,
+            ..ResetOptions::default()
+        };
+        if let Err(e) = crate::reset::engine::guards(host, &topo, &dev, &strict) {
+            forced.push(format!("overridden by --force: {}", e.one_line()));
+        }
+    }
     let opts = ResetOptions {
         force: args.force,
         dry_run: dry,
@@ -200,12 +224,33 @@ pub fn execute(
     journal.method = format!("smu {:?}", args.action).to_lowercase();
     let restore_control = crate::reset::engine::wake(&dev, journal, opts.wait_timeout)?;
     let dev = Device::load(host, dev.bdf)?;
+    // The device's own table decides where the mailbox is (read now or this
+    // boot's cache); regs/ only when it cannot be had.
+    let found = bases::resolve(host, &dev, asic, bar, journal, !dry);
+    let resolved = found.apply(asic)?;
+    let asic = &resolved;
+    let mp1 = args.mp1.clone().or_else(|| {
+        found
+            .discovery
+            .as_ref()
+            .and_then(|d| d.mp1_version())
+            .filter(|v| asic.mailbox(Some(v)).is_ok())
+    });
+    let mailbox = asic.mailbox(mp1.as_deref())?;
     let saved = mmio::enable_memory(&dev, journal)?;
     let mut report = SmuReport {
         device: dev.bdf.to_string(),
         asic: asic.asic_name().to_string(),
         bar,
         mailbox: mailbox.clone(),
+        bases: found.label(),
+        bases_source: found.source,
+        path: if mailbox.resp + 4 <= mmio::check_bar(&dev, bar).unwrap_or(0) {
+            RegPath::Direct
+        } else {
+            RegPath::Indirect
+        },
+        forced,
         action: args.action,
         dry_run: dry,
         warnings: if dry {
@@ -222,9 +267,12 @@ pub fn execute(
         notes: vec![],
         writes: vec![],
     };
+    for n in &found.notes {
+        report.warnings.push(format!("bases: {n}"));
+    }
     if !mailbox.base_confirmed {
         report.warnings.push(format!(
-            "the {} MP1 segment base is UNCONFIRMED (regs/); `resetlab regs bases {}` checks it against the device",
+            "the {} MP1 segment base is regs/ static and UNCONFIRMED; `resetlab regs bases {}` reads the device's own table",
             asic.asic_name(),
             dev.bdf
         ));
@@ -232,6 +280,7 @@ pub fn execute(
     let r = act(
         host,
         asic,
+        mp1.as_deref(),
         bar,
         &dev,
         args,
@@ -269,6 +318,7 @@ pub fn execute(
 fn act(
     host: &Host,
     asic: &crate::amd::regs::Asic,
+    mp1: Option<&str>,
     bar: u8,
     dev: &Device,
     args: &SmuArgs,
@@ -317,7 +367,16 @@ fn act(
         }
         Err(e) => return Err(e),
     };
-    let mut client = Smu::for_host(asic, args.mp1.as_deref(), map, bdf, &host.sysfs)?;
+    let io = RegIo::for_asic(asic, map, bdf)?.with_barrier(Barrier::for_sysfs(&host.sysfs));
+    let mut client = Smu::with_io(asic, mp1, io)?;
+    client.ignore_hung = args.force;
+    if args.force {
+        if let Some(code) = smu::hung_code(client.device()) {
+            report.forced.push(format!(
+                "overridden by --force: the SMU answered {code:#x} earlier in this run (hung)"
+            ));
+        }
+    }
     let bound = Duration::from_millis(args.timeout);
     client.timeouts = smu::SmuTimeouts {
         prewait: bound,
@@ -360,21 +419,28 @@ fn act(
 
 fn print_report(r: &SmuReport) {
     let m = &r.mailbox;
+    let at = match r.path {
+        RegPath::Direct => format!("BAR {} +", r.bar),
+        RegPath::Indirect => "SMN (PCIE_INDEX2/PCIE_DATA2, past the BAR)".to_string(),
+    };
     println!(
-        "{}: {} SMU, MP1 {} mailbox at BAR {} + msg {:#x} / arg {:#x} / resp {:#x}{}",
+        "{}: {} SMU, MP1 {} mailbox at {at} msg {:#x} / arg {:#x} / resp {:#x}; bases from {}{}",
         r.device,
         r.asic,
         m.mp1_version,
-        r.bar,
         m.msg,
         m.arg,
         m.resp,
+        r.bases,
         if m.base_confirmed {
             ""
         } else {
-            " (base UNCONFIRMED)"
+            " (UNCONFIRMED)"
         }
     );
+    for f in &r.forced {
+        println!("{f}");
+    }
     for w in &r.warnings {
         println!("warning: {w}");
     }

@@ -64,7 +64,27 @@ pub fn probe(a: &Analysis) -> Verdict {
             ))
         }
     };
-    let mb = match asic.mailbox(None) {
+    // A probe never writes: the device's table only if sysfs or this boot's
+    // cache has it; the reset itself reads it from VRAM first. Only on a live
+    // host: a twin's or a snapshot's list must replay the same, and the cache
+    // lives beside the tree, not in it.
+    let known = if a.host.is_live() {
+        crate::amd::bases::known(a.host, a.dev)
+    } else {
+        None
+    };
+    let resolved = match known.as_ref().map(|k| k.apply(asic)) {
+        Some(Ok(x)) => Some(x),
+        Some(Err(e)) => return Verdict::no(format!("device table: {}", e.one_line())),
+        None => None,
+    };
+    let asic = resolved.as_ref().unwrap_or(asic);
+    let mp1 = known
+        .as_ref()
+        .and_then(|k| k.discovery.as_ref())
+        .and_then(|d| d.mp1_version())
+        .filter(|v| asic.mailbox(Some(v)).is_ok());
+    let mb = match asic.mailbox(mp1.as_deref()) {
         Ok(m) => m,
         Err(e) => return Verdict::no(e.one_line()),
     };
@@ -83,8 +103,12 @@ pub fn probe(a: &Analysis) -> Verdict {
             mb.resp.max(mb.msg).max(mb.arg) + 4
         ));
     }
+    let bases = match &known {
+        Some(k) => format!("bases from {}", k.label()),
+        None => "bases regs/ static (the reset reads the device's table first)".to_string(),
+    };
     let mut reason = format!(
-        "{} (regs/{}): {message} {msg_id:#x} ({}){}; MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}{}",
+        "{} (regs/{}): {message} {msg_id:#x} ({}){}; MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}; {bases}{}",
         asic.family(),
         asic.asic_name(),
         m2.arg.unwrap_or(MODE2),
@@ -166,11 +190,11 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
             ))),
         );
     }
-    if asic.response(v).is_none() && !a.force {
+    if smu::is_hung_code(asic, v) && !a.force {
         return (
             String::new(),
             Some(Verdict::no(format!(
-                "the SMU response register holds {v:#x}, not a response code: the SMU is in an unknown state (hung?); --force tries anyway"
+                "the SMU response register holds {v:#x}, an error amdgpu stops at (unknown code or 0xFB; smu_cmn.c: __smu_cmn_reg2errno → -EREMOTEIO): the SMU is likely hung; --force overrides this refusal and sends anyway"
             ))),
         );
     }
@@ -210,8 +234,24 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             )
         })?;
     smu::refuse_if_amdgpu(ctx.dev)?;
+    // The device's own table (this boot's cache, or read from VRAM now)
+    // places the mailbox; regs/ only when it cannot be had.
+    let found =
+        crate::amd::bases::resolve(ctx.host, ctx.dev, asic, bar, ctx.journal, !ctx.opts.dry_run);
+    let resolved = found.apply(asic)?;
+    let mp1 = found
+        .discovery
+        .as_ref()
+        .and_then(|d| d.mp1_version())
+        .filter(|v| resolved.mailbox(Some(v)).is_ok());
     let saved = mmio::enable_memory(ctx.dev, ctx.journal)?;
-    let r = mode2(ctx, asic, bar);
+    let r = mode2(ctx, &resolved, mp1.as_deref(), bar).map(|mut o| {
+        o.notes.insert(0, format!("bases from {}", found.label()));
+        for n in &found.notes {
+            o.notes.push(format!("bases: {n}"));
+        }
+        o
+    });
     // COMMAND goes back even when the reset failed.
     let restored = match saved {
         Some(s) => mmio::restore_command(ctx.dev, ctx.journal, s),
@@ -226,7 +266,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     Ok(o)
 }
 
-fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
+fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<Outcome> {
     let bdf = ctx.bdf();
     let dry = ctx.opts.dry_run;
     let sys = SystemFiles::for_host(ctx.host);
@@ -239,7 +279,7 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
         Ok(m) => m,
         Err(e) if dry => {
             // A dry run (perhaps not as root) still shows the writes.
-            let mb = asic.mailbox(None)?;
+            let mb = asic.mailbox(mp1)?;
             ctx.journal
                 .note(Some(&bdf), format!("BAR not mapped: {}", e.one_line()))?;
             let m2 = asic.mode2();
@@ -253,7 +293,16 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Outcome> {
         }
         Err(e) => return Err(e),
     };
-    let mut smu = Smu::for_host(asic, None, map, bdf.clone(), &ctx.host.sysfs)?;
+    let io = crate::amd::regio::RegIo::for_asic(asic, map, bdf.clone())?
+        .with_barrier(crate::amd::regio::Barrier::for_sysfs(&ctx.host.sysfs));
+    let mut smu = Smu::with_io(asic, mp1, io)?;
+    smu.ignore_hung = ctx.opts.force;
+    if !smu.mailbox.base_confirmed {
+        ctx.journal.note(
+            Some(&bdf),
+            "the mailbox's MP1 base is regs/ static and UNCONFIRMED (the device's table could not be read)",
+        )?;
+    }
     // Mode 2 takes a while with the response at 0 meanwhile; amdgpu allows
     // its usual ~2 s. A late OK is still an OK, so the bound is --wait-timeout.
     smu.timeouts.answer = ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND);
