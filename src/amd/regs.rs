@@ -1439,7 +1439,7 @@ impl RegsShow {
         for r in &self.registers {
             let _ = writeln!(
                 s,
-                "  {:<24} {:<5} {:>3}  {:#09x}  {:#09x}  {}",
+                "  {:<24} {:<5} {:>3}  {:#09x}  {:#09x}  {}{}",
                 r.name,
                 r.ip,
                 r.base_idx,
@@ -1449,6 +1449,11 @@ impl RegsShow {
                     "confirmed"
                 } else {
                     "UNCONFIRMED"
+                },
+                if r.beyond_bar {
+                    "  (past the BAR: an SMN address, through PCIE_INDEX2/DATA2)"
+                } else {
+                    ""
                 }
             );
         }
