@@ -257,3 +257,39 @@ fn gfx_idle_reads_with_gfxoff_disallowed_and_says_what_it_found() {
         .expect("AllowGfxOff sent");
     assert!(dis < allow, "{ids:?}");
 }
+
+#[test]
+fn experiments_resolve_register_names_at_the_devices_bases() {
+    let t = twin_with_mp1(INSIDE);
+    let s = sys(&t);
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/experiments/phoenix-mode2.rlx"
+    );
+    let trace = t.root().join("exp.jsonl");
+    let tr = trace.display().to_string();
+    let text = run_ok(&[
+        "--sysfs", &s, "run", file, "--dev", IGPU, "--commit", "--trace", &tr,
+    ]);
+    assert!(text.contains("register bases from device table"), "{text}");
+    let msg = (INSIDE + 0x282) * 4;
+    let w = mmio_writes(
+        &std::fs::read_to_string(&trace)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        w.iter().any(|(o, v)| *o == msg && v == "0x00000011"),
+        "mode 2 at the moved mailbox: {w:?}"
+    );
+    assert!(
+        !w.iter().any(|(o, _)| *o == 0x58a08),
+        "nothing at regs/' guess: {w:?}"
+    );
+    // A dry run touches nothing, so it uses this boot's cache the committed run left.
+    let dry = run_ok(&["--sysfs", &s, "run", file, "--dev", IGPU]);
+    assert!(dry.contains(&format!("BAR5+{msg:#x}")), "{dry}");
+    assert!(dry.contains("cached this boot"), "{dry}");
+}

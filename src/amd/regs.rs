@@ -1642,6 +1642,21 @@ impl RegsDb {
                 .any(|p| p.vendor == vendor && p.device == device)
         })
     }
+
+    /// This database with `asic` in place of the loaded ASIC of the same name
+    /// (e.g. one carrying a device's discovered bases), or added.
+    pub fn with_asic(&self, asic: Asic) -> RegsDb {
+        let mut db = self.clone();
+        match db
+            .asics
+            .iter_mut()
+            .find(|a| a.asic_name() == asic.asic_name())
+        {
+            Some(slot) => *slot = asic,
+            None => db.asics.push(asic),
+        }
+        db
+    }
 }
 
 #[cfg(test)]

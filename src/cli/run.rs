@@ -108,7 +108,51 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
         id: args.id.clone(),
     };
     let dev = sel.resolve(&topo)?;
-    let resolver = DeviceResolver::for_device(&ctx.regs, dev, args.asic.as_deref(), args.bar)?;
+    // Register names resolve at the device's own bases (its discovery table:
+    // sysfs or this boot's cache for a dry run, which touches nothing; read
+    // from VRAM first for --commit), regs/ only when the table cannot be had.
+    let mut journal = Journal::new(false);
+    journal.method = "run: discovery table".into();
+    let (regs, bases_note) =
+        match crate::amd::smu::target(&ctx.regs, dev, args.asic.as_deref(), args.bar)? {
+            Some((asic, bar)) => {
+                let found = if args.commit {
+                    crate::amd::bases::fetch(
+                        &ctx.host,
+                        dev,
+                        asic,
+                        bar,
+                        &mut journal,
+                        &crate::amd::bases::Fetch {
+                            read: true,
+                            refresh: false,
+                            lock_timeout: Duration::from_millis(args.lock_timeout),
+                        },
+                    )?
+                } else {
+                    crate::amd::bases::resolve(
+                        &ctx.host,
+                        dev,
+                        asic,
+                        bar,
+                        &mut Journal::new(true),
+                        false,
+                    )
+                };
+                let note = format!(
+                    "register bases from {}{}",
+                    found.label(),
+                    if found.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", found.notes.join("; "))
+                    }
+                );
+                (ctx.regs.with_asic(found.apply(asic)?), Some(note))
+            }
+            None => (ctx.regs.clone(), None),
+        };
+    let resolver = DeviceResolver::for_device(&regs, dev, args.asic.as_deref(), args.bar)?;
     let plan = resolve(&exp, &resolver)?;
     if !args.commit {
         if ctx.json {
@@ -120,13 +164,24 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
                 dev.bdf
             );
             print!("{plan}");
+            if let Some(n) = &bases_note {
+                println!("{n}");
+            }
         }
         return Ok(exit::OK);
     }
     on_sigint();
-    let mut journal = Journal::new(false);
     if let Some(t) = &args.trace {
-        journal = journal.with_trace(t)?;
+        // The table read's writes (if any) first, then the experiment's.
+        let records = std::mem::take(&mut journal.records);
+        journal = Journal::new(false).with_trace(t)?;
+        for r in &records {
+            journal.trace_line(&serde_json::to_value(r).unwrap_or_default())?;
+        }
+        journal.records = records;
+    }
+    if let (Some(n), false) = (&bases_note, ctx.json) {
+        println!("{n}");
     }
     let opts = RunOptions {
         force: args.force,
@@ -135,7 +190,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
         lock_timeout: Duration::from_millis(args.lock_timeout),
     };
     let json = ctx.json;
-    let report = runner::run(&ctx.host, &ctx.regs, dev, &plan, &opts, &mut journal, |s| {
+    let report = runner::run(&ctx.host, &regs, dev, &plan, &opts, &mut journal, |s| {
         if json {
             return;
         }

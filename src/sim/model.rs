@@ -696,7 +696,10 @@ impl Model {
             let nsr = r16(&eff, pm + PCI_PM_CTRL) & Pmcsr::NO_SOFT_RESET.bits() != 0;
             if was != now {
                 let state = if now == 3 { "D3hot" } else { "D0" };
-                let _ = fs::write(self.dir_of(&spec).join("power_state"), format!("{state}\n"));
+                replace_attr(
+                    &self.dir_of(&spec).join("power_state"),
+                    &format!("{state}\n"),
+                );
                 let quirk = crate::reset::pm::kernel_refuses(
                     spec.vendor,
                     spec.class,
@@ -765,8 +768,8 @@ impl Model {
             _ => return Ok(()),
         };
         let prev = read_trim(&dir.join("power_state"));
-        let _ = fs::write(dir.join("power_state"), format!("{state}\n"));
-        let _ = fs::write(dir.join("power/runtime_status"), format!("{status}\n"));
+        replace_attr(&dir.join("power_state"), &format!("{state}\n"));
+        replace_attr(&dir.join("power/runtime_status"), &format!("{status}\n"));
         self.log(&bdf.to_string(), format!("power {prev} → {state}"));
         if prev == "D3cold" && state == "D0" {
             // Power was cut: the function comes back from its power-on state,
@@ -810,6 +813,18 @@ impl Model {
             let _ = c.device_write32(0, self.steps);
         }
         r
+    }
+}
+
+/// Replaces a read-only attribute the model owns in one step (write a
+/// sibling, rename over): a reader sees the old value or the new, never the
+/// empty file a truncating write shows for a moment (a health check read
+/// `power_state` as "" that way under load).
+fn replace_attr(p: &Path, value: &str) {
+    let tmp = p.with_extension("resetlab-new");
+    if fs::write(&tmp, value).is_ok() && fs::rename(&tmp, p).is_err() {
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::write(p, value);
     }
 }
 
