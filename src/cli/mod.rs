@@ -13,6 +13,7 @@ mod doctor;
 pub mod hook;
 mod list;
 pub mod regs;
+pub mod release;
 pub mod report;
 pub mod reset;
 pub mod run;
@@ -77,6 +78,8 @@ pub enum Cmd {
     Bench(Box<bench::BenchArgs>),
     /// One .tar.gz for a bug report: snapshot, discovery table, SMU state (read-only), doctor, logs.
     Report(report::ReportArgs),
+    /// Have a running VM's guest let go of a passed-through device (QMP device_del), bounded.
+    Release(release::ReleaseArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -221,6 +224,18 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Hook(a) = &cli.cmd {
         return hook::run_cli(&cli, a);
     }
+    // The VM's monitor, not sysfs: no sysfs root to open.
+    if let Cmd::Release(a) = &cli.cmd {
+        if cli.sim {
+            // A fresh twin runs no VM, and its socket must never be looked for on this machine.
+            return Err(Error::parse(
+                "--sim",
+                "release",
+                "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
+            ));
+        }
+        return release::run(a, cli.sysfs.as_deref(), cli.json);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -245,6 +260,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
+        Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
     }
 }
 
