@@ -39,6 +39,10 @@ pub struct DeviceReport {
     pub holders: Vec<Holder>,
     pub parent: Parent,
     pub bus_peers: Vec<Bdf>,
+    /// An AMD GPU's family, MP1 version and mode-2 message (amd/family.rs);
+    /// for an id regs/ does not know, the files that might fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amd_family: Option<crate::amd::family::FamilyNote>,
 }
 
 /// `probe`: the report plus the raw state behind it.
@@ -156,6 +160,7 @@ pub fn device_report(
         holders,
         parent: dev.parent.clone(),
         bus_peers: dev.bus_peers.clone(),
+        amd_family: crate::amd::family::describe(regs, host, dev),
     }
 }
 

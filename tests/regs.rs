@@ -14,8 +14,13 @@ fn embedded_files() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// The shipped phoenix file and an overlay of it (only phoenix: the proptests load this
+/// hundreds of times, and the other families are not what they overlay).
 fn with_overlay(text: &str) -> resetlab::Result<RegsDb> {
-    let mut files = embedded_files();
+    let mut files: Vec<(PathBuf, String)> = embedded_files()
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("phoenix.toml"))
+        .collect();
     files.push((PathBuf::from("overlay/phoenix.toml"), text.to_string()));
     RegsDb::from_texts(&files)
 }
@@ -267,18 +272,116 @@ fn overlay_dirs_are_read_in_name_order_and_a_new_asic_is_added() {
     let mut other = EMBEDDED[0]
         .1
         .replace("asic = \"phoenix\"", "asic = \"phoenix-copy\"");
-    other = other.replace("device = 0x1900", "device = 0x1901");
+    // A name or PCI id picks one file: the copy gets its own.
+    other = other.replace("device = 0x1900", "device = 0x19ff");
+    other = other.replace("device = 0x15bf", "device = 0x15fe");
+    other = other.replace("aliases = [\"hawk_point\"]", "aliases = [\"hawk_copy\"]");
     std::fs::write(dir.path().join("c.toml"), other).unwrap();
     let db = RegsDb::load(&[dir.path().to_path_buf()]).unwrap();
     let gs = db.asic("phoenix").unwrap().resolve("GRBM_STATUS").unwrap();
     assert_eq!(gs.bar_offset, (0x2000 + 0xda4) * 4);
-    assert_eq!(db.asics().len(), 2);
+    assert_eq!(db.asics().len(), regs_embedded_count() + 1);
     assert_eq!(
-        db.by_pci_id(0x1002, 0x1901).unwrap().asic_name(),
+        db.by_pci_id(0x1002, 0x19ff).unwrap().asic_name(),
         "phoenix-copy"
     );
     let missing = RegsDb::load(&[dir.path().join("nope")]).unwrap_err();
     assert!(matches!(missing, Error::Io { .. }));
+}
+
+/// The docs/regs.md family table, row by row against the embedded files.
+#[test]
+fn docs_family_table_matches_the_embedded_files() {
+    let db = RegsDb::embedded().unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/regs.md"))
+        .expect("docs/regs.md");
+    let mut seen = Vec::new();
+    for line in doc.lines() {
+        let c: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | asic | family | ids | mp1 | message | wait | mailbox | base from | code | msg conf | base conf | ids conf |
+        if c.len() != 14 {
+            continue;
+        }
+        let Ok(a) = db.asic(c[1]) else { continue };
+        if a.asic_name() != c[1] {
+            continue;
+        }
+        let name = c[1];
+        seen.push(name.to_string());
+        assert_eq!(a.family(), c[2], "{name}: family");
+        let ids: Vec<String> = a
+            .file
+            .pci_ids
+            .iter()
+            .map(|p| format!("{:04x}", p.device))
+            .collect();
+        assert_eq!(ids.join(", "), c[3], "{name}: ids");
+        assert_eq!(a.file.mp1_versions.join(", "), c[4], "{name}: MP1 versions");
+        let m2 = a.mode2();
+        let (msg, wait) = match (&m2.message, m2.offered) {
+            (Some(m), true) => (
+                format!("{m} {:#x}({})", a.message(m).unwrap().id, m2.arg.unwrap()),
+                match m2.wait {
+                    resetlab::amd::regs::Mode2Wait::Answer => "answer".to_string(),
+                    resetlab::amd::regs::Mode2Wait::None => {
+                        format!("none, then {} ms", m2.settle_ms)
+                    }
+                },
+            ),
+            _ => ("not offered".to_string(), "-".to_string()),
+        };
+        assert_eq!(msg, c[5], "{name}: message");
+        assert_eq!(wait, c[6], "{name}: wait");
+        match a.mailbox(None) {
+            Ok(mb) => {
+                let want = format!(
+                    "{} {:#x}/{:#x}/{:#x}",
+                    if mb.beyond_bar { "SMN" } else { "BAR" },
+                    mb.msg,
+                    mb.arg,
+                    mb.resp
+                );
+                assert!(
+                    c[7].starts_with(&want),
+                    "{name}: mailbox '{}' is not '{want}'",
+                    c[7]
+                );
+                assert_eq!(
+                    if mb.base_confirmed { "yes" } else { "no" },
+                    c[11],
+                    "{name}: base confirmed"
+                );
+            }
+            Err(_) => {
+                assert_eq!(c[7], "-", "{name}: no mailbox");
+                assert_eq!(c[11], "-", "{name}");
+            }
+        }
+        assert_eq!(
+            if m2.confirmed { "yes" } else { "no" },
+            c[10],
+            "{name}: message confirmed"
+        );
+        let n = a.file.pci_ids.iter().filter(|p| p.confirmed).count();
+        let ids_conf = match n {
+            0 => "none",
+            x if x == a.file.pci_ids.len() => "all",
+            _ => "some",
+        };
+        assert_eq!(ids_conf, c[12], "{name}: ids confirmed");
+    }
+    let mut all: Vec<String> = db
+        .asics()
+        .iter()
+        .map(|a| a.asic_name().to_string())
+        .collect();
+    all.sort();
+    seen.sort();
+    assert_eq!(seen, all, "every shipped file has one row in docs/regs.md");
+}
+
+fn regs_embedded_count() -> usize {
+    RegsDb::embedded().unwrap().asics().len()
 }
 
 #[test]
@@ -412,12 +515,42 @@ proptest! {
     }
 
     #[test]
+    fn regs_loader_never_panics_on_any_mutated_shipped_file(
+        file in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        len in 0usize..40,
+        insert in "[a-z0-9_=\\[\\]\"{}, .\n-]{0,20}",
+    ) {
+        let (path, src) = EMBEDDED[file.index(EMBEDDED.len())];
+        let mut start = at.index(src.len());
+        while !src.is_char_boundary(start) { start -= 1; }
+        let mut end = (start + len).min(src.len());
+        while !src.is_char_boundary(end) { end -= 1; }
+        let mutated = format!("{}{}{}", &src[..start], insert, &src[end..]);
+        let r = RegsDb::from_texts(&[(PathBuf::from(path), mutated)]);
+        match r {
+            Ok(db) => {
+                // Whatever loads resolves and shows without a panic.
+                for a in db.asics() {
+                    let _ = a.show().map(|s| s.to_text());
+                    let _ = a.mailbox_for(Some("13.0.4"));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(matches!(e, Error::FileParse { .. }), "{:?}", e);
+                prop_assert!(msg.starts_with(path), "{}", msg);
+            }
+        }
+    }
+
+    #[test]
     fn a_bad_offset_or_width_names_the_register(
         pick in any::<prop::sample::Index>(),
         offset in any::<u32>(),
         width in 33u8..=255,
     ) {
-        let db = RegsDb::embedded().unwrap();
+        let db = with_overlay("asic = \"phoenix\"\n").unwrap();
         let regs = &db.asic("phoenix").unwrap().file.registers;
         let r = &regs[pick.index(regs.len())];
         let over = format!("asic = \"phoenix\"\n[[registers]]\nname = \"{}\"\noffset = {offset}\n", r.name);

@@ -2,6 +2,7 @@
 
 pub mod bases;
 pub mod discovery;
+pub mod family;
 pub mod health;
 pub mod regio;
 pub mod regs;

@@ -25,8 +25,26 @@ use crate::amd::discovery::hw_id_by_name;
 use crate::error::{Error, Result};
 
 /// The shipped register files, embedded at build time: (path shown in errors, contents).
-pub const EMBEDDED: &[(&str, &str)] =
-    &[("regs/phoenix.toml", include_str!("../../regs/phoenix.toml"))];
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("regs/phoenix.toml", include_str!("../../regs/phoenix.toml")),
+    (
+        "regs/phoenix2.toml",
+        include_str!("../../regs/phoenix2.toml"),
+    ),
+    (
+        "regs/rembrandt.toml",
+        include_str!("../../regs/rembrandt.toml"),
+    ),
+    (
+        "regs/mendocino.toml",
+        include_str!("../../regs/mendocino.toml"),
+    ),
+    ("regs/raphael.toml", include_str!("../../regs/raphael.toml")),
+    ("regs/strix.toml", include_str!("../../regs/strix.toml")),
+    ("regs/vangogh.toml", include_str!("../../regs/vangogh.toml")),
+    ("regs/renoir.toml", include_str!("../../regs/renoir.toml")),
+    ("regs/raven.toml", include_str!("../../regs/raven.toml")),
+];
 
 /// The pseudo-IP of registers at a fixed BAR offset (no segment base).
 pub const BAR_IP: &str = "BAR";
@@ -37,6 +55,10 @@ pub struct PciId {
     pub vendor: u16,
     pub device: u16,
     pub name: String,
+    /// The MP1 (SMU) IP version this device reports in its IP discovery table, when the
+    /// source ties one to it; the device's own table decides (see [`Asic::mailbox_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mp1_version: Option<String>,
     pub source: String,
     pub confirmed: bool,
 }
@@ -204,6 +226,11 @@ pub struct Register {
     pub description: Option<String>,
     pub source: String,
     pub confirmed: bool,
+    /// The file says the register lies beyond the register BAR, reached through its
+    /// `[indirect]` pair as amdgpu reaches it (Raphael's mailbox); checked at load, so a base
+    /// or offset typo that lands it inside the BAR is caught.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indirect: bool,
     #[serde(default)]
     pub fields: Vec<Field>,
 }
@@ -349,12 +376,83 @@ impl HealthCheck {
     }
 }
 
+/// Whether the mode-2 sender waits for the SMU's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode2Wait {
+    /// Poll the response register for the answer, like any message (smu_cmn.c:
+    /// `smu_cmn_send_smc_msg_with_param`); the OK answer marks completion.
+    #[default]
+    Answer,
+    /// Write the message and do not read the answer, then wait `settle_ms`
+    /// (vangogh_ppt.c: `vangogh_mode_reset` sends with
+    /// `smu_cmn_send_msg_without_waiting`, then `mdelay(10)`).
+    None,
+}
+
+/// How this family's SMU resets the GPU in mode 2 (the `smu_mode2` method).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mode2 {
+    /// False: the family has no mode 2 that resetlab sends; `reason` says why.
+    #[serde(default = "yes")]
+    pub offered: bool,
+    /// The `[[messages]]` entry sent (GfxDeviceDriverReset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Its argument (2 = MODE2_RESET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<u32>,
+    #[serde(default)]
+    pub wait: Mode2Wait,
+    /// With `wait = "none"`: how long to wait after the message write, in ms.
+    #[serde(default)]
+    pub settle_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub source: String,
+    pub confirmed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Mode2 {
+    /// What a file without `[mode2]` gets: GfxDeviceDriverReset(2), waiting for the answer
+    /// (smu_v13_0_4_ppt.c: `smu_v13_0_4_mode2_reset`).
+    pub fn default_for_phoenix() -> Mode2 {
+        Mode2 {
+            offered: true,
+            message: Some("GfxDeviceDriverReset".into()),
+            arg: Some(2),
+            wait: Mode2Wait::Answer,
+            settle_ms: 0,
+            reason: None,
+            source: "default: pm/swsmu/smu13/smu_v13_0_4_ppt.c: smu_v13_0_4_mode2_reset".into(),
+            confirmed: false,
+        }
+    }
+}
+
 /// One register file: what `regs/*.toml` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsicFile {
     pub asic: String,
     pub name: String,
+    /// The family as users know it ("Rembrandt"), for `list` and `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Other names `regs show`, `--asic` and `--sim-asic` accept (codenames of the same
+    /// silicon or its refreshes: lucienne, cezanne, barcelo for renoir).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The MP1 (SMU) IP versions of the family, as the source lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mp1_versions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode2: Option<Mode2>,
     #[serde(default)]
     pub pci_ids: Vec<PciId>,
     pub bar: Bar,
@@ -398,6 +496,11 @@ pub struct Resolved {
     pub base_confirmed: bool,
     /// Whether the register's offset and BASE_IDX are confirmed in the source.
     pub confirmed: bool,
+    /// The byte offset is at or past the register BAR's size: amdgpu reaches it through the
+    /// indirect pair, with `bar_offset` as the SMN address (amdgpu_device.c:
+    /// `amdgpu_device_rreg`: `(reg * 4) < adev->rmmio_size` else `pcie_rreg(reg * 4)`).
+    #[serde(default)]
+    pub beyond_bar: bool,
 }
 
 /// The SMU mailbox resolved to BAR byte offsets.
@@ -412,6 +515,10 @@ pub struct ResolvedMailbox {
     pub resp_register: String,
     /// All three bases confirmed.
     pub base_confirmed: bool,
+    /// The mailbox lies beyond the register BAR: msg/arg/resp are SMN addresses reached
+    /// through PCIE_INDEX2/PCIE_DATA2 (Raphael's C2PMSG_2/34/33).
+    #[serde(default)]
+    pub beyond_bar: bool,
 }
 
 /// What the source files of a loaded ASIC are, for error locations.
@@ -633,6 +740,15 @@ impl Asic {
                 ));
             }
             let res = self.resolve_register(r)?;
+            if r.indirect && !(f.indirect.is_some() && res.beyond_bar) {
+                return Err(self.err_at(
+                    &r.name,
+                    format!(
+                        "registers '{}': indirect = true says it lies beyond the {:#x}-byte BAR, through an [indirect] pair (byte address {:#x})",
+                        r.name, f.bar.size, res.bar_offset
+                    ),
+                ));
+            }
             // Past the BAR is reachable through the indirect pair, as
             // amdgpu_device_rreg does (the SMN address is the byte offset),
             // when regs/ names one and the address fits in 32 bits.
@@ -660,6 +776,21 @@ impl Asic {
         if let Some(i) = &f.indirect {
             for r in [&i.index, &i.data] {
                 self.need_register("indirect", r)?;
+                if self.resolve(r)?.beyond_bar {
+                    return Err(self.err_at(
+                        r,
+                        format!("indirect: '{r}' must lie inside the register BAR"),
+                    ));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for a in &f.aliases {
+            if a.trim().is_empty() || a.chars().any(char::is_whitespace) {
+                return Err(self.err_at(a, format!("aliases: '{a}' must be one word")));
+            }
+            if a.eq_ignore_ascii_case(&f.asic) || !seen.insert(a.to_ascii_lowercase()) {
+                return Err(self.err_at(a, format!("aliases: '{a}' given twice")));
             }
         }
         let mut seen = BTreeSet::new();
@@ -685,6 +816,40 @@ impl Asic {
                     &m.name,
                     format!("messages '{}': id {:#x} used twice", m.name, m.id),
                 ));
+            }
+        }
+        if let Some(m) = &f.mode2 {
+            if m.offered {
+                let Some(msg) = &m.message else {
+                    return Err(
+                        self.err_at("mode2", "mode2: an offered mode 2 names its message".into())
+                    );
+                };
+                if self.message(msg).is_err() {
+                    return Err(self.err_at(msg, format!("mode2: no message '{msg}'")));
+                }
+                if m.arg.is_none() {
+                    return Err(
+                        self.err_at("mode2", "mode2: an offered mode 2 gives its arg".into())
+                    );
+                }
+                if f.mailboxes.is_empty() {
+                    return Err(self.err_at(
+                        "mode2",
+                        "mode2: an offered mode 2 needs a [[mailboxes]] entry".into(),
+                    ));
+                }
+                if m.wait == Mode2Wait::None && !(1..=10_000).contains(&m.settle_ms) {
+                    return Err(self.err_at(
+                        "mode2",
+                        format!(
+                            "mode2: wait = \"none\" needs settle_ms in 1..=10000 (got {})",
+                            m.settle_ms
+                        ),
+                    ));
+                }
+            } else if m.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(self.err_at("mode2", "mode2: offered = false needs a reason".into()));
             }
         }
         let mut seen = BTreeSet::new();
@@ -860,12 +1025,78 @@ impl Asic {
             bar_offset,
             base_confirmed,
             confirmed: r.confirmed,
+            beyond_bar: bar_offset + 4 > self.file.bar.size,
         })
     }
 
     /// The `asic` key (e.g. `phoenix`).
     pub fn asic_name(&self) -> &str {
         &self.file.asic
+    }
+
+    /// The family's display name ("Rembrandt"), else the file's `name`.
+    pub fn family(&self) -> &str {
+        self.file.family.as_deref().unwrap_or(&self.file.name)
+    }
+
+    /// Whether `name` is this ASIC's `asic` or one of its aliases (case-insensitive).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.file.asic.eq_ignore_ascii_case(name)
+            || self
+                .file
+                .aliases
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    /// How this family does mode 2: the file's `[mode2]`, or amdgpu's MP1 13.0.4 way for a
+    /// file without one.
+    pub fn mode2(&self) -> Mode2 {
+        self.file
+            .mode2
+            .clone()
+            .unwrap_or_else(Mode2::default_for_phoenix)
+    }
+
+    /// The message that reads the PMFW version: `GetPmfwVersion` (smu_v13_0_4_ppsmc.h,
+    /// smu_v14_0_0_ppsmc.h) or `GetSmuVersion` (the older ppsmc headers), whichever regs/ has.
+    pub fn version_message(&self) -> Result<&Message> {
+        self.message("GetPmfwVersion")
+            .or_else(|_| self.message("GetSmuVersion"))
+    }
+
+    /// The PCI id entry for a device.
+    pub fn pci_id(&self, vendor: u16, device: u16) -> Option<&PciId> {
+        self.file
+            .pci_ids
+            .iter()
+            .find(|p| p.vendor == vendor && p.device == device)
+    }
+
+    /// The mailbox the device's MP1 version picks (`mp1` read from its IP discovery table, as
+    /// amdgpu's `smu_v13_0_4_set_ppt_funcs` picks on `amdgpu_ip_version(adev, MP1_HWIP, 0)`).
+    /// With no version known: the first mailbox listed. A version the file does not list is an
+    /// error that names the ones it does.
+    pub fn mailbox_for(&self, mp1: Option<&str>) -> Result<ResolvedMailbox> {
+        match mp1 {
+            Some(v) if !self.file.mailboxes.iter().any(|m| m.mp1_version == v) => {
+                let known: Vec<&str> = self
+                    .file
+                    .mailboxes
+                    .iter()
+                    .map(|m| m.mp1_version.as_str())
+                    .collect();
+                Err(Error::not_found(
+                    "SMU mailbox",
+                    format!(
+                        "{} for MP1 {v} (the file lists {}; another regs/ file may fit, see `resetlab regs list`)",
+                        self.file.asic,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                ))
+            }
+            v => self.mailbox(v),
+        }
     }
 
     /// The files this ASIC was loaded from, in the order applied.
@@ -917,6 +1148,7 @@ impl Asic {
             arg: arg.bar_offset,
             resp: resp.bar_offset,
             base_confirmed: msg.base_confirmed && arg.base_confirmed && resp.base_confirmed,
+            beyond_bar: msg.beyond_bar || arg.beyond_bar || resp.beyond_bar,
             msg_register: msg.name,
             arg_register: arg.name,
             resp_register: resp.name,
@@ -953,9 +1185,21 @@ impl Asic {
             .iter()
             .map(|m| self.mailbox(Some(&m.mp1_version)))
             .collect::<Result<Vec<_>>>()?;
+        let mode2 = self.mode2();
+        let id = mode2
+            .message
+            .as_deref()
+            .filter(|_| mode2.offered)
+            .and_then(|m| self.message(m).ok())
+            .map(|m| m.id);
         Ok(RegsShow {
             asic: f.asic.clone(),
             name: f.name.clone(),
+            family: self.family().to_string(),
+            aliases: f.aliases.clone(),
+            mp1_versions: f.mp1_versions.clone(),
+            devices: f.pci_ids.clone(),
+            mode2: ShowMode2 { mode2, id },
             pci_ids: f
                 .pci_ids
                 .iter()
@@ -1070,7 +1314,12 @@ impl Asic {
 pub struct RegsShow {
     pub asic: String,
     pub name: String,
+    pub family: String,
+    pub aliases: Vec<String>,
+    pub mp1_versions: Vec<String>,
     pub pci_ids: Vec<String>,
+    pub devices: Vec<PciId>,
+    pub mode2: ShowMode2,
     pub bar: u8,
     pub bar_size: u64,
     pub files: Vec<String>,
@@ -1081,6 +1330,39 @@ pub struct RegsShow {
     pub smn: Vec<ShowSmn>,
     pub messages: Vec<ShowMessage>,
     pub bases: Vec<Base>,
+}
+
+/// `[mode2]` with its message resolved to an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShowMode2 {
+    #[serde(flatten)]
+    pub mode2: Mode2,
+    /// The message's id (None when not offered).
+    pub id: Option<u32>,
+}
+
+impl ShowMode2 {
+    /// One line: "GfxDeviceDriverReset 0x11 (argument 2), waits for the answer".
+    pub fn summary(&self) -> String {
+        let m = &self.mode2;
+        match (&m.message, self.id, m.offered) {
+            (Some(msg), Some(id), true) => format!(
+                "{msg} {id:#x} (argument {}), {}",
+                m.arg.unwrap_or(0),
+                match m.wait {
+                    Mode2Wait::Answer => "waits for the answer".to_string(),
+                    Mode2Wait::None => format!(
+                        "sent without waiting for an answer, then {} ms",
+                        m.settle_ms
+                    ),
+                }
+            ),
+            _ => format!(
+                "not offered: {}",
+                m.reason.as_deref().unwrap_or("no mode-2 message in regs/")
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1103,6 +1385,27 @@ impl RegsShow {
         use std::fmt::Write as _;
         let mut s = String::new();
         let _ = writeln!(s, "{} — {}", self.asic, self.name);
+        if !self.aliases.is_empty() {
+            let _ = writeln!(s, "also: {}", self.aliases.join(", "));
+        }
+        if !self.mp1_versions.is_empty() {
+            let _ = writeln!(s, "MP1 (SMU) versions: {}", self.mp1_versions.join(", "));
+        }
+        let _ = writeln!(s, "mode 2: {}", self.mode2.summary());
+        for d in &self.devices {
+            let _ = writeln!(
+                s,
+                "  {:04x}:{:04x}  {}{}{}",
+                d.vendor,
+                d.device,
+                d.name,
+                d.mp1_version
+                    .as_deref()
+                    .map(|v| format!(", MP1 {v}"))
+                    .unwrap_or_default(),
+                if d.confirmed { "" } else { "  (UNCONFIRMED)" }
+            );
+        }
         let _ = writeln!(
             s,
             "PCI ids: {}   register BAR {} ({:#x} bytes)   files: {}",
@@ -1136,7 +1439,7 @@ impl RegsShow {
         for r in &self.registers {
             let _ = writeln!(
                 s,
-                "  {:<24} {:<5} {:>3}  {:#09x}  {:#09x}  {}",
+                "  {:<24} {:<5} {:>3}  {:#09x}  {:#09x}  {}{}",
                 r.name,
                 r.ip,
                 r.base_idx,
@@ -1146,14 +1449,24 @@ impl RegsShow {
                     "confirmed"
                 } else {
                     "UNCONFIRMED"
+                },
+                if r.beyond_bar {
+                    "  (past the BAR: an SMN address, through PCIE_INDEX2/DATA2)"
+                } else {
+                    ""
                 }
             );
         }
         for m in &self.mailboxes {
             let _ = writeln!(
                 s,
-                "\nSMU mailbox (MP1 {}): msg {:#x}  arg {:#x}  resp {:#x}{}",
+                "\nSMU mailbox (MP1 {}): {}msg {:#x}  arg {:#x}  resp {:#x}{}",
                 m.mp1_version,
+                if m.beyond_bar {
+                    "beyond the BAR, SMN addresses through PCIE_INDEX2/PCIE_DATA2: "
+                } else {
+                    "BAR byte offsets: "
+                },
                 m.msg,
                 m.arg,
                 m.resp,
@@ -1271,10 +1584,34 @@ impl RegsDb {
                 }
             }
         }
-        let mut asics = Vec::new();
+        let mut asics: Vec<Asic> = Vec::new();
         for name in order {
             if let Some((t, origins)) = tables.remove(&name) {
-                asics.push(Asic::from_table(t, origins)?);
+                let a = Asic::from_table(t, origins)?;
+                // A name (asic or alias) must pick one file, and a PCI id one family.
+                for n in std::iter::once(&a.file.asic).chain(&a.file.aliases) {
+                    if let Some(other) = asics.iter().find(|o| o.answers_to(n)) {
+                        return Err(a.err_at(
+                            n,
+                            format!("'{n}' is already a name of '{}'", other.file.asic),
+                        ));
+                    }
+                }
+                for p in &a.file.pci_ids {
+                    if let Some(other) = asics
+                        .iter()
+                        .find(|o| o.pci_id(p.vendor, p.device).is_some())
+                    {
+                        return Err(a.err_at(
+                            &p.name,
+                            format!(
+                                "pci_ids: {:04x}:{:04x} is already listed by '{}'",
+                                p.vendor, p.device, other.file.asic
+                            ),
+                        ));
+                    }
+                }
+                asics.push(a);
             }
         }
         Ok(RegsDb { asics })
@@ -1289,6 +1626,7 @@ impl RegsDb {
         self.asics
             .iter()
             .find(|a| a.file.asic.eq_ignore_ascii_case(name))
+            .or_else(|| self.asics.iter().find(|a| a.answers_to(name)))
             .ok_or_else(|| {
                 let known: Vec<&str> = self.asics.iter().map(Asic::asic_name).collect();
                 Error::not_found(
@@ -1352,8 +1690,12 @@ mod tests {
             a.resolve("RCC_CONFIG_MEMSIZE").unwrap().bar_offset,
             0xde3 * 4
         );
-        assert!(db.by_pci_id(0x1002, 0x1900).is_some());
-        assert!(db.by_pci_id(0x1002, 0x1901).is_none());
+        assert_eq!(db.by_pci_id(0x1002, 0x1900).unwrap().asic_name(), "phoenix");
+        assert_eq!(
+            db.by_pci_id(0x1002, 0x1901).unwrap().asic_name(),
+            "phoenix2"
+        );
+        assert!(db.by_pci_id(0x1002, 0x1234).is_none());
     }
 
     #[test]

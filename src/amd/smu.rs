@@ -570,9 +570,10 @@ impl<'a> Smu<'a> {
         self.send(journal, "TestMessage", 0)
     }
 
-    /// GetPmfwVersion, decoded (None in dry-run).
+    /// GetPmfwVersion (GetSmuVersion on the older PMFWs), decoded (None in dry-run).
     pub fn version(&mut self, journal: &mut Journal) -> Result<(Reply, Option<PmfwVersion>)> {
-        let r = self.send(journal, "GetPmfwVersion", 0)?;
+        let name = self.asic.version_message()?.name.clone();
+        let r = self.send(journal, &name, 0)?;
         let v = r.value.map(PmfwVersion::decode);
         Ok((r, v))
     }
@@ -580,6 +581,16 @@ impl<'a> Smu<'a> {
     /// GetEnabledSmuFeatures with argument 0 (low half) then 1 (high half),
     /// as smu_cmn.c: `smu_cmn_get_enabled_mask` does (None in dry-run).
     pub fn features(&mut self, journal: &mut Journal) -> Result<(Vec<Reply>, Option<u64>)> {
+        if self.asic.message("GetEnabledSmuFeatures").is_err() {
+            return Err(Error::not_found(
+                "SMU message",
+                format!(
+                    "GetEnabledSmuFeatures: the {} PMFW has none (regs/{}.toml lists the messages it has)",
+                    self.asic.family(),
+                    self.asic.asic_name()
+                ),
+            ));
+        }
         let lo = self.send(journal, "GetEnabledSmuFeatures", 0)?;
         let hi = self.send(journal, "GetEnabledSmuFeatures", 1)?;
         let mask = match (lo.value, hi.value) {
@@ -587,6 +598,96 @@ impl<'a> Smu<'a> {
             _ => None,
         };
         Ok((vec![lo, hi], mask))
+    }
+
+    /// The family's mode-2 reset as amdgpu sends it (regs/ `[mode2]`): the
+    /// message and argument, then either the answer awaited like any
+    /// message's, or (`wait = "none"`, Van Gogh) no read of the response
+    /// register at all and a fixed wait of `settle_ms` (vangogh_ppt.c:
+    /// `vangogh_mode_reset` sends without waiting, then `mdelay(10)`: the
+    /// response register is not valid while the reset runs). The previous
+    /// answer is awaited first either way (smu_cmn.c:
+    /// `smu_cmn_send_msg_without_waiting` polls before it writes).
+    pub fn mode2(&mut self, journal: &mut Journal) -> Result<Reply> {
+        let m2 = self.asic.mode2();
+        let (Some(msg), true) = (m2.message.clone(), m2.offered) else {
+            return Err(Error::refused(format!(
+                "{}: no mode-2 reset is offered for the {} family: {}",
+                self.device(),
+                self.asic.family(),
+                m2.reason
+                    .as_deref()
+                    .unwrap_or("regs/ names no [mode2] message")
+            )));
+        };
+        let arg = m2.arg.unwrap_or(2);
+        let (name, id) = parse_message(self.asic, &msg)?;
+        match m2.wait {
+            crate::amd::regs::Mode2Wait::Answer => self.send_id(journal, &name, id, arg),
+            crate::amd::regs::Mode2Wait::None => {
+                self.send_unanswered(journal, &name, id, arg, Duration::from_millis(m2.settle_ms))
+            }
+        }
+    }
+
+    /// Sends a message whose answer is not read: the previous answer is
+    /// awaited, the three writes made, then `settle` slept (a fixed wait is
+    /// the protocol here: nothing can be polled, the register is not valid).
+    pub fn send_unanswered(
+        &mut self,
+        journal: &mut Journal,
+        name: &str,
+        id: u32,
+        arg: u32,
+        settle: Duration,
+    ) -> Result<Reply> {
+        if let Some(code) = hung_code(self.device()) {
+            if !self.ignore_hung {
+                return Err(self.hung_error(name, id, arg, code));
+            }
+        }
+        let previous = if std::mem::take(&mut self.skip_prewait) {
+            None
+        } else {
+            Some(self.prewait(journal, name, id, arg)?)
+        };
+        let m = self.mailbox.clone();
+        self.io.write(journal, m.resp, RESP_NONE)?;
+        self.io.write(journal, m.arg, arg)?;
+        self.io.write(journal, m.msg, id)?;
+        let mut reply = Reply {
+            message: name.to_string(),
+            id,
+            arg,
+            sent: false,
+            previous,
+            response: None,
+            response_name: None,
+            value: None,
+            answer_ms: 0.0,
+        };
+        if journal.dry_run {
+            journal.note(
+                Some(self.device()),
+                format!(
+                    "{name} is sent without reading an answer; a real send then waits {} ms",
+                    settle.as_millis()
+                ),
+            )?;
+            return Ok(reply);
+        }
+        reply.sent = true;
+        let t = std::time::Instant::now();
+        std::thread::sleep(settle);
+        reply.answer_ms = t.elapsed().as_secs_f64() * 1e3;
+        journal.note(
+            Some(self.device()),
+            format!(
+                "{name} sent without waiting for an answer, then {} ms (as amdgpu does for this family)",
+                settle.as_millis()
+            ),
+        )?;
+        Ok(reply)
     }
 
     /// Reads an SMN address through PCIE_INDEX2 / PCIE_DATA2 (index restored

@@ -93,8 +93,9 @@ pub enum BenchCmd {
     },
 }
 
-/// The twin's GPU, what `resetlab --sim bench` benches without a DEV.
-const TWIN_GPU: &str = "1002:1900";
+/// The twin's GPU, what `resetlab --sim bench` benches without a DEV: by its
+/// slot, so a twin of another family (`--sim-asic`) is benched the same way.
+const TWIN_GPU_SLOT: &str = "c5:00.0";
 
 /// The seed's VM, whose cycles `resetlab --sim bench` runs on the twin.
 const TWIN_VM: &str = "100";
@@ -142,7 +143,7 @@ fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
     }
     if ctx.twin_root().is_some() && args.vm.is_none() {
         let d = DevArgs {
-            id: Some(TWIN_GPU.into()),
+            slot: Some(TWIN_GPU_SLOT.into()),
             ..DevArgs::default()
         };
         return Ok(d.resolve(topo)?.bdf);

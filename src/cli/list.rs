@@ -58,6 +58,9 @@ fn print_device(r: &DeviceReport, with_regs: bool) {
     if let Some(n) = &r.kernel_note {
         println!("      note: {n}");
     }
+    if let Some(f) = &r.amd_family {
+        println!("      AMD GPU: {}", f.text);
+    }
     for h in &r.holders {
         println!("      held by {h} (its VFIO group is open: a VM is using it)");
     }

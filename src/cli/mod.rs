@@ -37,6 +37,10 @@ pub struct Cli {
     /// Run against the built-in twin of the seed's UM880 Pro host (a fresh temp dir).
     #[arg(long, global = true, conflicts_with = "sysfs")]
     pub sim: bool,
+    /// With --sim: the twin's GPU as a device of this regs/ family or alias
+    /// (rembrandt, raphael, strix, cezanne, ...; `resetlab regs list`). Default: the 780M.
+    #[arg(long, global = true, value_name = "NAME", requires = "sim")]
+    pub sim_asic: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -175,7 +179,14 @@ impl Ctx {
     pub fn new(cli: &Cli) -> Result<Ctx> {
         let regs = crate::amd::regs::RegsDb::load(&cli.regs)?;
         if cli.sim {
-            let twin = crate::sim::Twin::running(crate::sim::profile::Profile::default())?;
+            let gpu = match &cli.sim_asic {
+                Some(name) => Some(crate::sim::family::TwinGpu::for_name(&regs, name)?),
+                None => None,
+            };
+            let twin = crate::sim::Twin::running_as(
+                crate::sim::profile::Profile::default(),
+                gpu.as_ref(),
+            )?;
             return Ok(Ctx {
                 host: Host::new(&twin.sysfs),
                 json: cli.json,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::pci::Bdf;
-use crate::sim::{model, profile::Profile, tree};
+use crate::sim::{family, model, profile::Profile, tree};
 
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
@@ -26,6 +26,10 @@ pub enum SimCmd {
         /// Profile: effective methods and injected faults (TOML, see docs/testing.md).
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
+        /// The GPU as a device of this regs/ family or alias (rembrandt, raphael, strix, ...);
+        /// default the seed's 780M. Recorded in DIR/model/asic for the model.
+        #[arg(long, value_name = "NAME")]
+        asic: Option<String>,
     },
     /// Stop the device model of DIR.
     Down { dir: PathBuf },
@@ -111,17 +115,39 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
     };
     let resolved = crate::sim::check_twin_root(dir_arg)?;
     match &args.cmd {
-        SimCmd::Up { profile: prof, .. } => {
+        SimCmd::Up {
+            profile: prof,
+            asic,
+            ..
+        } => {
             profile(prof)?;
+            let regs = crate::amd::regs::RegsDb::embedded()?;
+            let gpu = match asic {
+                Some(name) => Some(family::TwinGpu::for_name(&regs, name)?),
+                None => None,
+            };
             // The model is given the resolved root, so `down` can recognise it.
             let dir = &resolved;
             if !dir.join("sys/bus/pci/devices").is_dir() {
-                tree::build(dir, &tree::um880pro())?;
+                tree::build(dir, &family::host_specs(gpu.as_ref()))?;
+                if let Some(g) = &gpu {
+                    family::record(dir, &g.asic)?;
+                }
+            } else {
+                // An existing tree keeps its GPU: say so rather than model another.
+                let was = family::recorded(dir);
+                let want = gpu.as_ref().map(|g| g.asic.clone());
+                if want.is_some() && was != want {
+                    return Err(Error::refused(format!(
+                        "the twin at {} already has {} as its GPU; --asic {} needs a new DIR (or `sim down` and remove it)",
+                        dir.display(),
+                        was.as_deref().unwrap_or("the seed's 780M (phoenix)"),
+                        asic.as_deref().unwrap_or("")
+                    )));
+                }
             }
+            // Once the tree exists, check it again: its `sys` must not be a sysfs.
             let dir = &crate::sim::check_twin_root(dir)?;
-            if !dir.join("sys/bus/pci/devices").is_dir() {
-                tree::build(dir, &tree::um880pro())?;
-            }
             let exe = std::env::current_exe()
                 .map_err(|e| Error::io("find own executable", "/proc/self/exe", e))?;
             let mut cmd = Command::new(exe);

@@ -352,8 +352,8 @@ fn act(
                     vec![("TestMessage".into(), asic.message("TestMessage")?.id, 0)]
                 }
                 (Action::Version, _) => vec![(
-                    "GetPmfwVersion".into(),
-                    asic.message("GetPmfwVersion")?.id,
+                    asic.version_message()?.name.clone(),
+                    asic.version_message()?.id,
                     0,
                 )],
                 (Action::Features, _) => {

@@ -44,13 +44,26 @@ pub fn probe(a: &Analysis) -> Verdict {
         }
         Err(e) => return Verdict::no(e.one_line()),
     };
-    if let Err(e) = asic.message(MESSAGE) {
+    let m2 = asic.mode2();
+    if !m2.offered {
         return Verdict::no(format!(
-            "{}: no mode-2 message: {}",
+            "{} (regs/{}): mode 2 is not offered: {}",
+            asic.family(),
             asic.asic_name(),
-            e.one_line()
+            m2.reason.as_deref().unwrap_or("regs/ says so")
         ));
     }
+    let message = m2.message.as_deref().unwrap_or(MESSAGE);
+    let msg_id = match asic.message(message) {
+        Ok(m) => m.id,
+        Err(e) => {
+            return Verdict::no(format!(
+                "{}: no mode-2 message: {}",
+                asic.asic_name(),
+                e.one_line()
+            ))
+        }
+    };
     // A probe never writes: the device's table only if sysfs or this boot's
     // cache has it; the reset itself reads it from VRAM first. Only on a live
     // host: a twin's or a snapshot's list must replay the same, and the cache
@@ -95,8 +108,18 @@ pub fn probe(a: &Analysis) -> Verdict {
         None => "bases regs/ static (the reset reads the device's table first)".to_string(),
     };
     let mut reason = format!(
-        "{} (MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}; {bases}{})",
+        "{} (regs/{}): {message} {msg_id:#x} ({}){}; MP1 {} mailbox at {} {:#x}/{:#x}/{:#x}; {bases}{}",
+        asic.family(),
         asic.asic_name(),
+        m2.arg.unwrap_or(MODE2),
+        if m2.wait == crate::amd::regs::Mode2Wait::None {
+            format!(
+                ", sent without waiting for an answer, then {} ms",
+                m2.settle_ms
+            )
+        } else {
+            String::new()
+        },
         mb.mp1_version,
         if past {
             "SMN via PCIE_INDEX2/PCIE_DATA2".to_string()
@@ -259,10 +282,13 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
             let mb = asic.mailbox(mp1)?;
             ctx.journal
                 .note(Some(&bdf), format!("BAR not mapped: {}", e.one_line()))?;
-            let id = asic.message(MESSAGE)?.id;
-            smu::record_send(ctx.journal, &bdf, &format!("resource{bar}"), &mb, id, MODE2)?;
+            let m2 = asic.mode2();
+            let message = m2.message.as_deref().unwrap_or(MESSAGE);
+            let arg = m2.arg.unwrap_or(MODE2);
+            let id = asic.message(message)?.id;
+            smu::record_send(ctx.journal, &bdf, &format!("resource{bar}"), &mb, id, arg)?;
             return Ok(Outcome::did(format!(
-                "would send {MESSAGE}({MODE2}) (mode 2)"
+                "would send {message}({arg}) (mode 2)"
             )));
         }
         Err(e) => return Err(e),
@@ -290,10 +316,22 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
         }
         None => {}
     }
-    let reply = smu.send(ctx.journal, MESSAGE, MODE2)?;
+    let reply = smu.mode2(ctx.journal)?;
+    let (message, arg) = (reply.message.clone(), reply.arg);
     if !reply.sent {
         return Ok(Outcome {
-            did: format!("would send {MESSAGE}({MODE2}) (mode 2)"),
+            did: format!("would send {message}({arg}) (mode 2)"),
+            notes,
+        });
+    }
+    if reply.response.is_none() {
+        // Van Gogh: amdgpu does not read the answer (vangogh_mode_reset).
+        return Ok(Outcome {
+            did: format!(
+                "{message}({arg}) (mode 2) sent without waiting for an answer, then {:.1} ms, as amdgpu does for the {} family",
+                reply.answer_ms,
+                asic.family()
+            ),
             notes,
         });
     }
@@ -302,7 +340,7 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
     }
     Ok(Outcome {
         did: format!(
-            "{MESSAGE}({MODE2}) (mode 2) answered OK after {:.1} ms",
+            "{message}({arg}) (mode 2) answered OK after {:.1} ms",
             reply.answer_ms
         ),
         notes,

@@ -2,6 +2,7 @@
 //! the device model that answers it.
 
 pub mod config;
+pub mod family;
 pub mod model;
 pub mod profile;
 pub mod qemu;
@@ -46,12 +47,20 @@ pub struct Twin {
 impl Twin {
     /// Builds the UM880 Pro twin's tree in a fresh temp dir (no model: files only).
     pub fn new() -> Result<Twin> {
+        Twin::new_as(None)
+    }
+
+    /// [`Twin::new`] with the GPU as a device of another family (sim/family.rs).
+    pub fn new_as(gpu: Option<&family::TwinGpu>) -> Result<Twin> {
         let dir = tempfile::Builder::new()
             .prefix("resetlab-twin-")
             .tempdir()
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
         crate::cleanup::register_dir(dir.path());
-        let sysfs = tree::build(dir.path(), &tree::um880pro())?;
+        let sysfs = tree::build(dir.path(), &family::host_specs(gpu))?;
+        if let Some(g) = gpu {
+            family::record(dir.path(), &g.asic)?;
+        }
         Ok(Twin {
             model: None,
             dir,
@@ -61,10 +70,15 @@ impl Twin {
 
     /// Builds the twin and starts its device model in a thread.
     pub fn running(profile: profile::Profile) -> Result<Twin> {
-        let mut t = Twin::new()?;
+        Twin::running_as(profile, None)
+    }
+
+    /// [`Twin::running`] with the GPU as a device of another family.
+    pub fn running_as(profile: profile::Profile, gpu: Option<&family::TwinGpu>) -> Result<Twin> {
+        let mut t = Twin::new_as(gpu)?;
         t.model = Some(model::ModelHandle::spawn(
             t.dir.path(),
-            tree::um880pro(),
+            family::host_specs(gpu),
             profile,
         )?);
         Ok(t)

@@ -331,6 +331,11 @@ impl Model {
         let Some(asic) = self.regs.by_pci_id(spec.vendor, spec.device) else {
             return Ok(());
         };
+        // A family resetlab sends no mode 2 to (Raven) gets no SMU model:
+        // its registers read as the sparse file's zeros.
+        if !asic.mode2().offered || asic.file.mailboxes.is_empty() {
+            return Ok(());
+        }
         let bar = asic.file.bar.index;
         let Some(size) = spec.bars.iter().find(|b| b.index == bar).map(|b| b.size) else {
             return Ok(());
@@ -340,11 +345,23 @@ impl Model {
             crate::pci::mmio::BarMap::open_file(&path, size, crate::pci::mmio::Access::ReadWrite)?;
         // The GPU's own table decides where its registers are (the profile's
         // [discovery.bases]); the SMU answers there, not where regs/ guesses.
-        let table = self.profile.discovery.blob()?;
+        // The family's table (sim/family.rs): its MP1 version picks the
+        // mailbox, as amdgpu_smu.c: smu_set_funcs picks on the MP1 IP version.
+        let mp1 = asic
+            .pci_id(spec.vendor, spec.device)
+            .and_then(|p| p.mp1_version.clone())
+            .or_else(|| asic.file.mp1_versions.first().cloned());
+        let base = crate::sim::family::blob_spec(asic, mp1.as_deref())?;
+        let table = self.profile.discovery.blob_on(base)?;
         let disc = crate::amd::discovery::parse(&table, crate::amd::discovery::Mode::Strict)?;
         let asic = asic.with_discovered_bases(&disc, "the twin's discovery table")?;
-        let mut smu =
-            crate::sim::smu::SmuModel::with_table(&asic, None, self.profile.smu.clone(), table)?;
+        let mp1 = disc.mp1_version().filter(|v| asic.mailbox(Some(v)).is_ok());
+        let mut smu = crate::sim::smu::SmuModel::with_table(
+            &asic,
+            mp1.as_deref(),
+            self.profile.smu.clone(),
+            table,
+        )?;
         smu.set_dirty(is_dirty(&self.root, &spec.bdf));
         smu.set_mode2_cleans(self.profile.effective.smu_mode2);
         smu.power_on(&mut map)?;
@@ -985,7 +1002,15 @@ impl Drop for ModelHandle {
 
 /// Runs the model in the foreground until `stop` is set (the `sim serve` daemon).
 pub fn serve(root: &Path, profile: Profile, stop: Arc<AtomicBool>) -> Result<()> {
-    let mut model = Model::new(root, tree::um880pro(), profile)?;
+    // The GPU family `sim up --asic` recorded (the seed's 780M when none).
+    let gpu = match crate::sim::family::recorded(root) {
+        Some(name) => Some(crate::sim::family::TwinGpu::for_name(
+            &crate::amd::regs::RegsDb::embedded()?,
+            &name,
+        )?),
+        None => None,
+    };
+    let mut model = Model::new(root, crate::sim::family::host_specs(gpu.as_ref()), profile)?;
     // The watches are in place: `sim up` waits for this file.
     let ready = ready_flag(root);
     fs::write(&ready, b"ready\n").map_err(|e| Error::io("write", &ready, e))?;

@@ -155,6 +155,13 @@ impl DiscoveryProfile {
     pub fn blob(&self) -> Result<Vec<u8>> {
         Ok(crate::amd::discovery::build_discovery_blob(&self.spec()?))
     }
+
+    /// [`DiscoveryProfile::blob`] on another base table (a family's twin GPU,
+    /// sim/family.rs): the named IPs' bases replaced in `base`.
+    pub fn blob_on(&self, base: crate::amd::discovery::BlobSpec) -> Result<Vec<u8>> {
+        let spec = base.with_bases(self.bases.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        Ok(crate::amd::discovery::build_discovery_blob(&spec))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

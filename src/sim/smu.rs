@@ -235,20 +235,37 @@ struct Ids {
     test: u32,
     version: u32,
     driver_if: u32,
-    features: u32,
+    /// None: the family's PMFW has no such message (Renoir's: renoir_ppt.c
+    /// fakes the mask), so the model answers it CMD_UNKNOWN like any id it
+    /// does not know.
+    features: Option<u32>,
+    /// The family's mode-2 message and argument (regs/ `[mode2]`).
     reset: u32,
+    mode2_arg: u32,
     known: Vec<u32>,
 }
 
 impl Ids {
     fn from_asic(asic: &Asic) -> Result<Ids> {
         let id = |n: &str| asic.message(n).map(|m| m.id);
+        let m2 = asic.mode2();
+        let reset_name = m2.message.clone().filter(|_| m2.offered).ok_or_else(|| {
+            Error::not_found(
+                "mode-2 message",
+                format!(
+                    "{}: {}",
+                    asic.asic_name(),
+                    m2.reason.as_deref().unwrap_or("[mode2] is not offered")
+                ),
+            )
+        })?;
         Ok(Ids {
             test: id("TestMessage")?,
-            version: id("GetPmfwVersion")?,
+            version: asic.version_message()?.id,
             driver_if: id("GetDriverIfVersion")?,
-            features: id("GetEnabledSmuFeatures")?,
-            reset: id("GfxDeviceDriverReset")?,
+            features: id("GetEnabledSmuFeatures").ok(),
+            reset: id(&reset_name)?,
+            mode2_arg: m2.arg.unwrap_or(MODE2),
             known: asic.file.messages.iter().map(|m| m.id).collect(),
         })
     }
@@ -560,7 +577,7 @@ impl SmuModel {
     }
 
     fn handle(&mut self, bar: &mut BarMap, id: u32, arg: u32, now: Instant) -> SmuEvent {
-        let is_mode2 = id == self.ids.reset && arg == MODE2;
+        let is_mode2 = id == self.ids.reset && arg == self.ids.mode2_arg;
         let fault = match self.profile.fault {
             // Vanish strikes mode 2 only.
             Fault::Vanish if !is_mode2 => None,
@@ -588,7 +605,7 @@ impl SmuModel {
         } else if id == self.ids.driver_if {
             let v = p.driver_if_version;
             self.answer(bar, id, arg, OK, Some(v))
-        } else if id == self.ids.features {
+        } else if Some(id) == self.ids.features {
             let f = p.features;
             match arg {
                 0 => self.answer(bar, id, arg, OK, Some(f as u32)),
@@ -596,7 +613,7 @@ impl SmuModel {
                 _ => self.answer(bar, id, arg, CMD_FAIL, None),
             }
         } else if id == self.ids.reset {
-            if arg != MODE2 {
+            if arg != self.ids.mode2_arg {
                 return self.answer(bar, id, arg, BAD_PREREQ, None);
             }
             let d = Duration::from_millis(self.profile.mode2_ms);
