@@ -256,6 +256,7 @@ impl Cmd {
             | Cmd::Snapshot(_)
             | Cmd::Doctor(_)
             | Cmd::Sim(_)
+            | Cmd::Report(_)
             | Cmd::Regs(_) => false,
         }
     }

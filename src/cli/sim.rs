@@ -112,6 +112,7 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
         | SimCmd::Dirty { dir, .. }
         | SimCmd::Status { dir }
         | SimCmd::Serve { dir, .. } => dir,
+        SimCmd::Vm(a) => &a.dir,
     };
     let resolved = crate::sim::check_twin_root(dir_arg)?;
     match &args.cmd {
