@@ -10,6 +10,7 @@ use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
 pub mod bench;
 mod doctor;
+pub mod generate;
 pub mod hook;
 mod list;
 pub mod regs;
@@ -20,10 +21,19 @@ pub mod smu;
 mod snapshot;
 pub mod vbios;
 
+/// `resetlab --version`: the crate's version (the .deb's too) and the commit it was built from
+/// (build.rs: `commit <hash>[, dirty]` or `unknown commit`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RESETLAB_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "resetlab",
-    version,
+    version = VERSION,
     about = "Reset PCI devices from Linux userspace (first: the AMD Radeon 780M, 1002:1900)",
     propagate_version = true
 )]
@@ -70,6 +80,9 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// Write the man pages or shell completions (tools/package.sh runs it).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -207,6 +220,9 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Hook(a) = &cli.cmd {
         return hook::run_cli(&cli, a);
     }
+    if let Cmd::Generate(a) = &cli.cmd {
+        return generate::run(a);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -230,6 +246,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Generate(a) => generate::run(a),
     }
 }
 
