@@ -1848,7 +1848,7 @@ fn check_hookscript(ctx: &DoctorCtx) -> Vec<Check> {
                 Some(ShimKind::Foreign) | None => Check::warn(
                     "hookscript",
                     format!("{volid} → {} is not resetlab's hookscript: resetlab does not run for VM {vmid}", abs.display()),
-                    format!("resetlab hook install {vmid} --chain (sets resetlab's shim and runs {volid} after it; resetlab hook uninstall {vmid} gives it back)"),
+                    format!("resetlab hook install {vmid} (keeps {volid} for resetlab hook uninstall {vmid}; --chain also runs it after resetlab's phase)"),
                 ),
             },
         },
