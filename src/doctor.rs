@@ -1161,6 +1161,16 @@ fn modules_at_boot(opts: &DoctorOptions) -> BTreeSet<String> {
         .collect()
 }
 
+/// The cluster node whose `/etc/pve/nodes/<node>/qemu-server/` holds the VM's config.
+fn elsewhere(ctx: &DoctorCtx, vmid: u32) -> Option<String> {
+    let nodes = ctx.opts.pve_root().join("nodes");
+    fs::read_dir(nodes)
+        .ok()?
+        .flatten()
+        .find(|e| e.path().join(format!("qemu-server/{vmid}.conf")).is_file())
+        .and_then(|e| e.file_name().into_string().ok())
+}
+
 fn check_vm_config(ctx: &DoctorCtx) -> Vec<Check> {
     let Some(vm) = &ctx.vm else {
         return Vec::new();
@@ -1168,6 +1178,15 @@ fn check_vm_config(ctx: &DoctorCtx) -> Vec<Check> {
     let vmid = ctx.opts.vmid.unwrap_or_default();
     let path = VmConfig::path_for(&ctx.opts.pve_root(), vmid);
     let c = match vm {
+        // In a cluster `qemu-server/` is this node's directory; the VM may live on another.
+        Err(_) if !path.exists() && elsewhere(ctx, vmid).is_some() => {
+            let node = elsewhere(ctx, vmid).unwrap_or_default();
+            Check::warn(
+                "vm-config",
+                format!("VM {vmid} is on node {node}, not this one: doctor checks the node it runs on"),
+                format!("run resetlab doctor --vmid {vmid} on {node} (and on each node it can migrate to)"),
+            )
+        }
         Err(e) => Check::fail(
             "vm-config",
             format!("cannot read VM {vmid}: {e}"),

@@ -388,6 +388,21 @@ fn vm_config_missing_fails_and_without_hostpci_warns() {
 }
 
 #[test]
+fn a_vm_on_another_cluster_node_is_named_with_where_to_run_doctor() {
+    let f = Fake::seed();
+    fs::remove_file(f.path("etc/pve/qemu-server/100.conf")).unwrap();
+    f.put("etc/pve/nodes/pve2/qemu-server/100.conf", SEED_VM_100);
+    let checks = f.run(Some(100));
+    let c = one(&checks, "vm-config", None);
+    assert_eq!(c.status, Status::Warn, "{}", c.detail);
+    assert!(c.detail.contains("VM 100 is on node pve2"), "{}", c.detail);
+    assert_eq!(
+        c.fix.as_deref(),
+        Some("run resetlab doctor --vmid 100 on pve2 (and on each node it can migrate to)")
+    );
+}
+
+#[test]
 fn a_hostpci_function_not_on_the_bus_fails() {
     let f = Fake::seed();
     f.vm(|t| t.replace("hostpci1: 0000:c5:00.1", "hostpci1: 0000:c5:00.7"));
