@@ -98,7 +98,9 @@ done
 for f in regs/*.toml; do gz "$f" "$doc/regs/$(basename "$f").gz"; done
 gz packaging/debian/changelog "$doc/changelog.Debian.gz"
 
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The commit the binary itself names ("commit <hash>[, dirty]" or "unknown commit").
+commit=${said#resetlab "$version" (}
+commit=${commit%)}
 glibc=$(dpkg-query -W -f='${source:Package} ${Version}' libc6-dev 2>/dev/null || echo "the build machine's glibc")
 crates=$(cd "$repo" && "${CARGO:-cargo}" tree --quiet -e normal,no-proc-macro --target "$triple" --prefix none -f '{p}: {l}' 2>/dev/null |
     sed 's/ (\*)$//; s/ (proc-macro)//' | sort -u | grep -v '^resetlab ' | sed 's/^/  /') ||
