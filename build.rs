@@ -1,6 +1,7 @@
 //! Records the git commit the binary is built from, for `resetlab --version`:
-//! `RESETLAB_GIT_COMMIT` is `commit <hash>`, `commit <hash>, dirty` (tracked files differ
-//! from the commit) or `unknown commit` (no git, or not a checkout: a source tarball).
+//! `RESETLAB_GIT_COMMIT` is `commit <hash>`, `commit <hash>, dirty` (a file the binary is
+//! built from, [`INPUTS`], differs from the commit) or `unknown commit` (no git, or not a
+//! checkout: a source tarball).
 //! `RESETLAB_GIT_DATE` is the commit's date (YYYY-MM-DD, empty when unknown), the man pages'.
 //! No crate needed: `git` itself, when it is there.
 
@@ -19,21 +20,21 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// What the binary is built from (the shim and the regs files are embedded): a change to
+/// one of these makes the build dirty; docs and tests do not.
+const INPUTS: &[&str] = &[
+    "src",
+    "regs",
+    "tools/pve-hookscript.sh",
+    "tools/shims",
+    "Cargo.toml",
+    "Cargo.lock",
+    "build.rs",
+];
+
 fn main() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    // Re-run when the commit or the index moves, and when a source file changes (it may make
-    // the tree dirty or clean again); cargo scans a directory's files for changes.
-    for p in [
-        "src",
-        "tools",
-        "regs",
-        "packaging",
-        "Cargo.toml",
-        "Cargo.lock",
-        "build.rs",
-    ] {
-        println!("cargo:rerun-if-changed={p}");
-    }
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RESETLAB_GIT_COMMIT");
     // A tarball build may say where it came from (tools/package.sh does not need to).
     if let Ok(given) = std::env::var("RESETLAB_GIT_COMMIT") {
@@ -50,6 +51,11 @@ fn main() {
     let (commit, date) = match hash {
         None => ("unknown commit".to_string(), String::new()),
         Some(h) => {
+            // Re-run when an input changes (it may make the build dirty or clean again; cargo
+            // scans a directory's files), and when the commit or the index moves.
+            for p in INPUTS.iter().filter(|p| dir.join(p).exists()) {
+                println!("cargo:rerun-if-changed={p}");
+            }
             let mut watch = vec!["HEAD".to_string(), "index".into(), "packed-refs".into()];
             watch.extend(git(&dir, &["symbolic-ref", "-q", "HEAD"]));
             for rel in &watch {
@@ -61,8 +67,9 @@ fn main() {
                     }
                 }
             }
-            let dirty = git(&dir, &["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+            status.extend(INPUTS);
+            let dirty = git(&dir, &status).is_some_and(|s| !s.is_empty());
             let date = git(&dir, &["log", "-1", "--format=%cs", "HEAD"]).unwrap_or_default();
             let commit = if dirty {
                 format!("commit {h}, dirty")
