@@ -266,14 +266,19 @@ fn run_phase(
         }
         serde_json::json!({ "hookscript": volid, "bound_s": bound.as_secs_f64(), "outcome": result })
     });
-    if json {
-        let mut v = serde_json::to_value(&report)
-            .map_err(|e| crate::error::Error::failed(format!("cannot encode JSON: {e}")))?;
-        if let (Some(obj), Some(c)) = (v.as_object_mut(), chain_result) {
-            obj.insert("chained".into(), c);
-            obj.insert("exit_code".into(), exit_code.into());
+    match (json, chain_result) {
+        (false, _) => {}
+        (true, None) => print_json(&report)?,
+        // The phase report with what the chained hookscript did, and the exit code after it.
+        (true, Some(c)) => {
+            let mut v = serde_json::to_value(&report)
+                .map_err(|e| crate::error::Error::failed(format!("cannot encode JSON: {e}")))?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("chained".into(), c);
+                obj.insert("exit_code".into(), exit_code.into());
+            }
+            print_json(&v)?;
         }
-        print_json(&v)?;
     }
     Ok(exit_code)
 }
@@ -314,6 +319,19 @@ fn run_chained(
             return (json!({ "result": "error", "error": e.one_line() }), true);
         }
     };
+    // A record pointing at a resetlab shim would run the hook again, and again.
+    let is_shim = std::fs::read_to_string(&path).is_ok_and(|t| {
+        crate::hook::install::shim_kind(&t) != crate::hook::install::ShimKind::Foreign
+    });
+    if is_shim {
+        log.err(format!(
+            "chained hookscript {volid} is resetlab's own shim: not run (it would run the hook again)"
+        ));
+        return (
+            json!({ "result": "error", "error": "a resetlab shim" }),
+            true,
+        );
+    }
     if !host.is_live() && std::env::var("RESETLAB_TWIN_RUN_CHAINED").as_deref() != Ok("1") {
         log.info(format!(
             "twin: chained hookscript {} not run (it is written for a real host)",
