@@ -1161,3 +1161,20 @@ fn install_in_a_cluster_names_the_nodes_that_need_the_package() {
     let out = human(&["install", "100", "--storage", "nfs", "--print-only"]);
     assert!(!out.contains("cluster"), "{out}");
 }
+
+#[test]
+fn a_record_that_chains_resetlabs_own_shim_is_not_run() {
+    let (b, ran) = chained_bench("exit 0", "30");
+    let record = b.twin.root().join("etc/resetlab/hookscripts/100.toml");
+    let text = fs::read_to_string(&record).unwrap();
+    fs::write(&record, text.replace("vm100-hooks.sh", "resetlab-hook.sh")).unwrap();
+    let (code, v) = phase_chained(&b, "post-stop");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["chained"]["outcome"]["result"], "error", "{v}");
+    assert!(
+        b.kmsg().contains("is resetlab's own shim: not run"),
+        "{}",
+        b.kmsg()
+    );
+    assert!(!ran.exists());
+}
