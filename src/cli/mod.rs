@@ -14,6 +14,7 @@ pub mod generate;
 pub mod hook;
 mod list;
 pub mod regs;
+pub mod release;
 pub mod reset;
 pub mod run;
 pub mod sim;
@@ -80,6 +81,8 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// Have a running VM's guest let go of a passed-through device (QMP device_del), bounded.
+    Release(release::ReleaseArgs),
     /// Write the man pages or shell completions (tools/package.sh runs it).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -223,6 +226,18 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Generate(a) = &cli.cmd {
         return generate::run(a);
     }
+    // The VM's monitor, not sysfs: no sysfs root to open.
+    if let Cmd::Release(a) = &cli.cmd {
+        if cli.sim {
+            // A fresh twin runs no VM, and its socket must never be looked for on this machine.
+            return Err(Error::parse(
+                "--sim",
+                "release",
+                "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
+            ));
+        }
+        return release::run(a, cli.sysfs.as_deref(), cli.json);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -246,6 +261,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
         Cmd::Generate(a) => generate::run(a),
     }
 }
