@@ -218,7 +218,7 @@ const IGPU: &str = "0000:c5:00.0";
 const HDMI: &str = "0000:c5:00.1";
 
 #[test]
-fn the_seed_host_passes_with_one_warning_strict_devmem() {
+fn the_seed_host_passes_with_two_warnings_its_own_hookscript_and_strict_devmem() {
     let f = Fake::seed();
     let checks = f.run(Some(100));
     let not_pass: Vec<String> = checks
@@ -226,7 +226,23 @@ fn the_seed_host_passes_with_one_warning_strict_devmem() {
         .filter(|c| c.status != Status::Pass)
         .map(|c| c.label())
         .collect();
-    assert_eq!(not_pass, vec!["strict-devmem".to_string()], "{checks:#?}");
+    assert_eq!(
+        not_pass,
+        vec!["hookscript".to_string(), "strict-devmem".to_string()],
+        "{checks:#?}"
+    );
+    // The seed's hookscript is a script of its own, not resetlab's shim: named in the warning.
+    let h = one(&checks, "hookscript", None);
+    assert!(
+        h.detail.contains("local:snippets/vm100-hooks.sh"),
+        "{}",
+        h.detail
+    );
+    assert!(h.detail.contains("not resetlab's"), "{}", h.detail);
+    // Its checks of resetlab's hook do not apply to someone else's script.
+    for name in ["hook-binary", "hook-policy", "hook-chain"] {
+        assert!(named(&checks, name).is_empty(), "{name}: {checks:#?}");
+    }
     assert!(doctor::all_ok(&checks));
     // Every VM-specific check ran, for both hostpci entries.
     for (name, n) in [
@@ -369,6 +385,21 @@ fn vm_config_missing_fails_and_without_hostpci_warns() {
     let c = one(&checks, "vm-config", None);
     assert_eq!(c.status, Status::Fail);
     assert!(c.detail.contains("100.conf:"), "{}", c.detail);
+}
+
+#[test]
+fn a_vm_on_another_cluster_node_is_named_with_where_to_run_doctor() {
+    let f = Fake::seed();
+    fs::remove_file(f.path("etc/pve/qemu-server/100.conf")).unwrap();
+    f.put("etc/pve/nodes/pve2/qemu-server/100.conf", SEED_VM_100);
+    let checks = f.run(Some(100));
+    let c = one(&checks, "vm-config", None);
+    assert_eq!(c.status, Status::Warn, "{}", c.detail);
+    assert!(c.detail.contains("VM 100 is on node pve2"), "{}", c.detail);
+    assert_eq!(
+        c.fix.as_deref(),
+        Some("run resetlab doctor --vmid 100 on pve2 (and on each node it can migrate to)")
+    );
 }
 
 #[test]
@@ -683,6 +714,100 @@ fn hookscript_unset_missing_not_executable() {
     assert_eq!(status(&f.run(Some(100)), "hookscript", None), Status::Warn);
 }
 
+/// VM 100's hookscript made resetlab's shim (as `hook install 100` leaves it).
+fn with_shim(f: &Fake, text: &str) {
+    f.put("var/lib/vz/snippets/resetlab-hook.sh", text);
+    f.chmod("var/lib/vz/snippets/resetlab-hook.sh", 0o755);
+    f.vm(|t| {
+        t.replace(
+            "local:snippets/vm100-hooks.sh",
+            "local:snippets/resetlab-hook.sh",
+        )
+    });
+}
+
+fn put_exe(f: &Fake, rel: &str) {
+    f.put(rel, "#!/bin/sh\n");
+    f.chmod(rel, 0o755);
+}
+
+#[test]
+fn resetlabs_shim_passes_only_when_current_and_its_binary_is_on_the_node() {
+    use resetlab::hook::install::{OLDER_SHIMS, SHIM};
+    let f = Fake::seed();
+    with_shim(&f, SHIM);
+    let checks = f.run(Some(100));
+    assert_eq!(status(&checks, "hookscript", None), Status::Pass);
+    let b = one(&checks, "hook-binary", None);
+    assert_eq!(b.status, Status::Fail, "{}", b.detail);
+    assert!(b.detail.contains("pre-start fails"), "{}", b.detail);
+    assert!(!doctor::all_ok(&checks));
+    // A copy in /usr/local/bin works through the shim's fallback, but no package upgrades it.
+    put_exe(&f, "usr/local/bin/resetlab");
+    let c = f.run(Some(100));
+    assert_eq!(status(&c, "hook-binary", None), Status::Warn);
+    put_exe(&f, "usr/sbin/resetlab");
+    let c = f.run(Some(100));
+    assert_eq!(status(&c, "hook-binary", None), Status::Pass);
+    assert_eq!(status(&c, "hook-policy", None), Status::Pass);
+    // No record: installed over no hookscript, nothing to chain.
+    assert!(named(&c, "hook-chain").is_empty());
+    assert!(doctor::all_ok(&c), "{c:#?}");
+
+    // The shim of an earlier resetlab: outdated.
+    with_shim(&f, OLDER_SHIMS[0]);
+    let c = f.run(Some(100));
+    let h = one(&c, "hookscript", None);
+    assert_eq!(h.status, Status::Warn);
+    assert!(h.detail.contains("older resetlab"), "{}", h.detail);
+    assert_eq!(
+        h.fix.as_deref(),
+        Some("update it: resetlab hook install 100")
+    );
+}
+
+#[test]
+fn a_policy_that_does_not_parse_fails_and_names_the_key() {
+    let f = Fake::seed();
+    with_shim(&f, resetlab::hook::install::SHIM);
+    put_exe(&f, "usr/sbin/resetlab");
+    f.put(
+        "etc/resetlab/hook.toml",
+        "resetlab = \"2.0\"\n[phase.post-stop]\nactions = [\"reset\"]\nverify = true\n",
+    );
+    let c = f.run(Some(100));
+    let p = one(&c, "hook-policy", None);
+    assert_eq!(p.status, Status::Fail);
+    assert!(p.detail.contains("verify"), "{}", p.detail);
+    assert!(
+        p.detail.contains("written for resetlab 2.0"),
+        "{}",
+        p.detail
+    );
+}
+
+#[test]
+fn a_chained_hookscript_missing_on_this_node_fails() {
+    let f = Fake::seed();
+    with_shim(&f, resetlab::hook::install::SHIM);
+    put_exe(&f, "usr/sbin/resetlab");
+    f.put(
+        "etc/resetlab/hookscripts/100.toml",
+        "vmid = 100\ninstalled = \"local:snippets/resetlab-hook.sh\"\nprevious = \"local:snippets/vm100-hooks.sh\"\nchain = true\nchain_timeout_s = 60.0\n",
+    );
+    let c = f.run(Some(100));
+    assert_eq!(status(&c, "hook-chain", None), Status::Pass, "{c:#?}");
+    fs::remove_file(f.path("var/lib/vz/snippets/vm100-hooks.sh")).unwrap();
+    let c = f.run(Some(100));
+    let h = one(&c, "hook-chain", None);
+    assert_eq!(h.status, Status::Fail);
+    assert!(
+        h.detail.contains("missing or not executable on this node"),
+        "{}",
+        h.detail
+    );
+}
+
 #[test]
 fn vga_and_x_vga_consistency() {
     let f = Fake::seed();
@@ -785,7 +910,7 @@ fn the_report_has_one_line_per_check_and_a_fix_under_each_problem() {
         .any(|l| l.starts_with("PASS  vfio-bound@0000:c5:00.0 ")));
     assert_eq!(
         lines.last(),
-        Some(&format!("{} pass, 1 warn, 0 fail", checks.len() - 1).as_str())
+        Some(&format!("{} pass, 2 warn, 0 fail", checks.len() - 2).as_str())
     );
     // JSON: name, subject, status, detail, fix.
     let v = serde_json::to_value(&checks).unwrap();

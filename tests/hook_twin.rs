@@ -808,7 +808,7 @@ fn install_copies_the_shim_and_runs_qm_set() {
     let out = run_ok(&human);
     assert!(out.contains("unchanged:"), "{out}");
     assert!(
-        out.contains("now run: qm set 100 --hookscript hooks:snippets/resetlab-hook.sh"),
+        out.contains("would run: qm set 100 --hookscript hooks:snippets/resetlab-hook.sh"),
         "{out}"
     );
     // Someone else's file of that name is left alone.
@@ -843,7 +843,7 @@ fn the_shim_execs_resetlab_hook_with_proxmoxs_arguments() {
     let o = std::process::Command::new("sh")
         .arg(repo().join("tools/pve-hookscript.sh"))
         .args(["100", "pre-start"])
-        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .env("RESETLAB", dir.path().join("resetlab"))
         .env("PVE_MIGRATED_FROM", "pve2")
         .output()
         .unwrap();
@@ -851,6 +851,44 @@ fn the_shim_execs_resetlab_hook_with_proxmoxs_arguments() {
     assert_eq!(
         fs::read_to_string(&log).unwrap().trim(),
         "hook 100 pre-start migrated=pve2"
+    );
+}
+
+/// The shim with no resetlab where it looks: pre-start stops the start with one line for the
+/// task log; the other phases log the same line at error level to the kernel log and go on.
+#[test]
+fn the_shim_without_resetlab_stops_pre_start_and_logs_the_other_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    fs::write(&kmsg, "").unwrap();
+    let missing = dir.path().join("sbin/resetlab");
+    let shim = |phase: &str| {
+        std::process::Command::new("sh")
+            .arg(repo().join("tools/pve-hookscript.sh"))
+            .args(["100", phase])
+            .env("RESETLAB", &missing)
+            .env("RESETLAB_KMSG", &kmsg)
+            .output()
+            .unwrap()
+    };
+    let line = format!(
+        "resetlab: VM 100 pre-start: resetlab not found at {}; install it or remove the hookscript",
+        missing.display()
+    );
+    let o = shim("pre-start");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), format!("{line}\n"));
+    for phase in ["post-start", "pre-stop", "post-stop"] {
+        let o = shim(phase);
+        assert_eq!(o.status.code(), Some(0), "{phase}");
+    }
+    let logged = fs::read_to_string(&kmsg).unwrap();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert_eq!(lines.len(), 4, "{logged}");
+    assert_eq!(lines[0], format!("<3>{line}"));
+    assert_eq!(
+        lines[3],
+        format!("<3>{}", line.replace("pre-start", "post-stop"))
     );
 }
 
@@ -1009,4 +1047,513 @@ fn device_check_resets_a_gpu_recorded_clean_that_does_not_look_clean() {
             assert!(b.gpu_dirty(), "the record decides without device_check");
         }
     }
+}
+
+/// A stand-in for `qm set VMID --hookscript VOLID` and `qm set VMID --delete hookscript` that
+/// edits `<pve>/qemu-server/VMID.conf` as qemu-server does, and logs its arguments.
+fn stand_in_qm(dir: &Path, pve: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let qm = dir.join("qm");
+    write_exe(
+        &qm,
+        &format!(
+            r#"#!/bin/sh
+echo "$@" >> {log}
+[ "$1" = set ] || exit 2
+conf={pve}/qemu-server/$2.conf
+grep -v '^hookscript:' "$conf" > "$conf.new"
+case "$3 $4" in
+"--hookscript "?*) echo "hookscript: $4" >> "$conf.new" ;;
+"--delete hookscript") ;;
+*) rm -f "$conf.new"; echo "qm: bad arguments $*" >&2; exit 2 ;;
+esac
+mv "$conf.new" "$conf"
+"#,
+            log = dir.join("qm.log").display(),
+            pve = pve.display()
+        ),
+    );
+    qm
+}
+
+fn hookscript_line(conf: &Path) -> Option<String> {
+    fs::read_to_string(conf)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("hookscript: ").map(str::to_string))
+}
+
+/// Every file under `dirs` of `root` with its bytes: what "writes nothing" compares.
+fn tree(root: &Path, dirs: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(rd) = fs::read_dir(p) else { return };
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                out.push((e.clone(), Vec::new()));
+                walk(&e, out);
+            } else {
+                out.push((e.clone(), fs::read(&e).unwrap_or_default()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        walk(&root.join(d), &mut out);
+    }
+    out
+}
+
+fn doctor_check<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {v:#}"))
+}
+
+/// The issue's acceptance run, on the twin's copy of the seed host (VM 100 with the field
+/// report's `local:snippets/vm100-hooks.sh`) and a stand-in `qm`.
+#[test]
+fn doctor_warns_install_chain_sets_the_shim_doctor_passes_uninstall_gives_it_back() {
+    let twin = Twin::running(Profile::default()).unwrap();
+    let root = twin.root().to_path_buf();
+    let pve = root.join("etc/pve");
+    let conf = pve.join("qemu-server/100.conf");
+    let qm = stand_in_qm(&root.join("qm-bin"), &pve);
+    let sysfs = sysfs_arg(&twin.sysfs);
+    let cmd = |args: &[&str]| {
+        let mut a = vec!["--sysfs", sysfs.as_str(), "--json"];
+        a.extend_from_slice(args);
+        let o = bin_cmd().args(&a).output().unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: no JSON ({e}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (o.status.code(), v)
+    };
+    let qm_arg = qm.display().to_string();
+
+    // 1. doctor: the field report's bash hookscript is not resetlab's.
+    let (_, v) = cmd(&["doctor", "--vmid", "100"]);
+    let h = doctor_check(&v, "hookscript");
+    assert_eq!(h["status"], "warn", "{h}");
+    let detail = h["detail"].as_str().unwrap();
+    assert!(detail.contains("local:snippets/vm100-hooks.sh"), "{detail}");
+    assert!(detail.contains("not resetlab's"), "{detail}");
+    let fix = h["fix"].as_str().unwrap();
+    assert!(fix.starts_with("resetlab hook install 100 "), "{fix}");
+    assert!(fix.contains("--chain"), "{fix}");
+
+    // --print-only writes nothing at all, and runs no qm.
+    let before = tree(&root, &["etc", "var"]);
+    let (code, v) = cmd(&["hook", "install", "100", "--chain", "--print-only"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["written"], false);
+    assert_eq!(v["record"]["previous"], "local:snippets/vm100-hooks.sh");
+    assert_eq!(tree(&root, &["etc", "var"]), before);
+    assert!(!root.join("qm-bin/qm.log").exists());
+
+    // 2. install --chain: the shim becomes the VM's hookscript, the old one is recorded.
+    let (code, v) = cmd(&["hook", "install", "100", "--chain", "--qm", &qm_arg]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["shim"], "new");
+    assert_eq!(
+        hookscript_line(&conf).as_deref(),
+        Some("local:snippets/resetlab-hook.sh")
+    );
+    let shim = root.join("var/lib/vz/snippets/resetlab-hook.sh");
+    assert_eq!(
+        fs::read_to_string(&shim).unwrap(),
+        fs::read_to_string(repo().join("tools/pve-hookscript.sh")).unwrap()
+    );
+    let record = fs::read_to_string(root.join("etc/resetlab/hookscripts/100.toml")).unwrap();
+    assert!(
+        record.contains("previous = \"local:snippets/vm100-hooks.sh\""),
+        "{record}"
+    );
+    assert!(record.contains("chain = true"), "{record}");
+
+    // 3. doctor: the shim is this version's; the binary must be on this node.
+    let (_, v) = cmd(&["doctor", "--vmid", "100"]);
+    assert_eq!(doctor_check(&v, "hookscript")["status"], "pass", "{v:#}");
+    let b = doctor_check(&v, "hook-binary");
+    assert_eq!(b["status"], "fail", "{b}");
+    assert!(
+        b["detail"].as_str().unwrap().contains("/usr/sbin/resetlab"),
+        "{b}"
+    );
+    // The package installed on the twin's node.
+    fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_resetlab"),
+        root.join("usr/sbin/resetlab"),
+    )
+    .unwrap();
+    let (_, v) = cmd(&["doctor", "--vmid", "100"]);
+    for name in ["hookscript", "hook-binary", "hook-policy", "hook-chain"] {
+        assert_eq!(doctor_check(&v, name)["status"], "pass", "{name}: {v:#}");
+    }
+    assert!(
+        doctor_check(&v, "hook-chain")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("local:snippets/vm100-hooks.sh"),
+        "{v:#}"
+    );
+    // Installing again changes nothing and keeps the record.
+    let (code, v) = cmd(&["hook", "install", "100", "--qm", &qm_arg]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["shim"], "unchanged");
+    assert_eq!(v["record"]["previous"], "local:snippets/vm100-hooks.sh");
+    assert_eq!(v["record"]["chain"], true);
+
+    // uninstall --print-only writes nothing either.
+    let before = tree(&root, &["etc", "var"]);
+    let (code, v) = cmd(&["hook", "uninstall", "100", "--print-only"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["command"],
+        serde_json::json!([
+            "qm",
+            "set",
+            "100",
+            "--hookscript",
+            "local:snippets/vm100-hooks.sh"
+        ])
+    );
+    assert_eq!(tree(&root, &["etc", "var"]), before);
+
+    // 4. uninstall: the VM gets the field report's hookscript back; the record goes.
+    let (code, v) = cmd(&["hook", "uninstall", "100", "--qm", &qm_arg]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        hookscript_line(&conf).as_deref(),
+        Some("local:snippets/vm100-hooks.sh")
+    );
+    assert_eq!(v["record_removed"], true);
+    assert!(!root.join("etc/resetlab/hookscripts/100.toml").exists());
+    let (_, v) = cmd(&["doctor", "--vmid", "100"]);
+    assert_eq!(doctor_check(&v, "hookscript")["status"], "warn");
+    // Nothing of resetlab's left to uninstall: a clear refusal.
+    let o = bin_cmd()
+        .args([
+            "--sysfs",
+            &sysfs,
+            "hook",
+            "uninstall",
+            "100",
+            "--qm",
+            &qm_arg,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not resetlab's shim"));
+
+    // Without a qm to run (a twin runs none from PATH) the command is printed and the record
+    // kept until the VM has its hookscript back; then uninstall forgets it.
+    let (code, _) = cmd(&["hook", "install", "100", "--chain", "--qm", &qm_arg]);
+    assert_eq!(code, Some(0));
+    let o = bin_cmd()
+        .args(["--sysfs", &sysfs, "hook", "uninstall", "100"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.contains("now run: qm set 100 --hookscript local:snippets/vm100-hooks.sh"),
+        "{out}"
+    );
+    assert!(root.join("etc/resetlab/hookscripts/100.toml").exists());
+    let by_hand = std::process::Command::new(&qm)
+        .args([
+            "set",
+            "100",
+            "--hookscript",
+            "local:snippets/vm100-hooks.sh",
+        ])
+        .status()
+        .unwrap();
+    assert!(by_hand.success());
+    let o = bin_cmd()
+        .args(["--sysfs", &sysfs, "hook", "uninstall", "100"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("already has local:snippets/vm100-hooks.sh"),
+        "{out}"
+    );
+    assert!(!root.join("etc/resetlab/hookscripts/100.toml").exists());
+}
+
+/// A VM with no hookscript: uninstall removes resetlab's; --chain has nothing to run.
+#[test]
+fn uninstall_without_a_previous_hookscript_deletes_it() {
+    let b = Bench::new(Profile::default(), None);
+    let root = b.twin.root();
+    let qm = stand_in_qm(&root.join("qm-bin"), &b.pve);
+    let qm_arg = qm.display().to_string();
+    let conf = b.pve.join("qemu-server/100.conf");
+    let o = b.raw(&["install", "100", "--chain", "--qm", &qm_arg]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no previous hookscript"));
+    let o = b.raw(&["install", "100", "--qm", &qm_arg]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        hookscript_line(&conf).as_deref(),
+        Some("local:snippets/resetlab-hook.sh")
+    );
+    let o = b.raw(&["uninstall", "100", "--qm", &qm_arg]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(hookscript_line(&conf), None);
+    assert_eq!(
+        fs::read_to_string(root.join("qm-bin/qm.log")).unwrap(),
+        "set 100 --hookscript local:snippets/resetlab-hook.sh\nset 100 --delete hookscript\n"
+    );
+}
+
+#[test]
+fn installing_over_an_older_shim_updates_it() {
+    let b = Bench::new(Profile::default(), None);
+    let snippets = b.twin.root().join("var/lib/vz/snippets");
+    fs::create_dir_all(&snippets).unwrap();
+    let old = fs::read_to_string(repo().join("tools/shims/pve-hookscript-r1.sh")).unwrap();
+    write_exe(&snippets.join("resetlab-hook.sh"), &old);
+    let o = b.raw(&["install", "100"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["shim"], "updated", "{v}");
+    assert_eq!(
+        fs::read_to_string(snippets.join("resetlab-hook.sh")).unwrap(),
+        fs::read_to_string(repo().join("tools/pve-hookscript.sh")).unwrap()
+    );
+}
+
+/// Sets up VM 100 with a previous hookscript that records how it was run, installs with
+/// --chain (the stand-in qm edits the config), and returns the bench and the record file.
+fn chained_bench(script: &str, timeout: &str) -> (Bench, PathBuf) {
+    let b = Bench::new(Profile::default(), None);
+    let root = b.twin.root().to_path_buf();
+    let snippets = root.join("var/lib/vz/snippets");
+    fs::create_dir_all(&snippets).unwrap();
+    let ran = root.join("chained.log");
+    write_exe(
+        &snippets.join("vm100-hooks.sh"),
+        &format!(
+            "#!/bin/sh\necho \"$1 $2 $PVE_MIGRATED_FROM\" >> {}\n{script}\n",
+            ran.display()
+        ),
+    );
+    fs::write(
+        b.pve.join("qemu-server/100.conf"),
+        format!("{VM100}hookscript: local:snippets/vm100-hooks.sh\n"),
+    )
+    .unwrap();
+    let qm = stand_in_qm(&root.join("qm-bin"), &b.pve);
+    let qm_arg = qm.display().to_string();
+    let o = b.raw(&[
+        "install",
+        "100",
+        "--chain",
+        "--chain-timeout",
+        timeout,
+        "--qm",
+        &qm_arg,
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    (b, ran)
+}
+
+fn phase_chained(b: &Bench, phase: &str) -> (Option<i32>, Value) {
+    let o = bin_cmd()
+        .args(b.args(&["100", phase]))
+        .env("RESETLAB_TWIN_RUN_CHAINED", "1")
+        .env("PVE_MIGRATED_FROM", "pve2")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{phase}: no JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code(), v)
+}
+
+#[test]
+fn with_chain_the_previous_hookscript_runs_after_resetlabs_phase() {
+    let (b, ran) = chained_bench("exit 0", "30");
+    for phase in ["pre-start", "post-start", "pre-stop", "post-stop"] {
+        let (code, v) = phase_chained(&b, phase);
+        assert_eq!(code, Some(0), "{phase}: {v}");
+        assert_eq!(v["ok"], true, "{phase}: {v}");
+        assert_eq!(v["chained"]["outcome"]["result"], "exited", "{v}");
+        assert_eq!(v["chained"]["outcome"]["code"], 0, "{v}");
+    }
+    assert_eq!(
+        fs::read_to_string(&ran).unwrap(),
+        "100 pre-start pve2\n100 post-start pve2\n100 pre-stop pve2\n100 post-stop pve2\n"
+    );
+    assert!(b
+        .kmsg()
+        .contains("running chained hookscript local:snippets/vm100-hooks.sh"));
+    // On a twin the script is not run unless the test says it is safe.
+    let (code, v, _) = b.phase("post-stop");
+    assert_eq!(code, Some(0));
+    assert_eq!(v["chained"]["outcome"]["why"], "twin", "{v}");
+    assert_eq!(fs::read_to_string(&ran).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn a_failing_chained_pre_start_stops_the_start_other_phases_log_it() {
+    let (b, _) = chained_bench("exit 7", "30");
+    let (code, v) = phase_chained(&b, "pre-start");
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["exit_code"], 1);
+    let (code, _) = phase_chained(&b, "post-stop");
+    assert_eq!(code, Some(0));
+    assert!(b.kmsg().contains(
+        "<3>resetlab: VM 100 post-stop: chained hookscript local:snippets/vm100-hooks.sh: exit 7"
+    ));
+}
+
+#[test]
+fn a_chained_hookscript_past_its_bound_is_killed() {
+    let (b, _) = chained_bench("sleep 600", "1");
+    let (code, v) = phase_chained(&b, "post-stop");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["chained"]["outcome"]["result"], "timed_out", "{v}");
+    assert!(
+        b.kmsg().contains("still running after its bound of 1 s"),
+        "{}",
+        b.kmsg()
+    );
+}
+
+/// A policy written for a newer resetlab: the error names the key and that version, and the
+/// hook still brings the functions pre-stop removed back.
+#[test]
+fn a_policy_for_a_newer_resetlab_is_named_and_the_hook_still_brings_devices_back() {
+    let b = Bench::new(
+        Profile::default(),
+        Some("[phase.pre-stop]\nactions = [\"remove\"]\n"),
+    );
+    b.phase_ok("pre-start");
+    b.phase_ok("pre-stop");
+    assert!(!b.present(GPU));
+    fs::write(
+        &b.policy,
+        "resetlab = \"9.1.0\"\nrelease_grace_s = 5\n[phase.pre-stop]\nactions = [\"remove\"]\n",
+    )
+    .unwrap();
+    let o = b.raw(&["status", "100"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("release_grace_s"), "{err}");
+    assert!(err.contains("written for resetlab 9.1.0"), "{err}");
+    assert!(
+        err.contains(&format!("this is resetlab {}", env!("CARGO_PKG_VERSION"))),
+        "{err}"
+    );
+    let (code, v, _) = b.phase("post-stop");
+    assert_eq!(code, Some(0));
+    assert_eq!(v["ok"], false);
+    for dev in [GPU, AUDIO] {
+        assert_eq!(action(&v, "ensure_present", dev)["result"], "done", "{v}");
+        assert!(b.present(dev));
+    }
+    assert!(
+        v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["action"] == "ensure_present"),
+        "{v}"
+    );
+    assert!(b
+        .kmsg()
+        .contains("policy not usable, only bringing missing functions back"));
+}
+
+#[test]
+fn install_in_a_cluster_names_the_nodes_that_need_the_package() {
+    let b = Bench::new(Profile::default(), None);
+    fs::write(
+        b.pve.join("corosync.conf"),
+        "totem {\n  cluster_name: lab\n}\n",
+    )
+    .unwrap();
+    for n in ["pve1", "pve2", "pve3"] {
+        fs::create_dir_all(b.pve.join("nodes").join(n).join("qemu-server")).unwrap();
+    }
+    fs::write(b.pve.join("nodes/pve2/qemu-server/100.conf"), VM100).unwrap();
+    let human = |extra: &[&str]| {
+        let a = b.args(extra);
+        let refs: Vec<&str> = a
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != "--json")
+            .collect();
+        run_ok(&refs)
+    };
+    let out = human(&["install", "100", "--print-only"]);
+    assert!(
+        out.contains("cluster of 3 nodes (pve1, pve2, pve3)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(now on pve2) can run on: pve1, pve2, pve3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("each of them needs the resetlab package"),
+        "{out}"
+    );
+    assert!(out.contains("storage 'local' is per node"), "{out}");
+    // A shared storage with snippets, available on two nodes: one shim, two nodes.
+    let shared = b.twin.root().join("mnt/pve/nfs");
+    fs::write(
+        b.pve.join("storage.cfg"),
+        format!(
+            "dir: local\n\tpath /var/lib/vz\n\tcontent iso\n\nnfs: nfs\n\tpath {}\n\tserver 10.0.0.1\n\texport /srv\n\tcontent snippets\n\tnodes pve1,pve2\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    let out = human(&["install", "100", "--storage", "nfs", "--print-only"]);
+    assert!(out.contains("can run on: pve1, pve2\n"), "{out}");
+    assert!(
+        out.contains("not pve3: storage 'nfs' is not available there"),
+        "{out}"
+    );
+    assert!(
+        out.contains("storage 'nfs' is shared: this one shim serves every node"),
+        "{out}"
+    );
+    // One node alone is not a cluster.
+    fs::remove_file(b.pve.join("corosync.conf")).unwrap();
+    let out = human(&["install", "100", "--storage", "nfs", "--print-only"]);
+    assert!(!out.contains("cluster"), "{out}");
+}
+
+#[test]
+fn a_record_that_chains_resetlabs_own_shim_is_not_run() {
+    let (b, ran) = chained_bench("exit 0", "30");
+    let record = b.twin.root().join("etc/resetlab/hookscripts/100.toml");
+    let text = fs::read_to_string(&record).unwrap();
+    fs::write(&record, text.replace("vm100-hooks.sh", "resetlab-hook.sh")).unwrap();
+    let (code, v) = phase_chained(&b, "post-stop");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["chained"]["outcome"]["result"], "error", "{v}");
+    assert!(
+        b.kmsg().contains("is resetlab's own shim: not run"),
+        "{}",
+        b.kmsg()
+    );
+    assert!(!ran.exists());
 }

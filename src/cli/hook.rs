@@ -1,4 +1,5 @@
-//! `resetlab hook VMID PHASE`, `resetlab hook install VMID`, `resetlab hook status VMID`.
+//! `resetlab hook VMID PHASE`, `resetlab hook install VMID`, `resetlab hook uninstall VMID`,
+//! `resetlab hook status VMID`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -7,7 +8,11 @@ use clap::Subcommand;
 
 use super::{print_json, Cli, Ctx};
 use crate::error::{exit, Result};
-use crate::hook::install::{find_in_path, install, InstallReport, DEFAULT_SHIM_NAME};
+use crate::hook::chain::{self, ChainOutcome, HookRecord};
+use crate::hook::install::{
+    find_in_path, install, uninstall, InstallReport, InstallRequest, ShimWrite, UninstallReport,
+    DEFAULT_SHIM_NAME,
+};
 use crate::hook::log::Logger;
 use crate::hook::policy::{Phase, DEFAULT_POLICY_PATH};
 use crate::hook::pveconf::DEFAULT_PVE_ROOT;
@@ -59,8 +64,11 @@ pub struct HookPaths {
 
 #[derive(Subcommand, Debug)]
 pub enum HookCmd {
-    /// Copy the hookscript shim into a storage's snippets directory and set it on the VM.
+    /// Copy the hookscript shim into a storage's snippets directory and set it on the VM,
+    /// recording its previous hookscript (run after resetlab's phase with --chain).
     Install(InstallArgs),
+    /// Give the VM its previous hookscript back (or none), as `hook install` recorded it.
+    Uninstall(UninstallArgs),
     /// The VM's devices, their recorded state, and what each phase would do now.
     Status(StatusArgs),
 }
@@ -78,13 +86,48 @@ pub struct InstallArgs {
     /// Replace a file of that name that is not resetlab's shim.
     #[arg(long)]
     pub force: bool,
-    /// Print the `qm set` command instead of running it.
+    /// After resetlab's phase, run the VM's previous hookscript too (same arguments, bounded by
+    /// --chain-timeout) [default: as recorded by an earlier install; off for a first one].
+    #[arg(long, conflicts_with = "no_chain")]
+    pub chain: bool,
+    /// Stop running the previous hookscript (it stays recorded for uninstall).
+    #[arg(long)]
+    pub no_chain: bool,
+    /// Bound of the chained hookscript, in seconds (default 60, or as recorded).
+    #[arg(long, value_name = "SECS", value_parser = chain_timeout_parser)]
+    pub chain_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub qm: QmArgs,
+}
+
+/// How `install` and `uninstall` change the VM config.
+#[derive(clap::Args, Debug)]
+pub struct QmArgs {
+    /// Write nothing and run nothing: print what would be written and the `qm set` command.
     #[arg(long, conflicts_with = "qm")]
     pub print_only: bool,
     /// The `qm` to run [default: `qm` from PATH on the live machine; with a --sysfs root other
     /// than /sys, none: the command is printed].
     #[arg(long, value_name = "PATH")]
     pub qm: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UninstallArgs {
+    #[arg(value_name = "VMID", value_parser = vmid_parser())]
+    pub vmid: u32,
+    #[command(flatten)]
+    pub qm: QmArgs,
+}
+
+fn chain_timeout_parser(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+        return Err(format!("{s} s is out of range (0 < seconds <= 3600)"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 #[derive(clap::Args, Debug)]
@@ -174,6 +217,7 @@ pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result
     }
     match &args.cmd {
         Some(HookCmd::Install(a)) => run_install(host, json, &args.paths, a),
+        Some(HookCmd::Uninstall(a)) => run_uninstall(host, json, &args.paths, a),
         Some(HookCmd::Status(a)) => run_status(host, json, &args.paths, a),
         None => {
             // clap makes both required when there is no subcommand.
@@ -197,10 +241,19 @@ fn run_phase(
     vmid: u32,
     phase: Phase,
 ) -> Result<i32> {
-    let runner = PhaseRunner::new(host, regs.to_vec(), options(host, paths), vmid, phase);
+    let opts = options(host, paths);
+    let pve_root = opts.pve_root.clone();
+    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let record = HookRecord::load(&etc, vmid);
+    let chained = match &record {
+        Ok(Some(r)) if r.chain => r.previous.clone().map(|p| (p, r.timeout())),
+        _ => None,
+    };
+    let runner = PhaseRunner::new(host, regs.to_vec(), opts, vmid, phase);
     // The last resort behind the per-wait bounds: a wait inside the kernel that no bound of
-    // ours covers must not keep Proxmox waiting for ever.
-    let deadline = runner.started() + runner.budget() + WATCHDOG_GRACE;
+    // ours covers must not keep Proxmox waiting for ever. The chained script has its own.
+    let chain_bound = chained.as_ref().map_or(Duration::ZERO, |(_, t)| *t);
+    let deadline = runner.started() + runner.budget() + chain_bound + WATCHDOG_GRACE;
     let budget = runner.budget();
     let code = if runner.fail_on_error() {
         exit::FAILED
@@ -208,24 +261,139 @@ fn run_phase(
         exit::OK
     };
     let progress = runner.progress.clone();
-    let host = host.clone();
+    let watchdog_host = host.clone();
     std::thread::spawn(move || {
         std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
         let what = progress.lock().map(|p| p.clone()).unwrap_or_default();
-        let mut log = Logger::new(&host, format!("resetlab: VM {vmid} {phase}: "), true);
+        let mut log = Logger::new(
+            &watchdog_host,
+            format!("resetlab: VM {vmid} {phase}: "),
+            true,
+        );
         log.err(format!(
             "budget of {} s exceeded while busy with {what}; giving up",
-            budget.as_secs_f64()
+            (budget + chain_bound).as_secs_f64()
         ));
         // Exiting skips every Drop: put back what is host-wide first.
         crate::cleanup::run_pending();
         std::process::exit(code);
     });
     let report = runner.run();
-    if json {
-        print_json(&report)?;
+    let mut exit_code = report.exit_code;
+    let mut log = Logger::new(host, format!("resetlab: VM {vmid} {phase}: "), true);
+    if let Err(e) = &record {
+        log.err(format!(
+            "the hookscript record is unreadable, no chained hookscript run: {}",
+            e.one_line()
+        ));
     }
-    Ok(report.exit_code)
+    let chain_result = chained.map(|(volid, bound)| {
+        let (result, failed) = run_chained(host, &pve_root, &mut log, vmid, phase, &volid, bound, exit_code);
+        // Before resetlab, a failing pre-start of that script stopped the start: it still does.
+        if failed && phase == Phase::PreStart {
+            exit_code = exit::FAILED;
+        }
+        serde_json::json!({ "hookscript": volid, "bound_s": bound.as_secs_f64(), "outcome": result })
+    });
+    match (json, chain_result) {
+        (false, _) => {}
+        (true, None) => print_json(&report)?,
+        // The phase report with what the chained hookscript did, and the exit code after it.
+        (true, Some(c)) => {
+            let mut v = serde_json::to_value(&report)
+                .map_err(|e| crate::error::Error::failed(format!("cannot encode JSON: {e}")))?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("chained".into(), c);
+                obj.insert("exit_code".into(), exit_code.into());
+            }
+            print_json(&v)?;
+        }
+    }
+    Ok(exit_code)
+}
+
+/// Runs the VM's previous hookscript after resetlab's phase (`hook install --chain`). Returns
+/// what happened (for `--json`) and whether it failed. On a twin the script is a real host's
+/// (the field report's writes to the real /sys/bus/pci/rescan): it runs only when
+/// `RESETLAB_TWIN_RUN_CHAINED=1` says the test made it safe.
+#[allow(clippy::too_many_arguments)]
+fn run_chained(
+    host: &Host,
+    pve_root: &std::path::Path,
+    log: &mut Logger,
+    vmid: u32,
+    phase: Phase,
+    volid: &str,
+    bound: Duration,
+    code: i32,
+) -> (serde_json::Value, bool) {
+    use serde_json::json;
+    if phase == Phase::PreStart && code != exit::OK {
+        log.err(format!(
+            "chained hookscript {volid} not run: the start is stopped"
+        ));
+        return (
+            json!({ "result": "not_run", "why": "the start is stopped" }),
+            false,
+        );
+    }
+    let root = (!host.is_live()).then(|| beside(host, "/"));
+    let path = crate::hook::pveconf::StorageConfig::load(pve_root)
+        .and_then(|s| s.snippet_path(volid))
+        .map(|p| crate::hook::install::beneath(root.as_deref(), p));
+    let path = match path {
+        Ok(p) => p,
+        Err(e) => {
+            log.err(format!("chained hookscript {volid}: {}", e.one_line()));
+            return (json!({ "result": "error", "error": e.one_line() }), true);
+        }
+    };
+    // A record pointing at a resetlab shim would run the hook again, and again.
+    let is_shim = std::fs::read_to_string(&path).is_ok_and(|t| {
+        crate::hook::install::shim_kind(&t) != crate::hook::install::ShimKind::Foreign
+    });
+    if is_shim {
+        log.err(format!(
+            "chained hookscript {volid} is resetlab's own shim: not run (it would run the hook again)"
+        ));
+        return (
+            json!({ "result": "error", "error": "a resetlab shim" }),
+            true,
+        );
+    }
+    if !host.is_live() && std::env::var("RESETLAB_TWIN_RUN_CHAINED").as_deref() != Ok("1") {
+        log.info(format!(
+            "twin: chained hookscript {} not run (it is written for a real host)",
+            path.display()
+        ));
+        return (json!({ "result": "not_run", "why": "twin" }), false);
+    }
+    log.info(format!(
+        "running chained hookscript {volid} ({}), bound {} s",
+        path.display(),
+        bound.as_secs_f64()
+    ));
+    match chain::run_script(&path, vmid, phase, bound) {
+        Ok(out) => {
+            let failed = !out.ok();
+            match &out {
+                ChainOutcome::Exited { code: 0 } => log.info(format!("chained hookscript {volid}: exit 0")),
+                ChainOutcome::Exited { code } => log.err(format!("chained hookscript {volid}: exit {code}")),
+                ChainOutcome::Signalled { signal } => {
+                    log.err(format!("chained hookscript {volid}: killed by signal {signal}"))
+                }
+                ChainOutcome::TimedOut { .. } => log.err(format!(
+                    "chained hookscript {volid}: still running after its bound of {} s; killed it and its children",
+                    bound.as_secs_f64()
+                )),
+            }
+            (serde_json::to_value(&out).unwrap_or_default(), failed)
+        }
+        Err(e) => {
+            log.err(format!("chained hookscript {volid}: {}", e.one_line()));
+            (json!({ "result": "error", "error": e.one_line() }), true)
+        }
+    }
 }
 
 fn run_status(host: &Host, json: bool, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
@@ -346,23 +514,39 @@ pub fn print_status(r: &StatusReport) {
     }
 }
 
-fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
-    let qm = match (&a.qm, a.print_only) {
+fn qm_to_run(host: &Host, a: &QmArgs) -> Option<PathBuf> {
+    match (&a.qm, a.print_only) {
         (Some(q), _) => Some(q.clone()),
         (None, true) => None,
         (None, false) if host.is_live() => find_in_path("qm"),
         (None, false) => None,
-    };
+    }
+}
+
+fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
+    let qm = qm_to_run(host, &a.qm);
     // A twin's snippets directories live beneath its root, never on this machine.
     let root = (!host.is_live()).then(|| beside(host, "/"));
+    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let chain = match (a.chain, a.no_chain) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
     let r = install(
         &options(host, paths),
-        a.vmid,
-        &a.storage,
-        &a.name,
-        a.force,
-        qm.as_deref(),
-        root.as_deref(),
+        &InstallRequest {
+            vmid: a.vmid,
+            storage: &a.storage,
+            name: &a.name,
+            force: a.force,
+            chain,
+            chain_timeout: a.chain_timeout,
+            print_only: a.qm.print_only,
+            qm: qm.as_deref(),
+            root: root.as_deref(),
+            etc_dir: &etc,
+        },
     )?;
     if json {
         print_json(&r)?;
@@ -375,17 +559,8 @@ fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> R
     })
 }
 
-fn print_install(r: &InstallReport) {
-    println!(
-        "{} {}",
-        if r.written { "wrote" } else { "unchanged:" },
-        r.path.display()
-    );
-    if let Some(prev) = r.previous_hookscript.as_deref().filter(|p| *p != r.volid) {
-        println!("VM {} had hookscript {prev}; it is replaced", r.vmid);
-    }
-    let cmd = r.command.join(" ");
-    match &r.qm {
+fn print_qm(cmd: &str, qm: &Option<crate::hook::install::QmRun>) {
+    match qm {
         None => println!("now run: {cmd}"),
         Some(q) if q.status == Some(0) => println!("ran: {cmd}"),
         Some(q) => {
@@ -397,5 +572,138 @@ fn print_install(r: &InstallReport) {
                 println!("  {l}");
             }
         }
+    }
+}
+
+fn print_install(r: &InstallReport) {
+    let would = if r.written { "" } else { "would be " };
+    let shim = match r.shim {
+        ShimWrite::New => format!("{would}written: {}", r.path.display()),
+        ShimWrite::Updated => format!(
+            "{would}updated: {} (an older resetlab shim)",
+            r.path.display()
+        ),
+        ShimWrite::Unchanged => format!("unchanged: {} (the current shim)", r.path.display()),
+    };
+    println!("{shim}");
+    if let Some(prev) = r.previous_hookscript.as_deref().filter(|p| *p != r.volid) {
+        if r.record.previous.as_deref() == Some(prev) {
+            let what = if r.record.chain {
+                format!(
+                    "it runs after resetlab's phase (--chain, bound {} s)",
+                    r.record.chain_timeout_s
+                )
+            } else {
+                "replaced; --chain would run it after resetlab's phase".to_string()
+            };
+            println!("VM {} had hookscript {prev}: {what}", r.vmid);
+        }
+    } else if let Some(prev) = &r.record.previous {
+        let what = if r.record.chain {
+            "runs after resetlab's phase"
+        } else {
+            "is not run (--chain runs it)"
+        };
+        println!("VM {}'s previous hookscript {prev} {what}", r.vmid);
+    }
+    println!(
+        "record: {} {}(`resetlab hook uninstall {}` gives the VM {} back)",
+        r.record_path.display(),
+        if r.written { "" } else { "would be written " },
+        r.vmid,
+        r.record.previous.as_deref().unwrap_or("no hookscript")
+    );
+    if r.written || r.qm.is_some() {
+        print_qm(&r.command.join(" "), &r.qm);
+    } else {
+        println!("would run: {}", r.command.join(" "));
+    }
+    if let Some(c) = &r.cluster {
+        println!(
+            "cluster of {} nodes ({}); VM {} {}can run on: {}",
+            c.nodes.len(),
+            c.nodes.join(", "),
+            r.vmid,
+            c.vm_node
+                .as_deref()
+                .map(|n| format!("(now on {n}) "))
+                .unwrap_or_default(),
+            c.vm_can_run_on.join(", ")
+        );
+        for e in &c.excluded {
+            println!("  not {e}");
+        }
+        println!(
+            "each of them needs the resetlab package (/usr/sbin/resetlab){}",
+            if r.record.previous.is_some() {
+                format!(" and a copy of {}", r.record_path.display())
+            } else {
+                String::new()
+            }
+        );
+        if c.shared_storage {
+            println!(
+                "storage '{}' is shared: this one shim serves every node",
+                r.storage
+            );
+        } else {
+            println!(
+                "storage '{}' is per node: run `resetlab hook install {}` on each of them too, or put the shim once on a shared storage that allows snippets (--storage NAME)",
+                r.storage, r.vmid
+            );
+        }
+    }
+}
+
+fn run_uninstall(host: &Host, json: bool, paths: &HookPaths, a: &UninstallArgs) -> Result<i32> {
+    let qm = qm_to_run(host, &a.qm);
+    let root = (!host.is_live()).then(|| beside(host, "/"));
+    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let r = uninstall(
+        &options(host, paths),
+        a.vmid,
+        a.qm.print_only,
+        qm.as_deref(),
+        root.as_deref(),
+        &etc,
+    )?;
+    if json {
+        print_json(&r)?;
+    } else {
+        print_uninstall(&r, a.qm.print_only);
+    }
+    Ok(match &r.qm {
+        Some(q) if q.status != Some(0) => exit::FAILED,
+        _ => exit::OK,
+    })
+}
+
+fn print_uninstall(r: &UninstallReport, print_only: bool) {
+    let back = r.restore.as_deref().unwrap_or("no hookscript");
+    if r.command.is_empty() {
+        println!("VM {} already has {back}", r.vmid);
+    } else if print_only {
+        println!("would run: {}", r.command.join(" "));
+    } else {
+        print_qm(&r.command.join(" "), &r.qm);
+    }
+    if !r.had_record {
+        println!(
+            "no record of `hook install` for VM {} ({}): it gets no hookscript",
+            r.vmid,
+            r.record_path.display()
+        );
+    } else if r.record_removed {
+        println!("removed {}", r.record_path.display());
+    } else if !print_only {
+        println!(
+            "kept {} until VM {} has {back}: run `resetlab hook uninstall {}` again after the command",
+            r.record_path.display(),
+            r.vmid,
+            r.vmid
+        );
+    }
+    if let Some(p) = &r.shim_left {
+        println!("the shim stays at {} (other VMs may use it)", p.display());
     }
 }

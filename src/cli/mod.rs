@@ -10,6 +10,7 @@ use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
 
 pub mod bench;
 mod doctor;
+pub mod generate;
 pub mod hook;
 mod list;
 pub mod regs;
@@ -23,10 +24,19 @@ pub mod smu;
 mod snapshot;
 pub mod vbios;
 
+/// `resetlab --version`: the crate's version (the .deb's too) and the commit it was built from
+/// (build.rs: `commit <hash>[, dirty]` or `unknown commit`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RESETLAB_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "resetlab",
-    version,
+    version = VERSION,
     about = "Reset PCI devices from Linux userspace (first: the AMD Radeon 780M, 1002:1900)",
     propagate_version = true
 )]
@@ -81,6 +91,9 @@ pub enum Cmd {
     Report(report::ReportArgs),
     /// Have a running VM's guest let go of a passed-through device (QMP device_del), bounded.
     Release(release::ReleaseArgs),
+    /// Write the man pages or shell completions (tools/package.sh runs it).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -257,6 +270,7 @@ impl Cmd {
             | Cmd::Doctor(_)
             | Cmd::Sim(_)
             | Cmd::Report(_)
+            | Cmd::Generate(_)
             | Cmd::Regs(_) => false,
         }
     }
@@ -298,6 +312,9 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Hook(a) = &cli.cmd {
         return hook::run_cli(&cli, a);
     }
+    if let Cmd::Generate(a) = &cli.cmd {
+        return generate::run(a);
+    }
     // The VM's monitor, not sysfs: no sysfs root to open.
     if let Cmd::Release(a) = &cli.cmd {
         if cli.sim {
@@ -336,6 +353,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Bench(a) => bench::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
+        Cmd::Generate(a) => generate::run(a),
     }
 }
 

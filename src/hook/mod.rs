@@ -1,6 +1,8 @@
 //! Proxmox hookscript backend.
 
 pub mod bounded;
+pub mod chain;
+pub mod cluster;
 pub mod install;
 pub mod log;
 pub mod policy;

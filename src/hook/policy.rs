@@ -380,6 +380,10 @@ struct VmSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    /// The resetlab version the file is written for (`resetlab = "0.2.0"`): an older resetlab
+    /// that meets a key it does not know says so, and which version to install.
+    #[serde(rename = "resetlab")]
+    _written_for: Option<String>,
     fail_start_on_error: Option<bool>,
     present_timeout_s: Option<Secs>,
     remove_timeout_s: Option<Secs>,
@@ -431,6 +435,24 @@ fn line_col(text: &str, off: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// `x.y.z` (missing parts 0) as numbers; `None` when it is not a version.
+fn version_parts(v: &str) -> Option<Vec<u64>> {
+    let core = v.split(['-', '+']).next()?;
+    let parts: Option<Vec<u64>> = core.split('.').map(|p| p.parse().ok()).collect();
+    parts.filter(|p| !p.is_empty() && p.len() <= 3)
+}
+
+/// The `resetlab = "…"` version a policy file declares, when it is newer than this build.
+fn newer_than_this(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let declared = table.get("resetlab")?.as_str()?;
+    let mut theirs = version_parts(declared)?;
+    let mut ours = version_parts(env!("CARGO_PKG_VERSION"))?;
+    theirs.resize(3, 0);
+    ours.resize(3, 0);
+    (theirs > ours).then(|| declared.to_string())
+}
+
 impl Policy {
     /// Read the policy; a missing file is the built-in defaults.
     pub fn load(path: &Path) -> Result<Policy> {
@@ -453,8 +475,17 @@ impl Policy {
                 reason,
             }
         };
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let mut reason = e.message().trim().to_string();
+            if let Some(v) = newer_than_this(text) {
+                reason = format!(
+                    "{reason}; the file is written for resetlab {v}, this is resetlab {}: \
+                     upgrade resetlab on this node",
+                    env!("CARGO_PKG_VERSION")
+                );
+            }
+            at(e.span(), reason)
+        })?;
         let check = |tables: &PhaseTables, prefix: &str| -> Result<()> {
             for p in Phase::ALL {
                 let Some(acts) = tables.get(p).and_then(|s| s.actions.as_ref()) else {

@@ -112,12 +112,20 @@ pub struct VmSetup {
     pub vm_policy: VmPolicy,
     /// The node name used to resolve mappings, if any was needed.
     pub node: Option<String>,
+    /// The policy file could not be used (written for a newer resetlab, say): the built-in
+    /// defaults stand in, and only `ensure_present` runs.
+    pub policy_error: Option<String>,
 }
 
 impl VmSetup {
     /// Loads the policy, the VM config (with its mappings resolved) and the functions it passes.
     pub fn load(host: &Host, opts: &HookOptions, vmid: u32) -> Result<VmSetup> {
-        let policy = Policy::load(&opts.policy)?;
+        // A policy this resetlab cannot read must not switch the hook off: missing functions
+        // are still brought back, which is never wrong before a start or after a stop.
+        let (policy, policy_error) = match Policy::load(&opts.policy) {
+            Ok(p) => (p, None),
+            Err(e) => (Policy::default(), Some(e.one_line())),
+        };
         let mut config = VmConfig::load(&opts.pve_root, vmid)?;
         let mut node = opts.node.clone();
         if config.uses_mappings() {
@@ -138,6 +146,7 @@ impl VmSetup {
             policy,
             vm_policy,
             node,
+            policy_error,
         };
         setup.add_remembered(&StateStore::new(opts.state_dir_for(host)));
         Ok(setup)
@@ -539,7 +548,23 @@ impl<'a> PhaseRunner<'a> {
                 return self.finish(None, Vec::new(), Vec::new(), Vec::new());
             }
         };
-        let PhasePolicy { actions, budget } = vm_policy.phase(self.phase);
+        let PhasePolicy {
+            mut actions,
+            budget,
+        } = vm_policy.phase(self.phase);
+        if let Some(e) = self
+            .setup
+            .as_ref()
+            .ok()
+            .and_then(|s| s.policy_error.clone())
+        {
+            actions.retain(|a| *a == Action::EnsurePresent);
+            let msg = format!(
+                "policy not usable, only bringing missing functions back (built-in defaults): {e}"
+            );
+            self.log.err(&msg);
+            self.errors.push(msg);
+        }
         let present_timeout = vm_policy.present_timeout;
         let remove_timeout = vm_policy.remove_timeout;
         let mut devices = plan_devices(self.host, &vm_policy, self.phase, &managed);

@@ -184,6 +184,8 @@ fn would(
 /// Reads the VM's config, the policy and the state records; errors only when a file is
 /// unreadable or malformed.
 pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport> {
+    // The hook goes on with the built-in defaults; status says what is wrong with the file.
+    super::policy::Policy::load(&opts.policy)?;
     let setup = VmSetup::load(host, opts, vmid)?;
     let store = StateStore::new(opts.state_dir_for(host));
     let managed = setup.managed();
