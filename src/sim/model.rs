@@ -109,6 +109,16 @@ fn read_trim(p: &Path) -> String {
 }
 
 impl Model {
+    /// Replaces an attribute the model owns in one step (written aside in the model's directory, then
+    /// renamed over it), so that a concurrent reader sees the old value or the new, never the empty file
+    /// between fs::write's truncate and write (seen under load: a health check read "power_state ").
+    fn put_attr(&self, path: &Path, value: &str) {
+        let tmp = model_dir(&self.root).join("attr.tmp");
+        if fs::write(&tmp, value).is_ok() {
+            let _ = fs::rename(&tmp, path);
+        }
+    }
+
     pub fn new(root: &Path, specs: Vec<FnSpec>, profile: Profile) -> Result<Model> {
         let sysfs = root.join("sys");
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
@@ -652,7 +662,10 @@ impl Model {
             let nsr = r16(&eff, pm + PCI_PM_CTRL) & Pmcsr::NO_SOFT_RESET.bits() != 0;
             if was != now {
                 let state = if now == 3 { "D3hot" } else { "D0" };
-                let _ = fs::write(self.dir_of(&spec).join("power_state"), format!("{state}\n"));
+                self.put_attr(
+                    &self.dir_of(&spec).join("power_state"),
+                    &format!("{state}\n"),
+                );
                 let quirk = crate::reset::pm::kernel_refuses(
                     spec.vendor,
                     spec.class,
@@ -721,8 +734,8 @@ impl Model {
             _ => return Ok(()),
         };
         let prev = read_trim(&dir.join("power_state"));
-        let _ = fs::write(dir.join("power_state"), format!("{state}\n"));
-        let _ = fs::write(dir.join("power/runtime_status"), format!("{status}\n"));
+        self.put_attr(&dir.join("power_state"), &format!("{state}\n"));
+        self.put_attr(&dir.join("power/runtime_status"), &format!("{status}\n"));
         self.log(&bdf.to_string(), format!("power {prev} → {state}"));
         if prev == "D3cold" && state == "D0" {
             // Power was cut: the function comes back from its power-on state,
