@@ -266,8 +266,9 @@ boot() { # boot ACCEL TIMEOUT -> QEMU's exit status (124 on timeout)
     return $rc
 }
 
-# The first console line of a kernel oops or panic (a WARNING alone does not stop the guest).
-oops_re='(BUG: |Oops: |kernel BUG at |general protection fault|Kernel panic - not syncing)'
+# The first console line of a kernel oops or panic (a WARNING alone does not stop the guest). Only the
+# kernel's own lines, which carry a printk timestamp: scenario output on the console cannot match.
+oops_re='^\[ *[0-9]+\.[0-9]+\] (BUG: |Oops: |kernel BUG at |general protection fault|Kernel panic - not syncing)'
 
 # watch_oops PID: poll the result port and the console. Note when each scenario begins (begun-times:
 # "SCENARIO SECONDS" since QEMU's start); once the console shows an oops, note when (oops-seen) and end
