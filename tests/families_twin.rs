@@ -196,8 +196,27 @@ fn sim_up_asic_is_recorded_and_kept() {
 
 #[test]
 fn hook_and_bench_reset_a_family_twin_by_smu_mode2() {
+    // A fresh twin has no record of a dirty GPU, and post-stop resets only what is
+    // dirty by default: this policy asks for the unconditional reset, to drive the chain.
+    let pol = tempfile::tempdir().unwrap();
+    let policy = pol.path().join("hook.toml");
+    std::fs::write(
+        &policy,
+        "[phase.post-stop]\nactions = [\"ensure_present\", \"reset\"]\n",
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
     for name in ["vangogh", "raphael"] {
-        let o = run(&["--sim", "--sim-asic", name, "hook", "100", "post-stop"]);
+        let o = run(&[
+            "--sim",
+            "--sim-asic",
+            name,
+            "hook",
+            "100",
+            "post-stop",
+            "--policy",
+            &policy,
+        ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{name}: {err}");
         assert!(
