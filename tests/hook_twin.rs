@@ -1389,6 +1389,14 @@ fn phase_chained(b: &Bench, phase: &str) -> (Option<i32>, Value) {
 fn with_chain_the_previous_hookscript_runs_after_resetlabs_phase() {
     let (b, ran) = chained_bench("exit 0", "30");
     for phase in ["pre-start", "post-start", "pre-stop", "post-stop"] {
+        // The VM's lifecycle around the phases: pre-stop's release talks to its QEMU.
+        match phase {
+            "post-start" => b.start_vm(Guest::Release { ms: 0 }),
+            "post-stop" => {
+                let _ = b.end_vm(Exit::HostStop);
+            }
+            _ => {}
+        }
         let (code, v) = phase_chained(&b, phase);
         assert_eq!(code, Some(0), "{phase}: {v}");
         assert_eq!(v["ok"], true, "{phase}: {v}");

@@ -533,13 +533,15 @@ fn hook_install_stays_beneath_a_twins_root() {
     assert!(err(&o).contains("'..'"), "{}", err(&o));
     assert!(!Path::new("/tmp/resetlab-escape").exists());
     // A customised shim is not replaced without --force.
+    // (`--print-only` writes nothing at all; without it, a twin's install writes the shim
+    // beneath the root and runs no `qm`.)
     fs::write(&cfg, "dir: local\n\tpath /var/lib/vz\n\tcontent snippets\n").unwrap();
-    let o = on(&t, &["hook", "install", "100", "--print-only"]);
+    let o = on(&t, &["hook", "install", "100"]);
     assert!(o.status.success(), "{}", err(&o));
     let shim = t.root().join("var/lib/vz/snippets/resetlab-hook.sh");
     let mine = format!("{}\n# my own line\n", fs::read_to_string(&shim).unwrap());
     fs::write(&shim, &mine).unwrap();
-    let o = on(&t, &["hook", "install", "100", "--print-only"]);
+    let o = on(&t, &["hook", "install", "100"]);
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     assert_eq!(fs::read_to_string(&shim).unwrap(), mine);
 }
@@ -548,6 +550,13 @@ fn hook_install_stays_beneath_a_twins_root() {
 fn the_hook_survives_its_reader_going_away() {
     let t = running();
     let s = sysfs_arg(&t.sysfs);
+    // post-start records the GPU and its audio as the guest's (dirty): post-stop resets them.
+    let o = bin()
+        .args(["--sysfs", &s, "hook", "100", "post-start"])
+        .env_remove("RESETLAB_SYSFS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut child = bin()
         .args(["--sysfs", &s, "hook", "100", "post-stop"])
         .env_remove("RESETLAB_SYSFS")
