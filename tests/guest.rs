@@ -1822,12 +1822,22 @@ fn hook_phases_cycle_on_the_real_kernel(run: &Run) {
             assert_eq!(managed, [f0.as_str(), f1.as_str()], "{key}: the whole slot");
         }
         let post = run.command_json("hook", &format!("c{c}.post-stop"));
-        let r0 = hook_action(run, &post, "reset", &f0);
+        // post-stop's default resets what its record says is dirty (issue 13): a VM without a
+        // QEMU to release to leaves both functions dirty, so both are reset.
+        let reset = if post["actions_planned"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "reset"))
+        {
+            "reset"
+        } else {
+            "reset_if_dirty"
+        };
+        let r0 = hook_action(run, &post, reset, &f0);
         assert_eq!(
             r0["method"], "remove_rescan",
             "c{c} fn0 (the kernel has only bus): {r0}"
         );
-        let r1 = hook_action(run, &post, "reset", &f1);
+        let r1 = hook_action(run, &post, reset, &f1);
         assert_eq!(r1["method"], "kernel", "c{c} fn1 (pm): {r1}");
     }
     let pre_stop = run.command_json("hook", "c3.pre-stop");
