@@ -849,6 +849,10 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             .args([
                 "--sim",
                 "bench",
+                // Device mode: one twin for the run (VM mode boots a fresh twin per trial,
+                // and a signal between its mkdir and its registration would leave it).
+                "-m",
+                "smu_mode2",
                 "-n",
                 "10000",
                 "--out",
