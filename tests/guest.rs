@@ -479,7 +479,7 @@ fn parse_results(text: &str, run: &mut Run) {
     }
 }
 
-/// The host side of the ivshmem register: a request word at 0x0 is answered with its NOT at 0x4.
+/// The host side of the ivshmem register: a request word at 0x80000 is answered with its NOT at 0x80004.
 /// Reads and writes go through the page cache of the same file QEMU maps shared as the BAR.
 fn respond(shm: &Path, stop: &AtomicBool) -> Vec<u32> {
     let mut seen = Vec::new();
@@ -487,11 +487,13 @@ fn respond(shm: &Path, stop: &AtomicBool) -> Vec<u32> {
         // Reopened every round: run.sh recreates the file before it starts QEMU.
         if let Ok(f) = OpenOptions::new().read(true).write(true).open(shm) {
             let mut word = [0u8; 4];
-            if f.read_exact_at(&mut word, 0).is_ok() {
+            // 0x80000/0x80004 (tools/vm/scenarios/ivshmem.sh): past the register BAR the SMU
+            // model lays over the first 512 KiB, whose MM_DATA at 0x4 it rewrites.
+            if f.read_exact_at(&mut word, 0x80000).is_ok() {
                 let req = u32::from_le_bytes(word);
                 if req != 0
                     && seen.last() != Some(&req)
-                    && f.write_all_at(&(!req).to_le_bytes(), 4).is_ok()
+                    && f.write_all_at(&(!req).to_le_bytes(), 0x80004).is_ok()
                 {
                     seen.push(req);
                 }
