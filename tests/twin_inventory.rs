@@ -144,7 +144,7 @@ fn probe_shows_the_registers_behind_each_verdict() {
 
 #[test]
 fn human_list_names_the_devices() {
-    let out = run_ok(&["--sim", "list", "-s", "c5:00.0"]);
+    let out = run_ok(&["--sim", "list", "-v", "-s", "c5:00.0"]);
     assert!(out.contains("IOMMU group 18"), "{out}");
     assert!(
         out.contains("[1002:1900]") && out.contains("(rev c5)"),

@@ -78,10 +78,10 @@ pub struct DevArgs {
     /// The device: 0000:c5:00.0 or c5:00.0.
     #[arg(value_name = "DEV")]
     pub dev: Option<String>,
-    /// lspci-style slot selector [[domain:]bus:]device.function.
+    /// The device, as lspci -s: [[[domain]:][bus]:][slot][.[func]] (must match exactly one).
     #[arg(short = 's', value_name = "SLOT")]
     pub slot: Option<String>,
-    /// lspci-style id selector vendor:device[:class].
+    /// The device, as lspci -d: [vendor]:[device][:class[:prog-if]] (must match exactly one).
     #[arg(short = 'd', value_name = "ID")]
     pub id: Option<String>,
 }
@@ -233,6 +233,13 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// `--version -v`: clap stops at `--version`, so the `-v` is looked for here.
+fn version_verbose() -> bool {
+    std::env::args()
+        .skip(1)
+        .any(|a| a == "-v" || a == "-vv" || a == "--verbose")
+}
+
 pub fn main() -> i32 {
     // `resetlab list | head` must end quietly, as Unix tools do, not panic in
     // println! on EPIPE: restore SIGPIPE's default action (Rust ignores it).
@@ -248,6 +255,11 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
+            if e.kind() == ErrorKind::DisplayVersion && version_verbose() {
+                println!("resetlab {}", env!("CARGO_PKG_VERSION"));
+                println!("{}", crate::pci::names::describe_source());
+                return exit::OK;
+            }
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
                 || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             {

@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod caps;
 pub mod config;
+pub mod filter;
 pub mod holders;
 pub mod mmio;
 pub mod names;
@@ -11,5 +12,6 @@ pub mod regs;
 pub mod resource;
 pub mod sysfs;
 
-pub use addr::{Bdf, IdSelector, SlotSelector};
+pub use addr::Bdf;
+pub use filter::{IdSelector, SlotSelector};
 pub use sysfs::{Device, Host, Topology};

@@ -37,37 +37,42 @@ pub fn probe(a: &Analysis) -> Verdict {
     let (asic, bar) = match smu::target(a.regs, a.dev, a.opts.asic.as_deref(), a.opts.bar) {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return Verdict::no(format!(
-                "no ASIC in the register database lists {:04x}:{:04x} (--asic NAME names one)",
-                a.dev.vendor, a.dev.device
-            ))
+            return Verdict::no(
+                "no_asic",
+                format!(
+                    "no ASIC in the register database lists {:04x}:{:04x} (--asic NAME names one)",
+                    a.dev.vendor, a.dev.device
+                ),
+            )
         }
-        Err(e) => return Verdict::no(e.one_line()),
+        Err(e) => return Verdict::no("asic_error", e.one_line()),
     };
     if let Err(e) = asic.message(MESSAGE) {
-        return Verdict::no(format!(
-            "{}: no mode-2 message: {}",
-            asic.asic_name(),
-            e.one_line()
-        ));
+        return Verdict::no(
+            "no_mode2_message",
+            format!("{}: no mode-2 message: {}", asic.asic_name(), e.one_line()),
+        );
     }
     let mb = match asic.mailbox(None) {
         Ok(m) => m,
-        Err(e) => return Verdict::no(e.one_line()),
+        Err(e) => return Verdict::no("mailbox_error", e.one_line()),
     };
     if let Err(e) = smu::refuse_if_amdgpu(a.dev) {
-        return Verdict::no(e.one_line());
+        return Verdict::no("amdgpu_bound", e.one_line());
     }
     let size = match mmio::check_bar(a.dev, bar) {
         Ok(s) => s,
-        Err(e) => return Verdict::no(format!("register BAR {bar}: {}", e.one_line())),
+        Err(e) => return Verdict::no("bar_error", format!("register BAR {bar}: {}", e.one_line())),
     };
     if mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size {
-        return Verdict::no(format!(
-            "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x}",
-            asic.asic_name(),
-            mb.resp.max(mb.msg).max(mb.arg) + 4
-        ));
+        return Verdict::no(
+            "bar_too_small",
+            format!(
+                "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x}",
+                asic.asic_name(),
+                mb.resp.max(mb.msg).max(mb.arg) + 4
+            ),
+        );
     }
     let mut reason = format!(
         "{} (MP1 {} mailbox at BAR {bar} + {:#x}/{:#x}/{:#x}{})",
@@ -111,7 +116,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         }
         reason.push_str(&format!("; {seen}"));
     }
-    Verdict::yes(reason).with_regs(regs)
+    Verdict::yes("smu_mode2_ready", reason).with_regs(regs)
 }
 
 /// A read-only look at the mailbox (a probe never writes; the BAR is read
@@ -129,7 +134,7 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
     if v == smu::RESP_DEAD {
         return (
             String::new(),
-            Some(Verdict::no(format!(
+            Some(Verdict::no("bar_all_ones", format!(
                 "the register BAR reads all-ones at the SMU response register ({:#x}) with memory decoding on: the device is dead or gone",
                 mb.resp
             ))),
@@ -138,7 +143,7 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
     if asic.response(v).is_none() && !a.force {
         return (
             String::new(),
-            Some(Verdict::no(format!(
+            Some(Verdict::no("smu_unknown_state", format!(
                 "the SMU response register holds {v:#x}, not a response code: the SMU is in an unknown state (hung?); --force tries anyway"
             ))),
         );
