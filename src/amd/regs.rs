@@ -31,7 +31,7 @@ pub const EMBEDDED: &[(&str, &str)] =
 /// The pseudo-IP of registers at a fixed BAR offset (no segment base).
 pub const BAR_IP: &str = "BAR";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PciId {
     pub vendor: u16,
@@ -41,7 +41,7 @@ pub struct PciId {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bar {
     pub index: u8,
@@ -52,7 +52,7 @@ pub struct Bar {
 }
 
 /// `adev->reg_offset[ip][instance][base_idx]`, in dwords.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
     pub ip: String,
@@ -64,7 +64,7 @@ pub struct Base {
 }
 
 /// A bit field of a register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     pub name: String,
@@ -191,7 +191,7 @@ fn modify_fields(fields: &[Field], reg: &str, value: u32, assignments: &[&str]) 
 }
 
 /// A BAR register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     pub name: String,
@@ -219,7 +219,7 @@ impl Register {
 }
 
 /// A register reached over SMN through the indirect index/data pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmnRegister {
     pub name: String,
@@ -242,7 +242,7 @@ impl SmnRegister {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Indirect {
     pub index: String,
@@ -251,7 +251,7 @@ pub struct Indirect {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mailbox {
     pub mp1_version: String,
@@ -262,7 +262,7 @@ pub struct Mailbox {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     pub name: String,
@@ -273,7 +273,7 @@ pub struct Message {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Response {
     pub code: u32,
@@ -285,7 +285,7 @@ pub struct Response {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryLocation {
     pub memsize_register: String,
@@ -299,7 +299,7 @@ pub struct DiscoveryLocation {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthKind {
     /// A BAR register.
@@ -310,7 +310,7 @@ pub enum HealthKind {
     Message,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub name: String,
@@ -339,7 +339,7 @@ impl HealthCheck {
 }
 
 /// One register file: what `regs/*.toml` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AsicFile {
     pub asic: String,
@@ -371,7 +371,7 @@ pub struct AsicFile {
 }
 
 /// A register resolved to its BAR byte offset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Resolved {
     pub name: String,
     pub ip: String,
@@ -390,7 +390,7 @@ pub struct Resolved {
 }
 
 /// The SMU mailbox resolved to BAR byte offsets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ResolvedMailbox {
     pub mp1_version: String,
     pub msg: u64,
@@ -942,7 +942,7 @@ impl Asic {
 }
 
 /// How a segment base of the regs file compares with the device's discovery table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BaseCheck {
     pub ip: String,
     pub instance: u8,
@@ -989,7 +989,7 @@ impl Asic {
 }
 
 /// `regs show ASIC [--json]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RegsShow {
     pub asic: String,
     pub name: String,
@@ -1006,14 +1006,14 @@ pub struct RegsShow {
     pub bases: Vec<Base>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShowSmn {
     pub name: String,
     pub address: u32,
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShowMessage {
     pub name: String,
     pub id: u32,

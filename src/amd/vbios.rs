@@ -160,7 +160,7 @@ fn hex(b: &[u8]) -> String {
 // Problems: one bad field, named with its byte offset.
 
 /// One bad field in a binary structure. Its text is the same as the [`Error::Layout`] it turns into.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// The structure, e.g. `VFCT image 0 at 0x4c` or `ROM image 1 at 0x4200`.
     pub what: String,
@@ -212,7 +212,7 @@ impl From<Problem> for Error {
 // The ACPI VFCT table.
 
 /// The 36-byte ACPI table header.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AcpiHeader {
     pub signature: String,
     pub length: u32,
@@ -234,7 +234,7 @@ pub struct VfctOptions {
 
 /// A parsed VFCT table. Structural faults (the walk cannot go on) are errors of
 /// [`parse_vfct`]; faults of one image are in that image's `problems`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Vfct {
     pub header: AcpiHeader,
     /// TableUUID as 32 hex digits, in table byte order.
@@ -249,7 +249,7 @@ pub struct Vfct {
 }
 
 /// One `GOP_VBIOS_CONTENT` entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VfctImage {
     pub index: usize,
     /// Table offset of the `VFCT_IMAGE_HEADER`.
@@ -636,7 +636,7 @@ fn check_vfct_image(img: &mut VfctImage, what: &str) {
 // PCI option ROMs.
 
 /// What [`inspect_rom`] found in a ROM file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomInfo {
     pub size: usize,
     pub images: Vec<RomImage>,
@@ -659,7 +659,7 @@ impl RomInfo {
 }
 
 /// One image of a ROM (a ROM may hold a legacy x86 image, then an EFI GOP image).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomImage {
     pub index: usize,
     /// ROM offset of the image's 0x55 0xAA.
@@ -688,7 +688,7 @@ pub struct RomImage {
     pub efi: Option<EfiImage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Checksum {
     /// ROM offsets `[start, end)` summed.
     pub start: usize,
@@ -697,7 +697,7 @@ pub struct Checksum {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EfiImage {
     pub subsystem: u16,
     pub subsystem_name: &'static str,
@@ -710,14 +710,14 @@ pub struct EfiImage {
     pub pe_mz: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomString {
     pub offset: usize,
     pub text: String,
 }
 
 /// The ATOM BIOS view of a ROM, as amdgpu reads it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AtomInfo {
     /// `check_atom_bios` would return true.
     pub amdgpu_accepts: bool,
@@ -1254,7 +1254,7 @@ fn atom_info(b: &[u8]) -> AtomInfo {
 // ---------------------------------------------------------------------------------------------
 // Comparing two ROMs.
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomDiff {
     pub size_a: usize,
     pub size_b: usize,
@@ -1264,7 +1264,7 @@ pub struct RomDiff {
     pub ranges: Vec<DiffRange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DiffRange {
     /// `[start, end)`, file offsets.
     pub start: usize,
@@ -1630,7 +1630,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Whether the device an image names exists under `<sysfs>/bus/pci/devices/`, and its ids.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DevicePresence {
     pub path: PathBuf,
     pub exists: bool,
@@ -1672,7 +1672,7 @@ pub fn device_presence(sysfs: &Path, bdf: &str, vendor: u16, device: u16) -> Dev
 }
 
 /// What [`dump_vfct`] did with one image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DumpedImage {
     pub index: usize,
     pub bdf: String,
@@ -1685,7 +1685,7 @@ pub struct DumpedImage {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DumpReport {
     pub vfct: Vfct,
     pub images: Vec<DumpedImage>,
@@ -1827,7 +1827,7 @@ impl RomAttr for SysfsRomAttr {
 }
 
 /// One write to a sysfs attribute, made or (dry run) planned.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AttrWrite {
     pub path: PathBuf,
     pub value: String,
@@ -1837,7 +1837,7 @@ pub struct AttrWrite {
 }
 
 /// What [`read_device_rom`] did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceRom {
     pub path: PathBuf,
     pub dry_run: bool,

@@ -18,9 +18,13 @@
 //! `report.md` and `report.html` (self-contained), all re-made from the
 //! first two by `resetlab bench report DIR`.
 
+pub mod cliout;
 pub mod cmd;
+pub mod order;
 pub mod plot;
+pub mod provenance;
 pub mod report;
+pub mod signif;
 pub mod stats;
 
 use std::fs::{File, OpenOptions};
@@ -45,7 +49,7 @@ pub const PHASES: &[&str] = &[
 ];
 
 /// The engine's phase times of one trial (ms).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseMs {
     pub probe: f64,
     pub save: f64,
@@ -86,7 +90,7 @@ impl From<&Phases> for PhaseMs {
 }
 
 /// The VM part of a VM-mode trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmSteps {
     pub stop: Step,
     /// Not run when the device is gone.
@@ -100,10 +104,13 @@ pub struct VmSteps {
 }
 
 /// One trial: one line of `trials.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Trial {
     /// Order in the run, from 0.
     pub seq: usize,
+    /// A warm-up trial: reported apart, left out of every statistic.
+    #[serde(default)]
+    pub warmup: bool,
     /// Cycle, from 0: every method once per cycle.
     pub cycle: usize,
     pub method: String,
@@ -201,10 +208,14 @@ pub struct Plan {
     pub cmd_timeout: Duration,
     /// Append every write of every trial to this trace file.
     pub trace: Option<PathBuf>,
+    /// Shuffle each cycle's order with this seed (see [`order`]).
+    pub seed: Option<u64>,
+    /// One warm-up trial per method before the cycles.
+    pub warmup: bool,
 }
 
 /// The run's description: `meta.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Meta {
     pub resetlab: String,
     pub device: String,
@@ -227,6 +238,31 @@ pub struct Meta {
     /// Why the run ended before its last planned trial.
     pub stopped: Option<String>,
     pub trials: usize,
+    /// The seed of the trial order (`--seed`); null: cycles in the order given.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Whether one warm-up trial per method ran first (not in the statistics).
+    #[serde(default)]
+    pub warmup: bool,
+    /// The command line, as run.
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// ISO 8601 UTC start and end of the run.
+    #[serde(default)]
+    pub started: String,
+    #[serde(default)]
+    pub ended: Option<String>,
+    /// The kernel release (`uname -r`) of the machine that ran it.
+    #[serde(default)]
+    pub kernel: String,
+    /// The commit resetlab was built from, when known.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// `live` (a real host) or `twin` (simulated: `--sim` or a replayed tree).
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub firmware: Option<provenance::Firmware>,
 }
 
 /// What the loop reports as it goes (for a progress bar).
@@ -392,32 +428,36 @@ pub fn run(
     if plan.methods.is_empty() {
         return Err(Error::parse("method list", "", "name at least one method"));
     }
-    let total = plan.cycles * plan.methods.len();
+    let slots = order::schedule(plan.methods.len(), plan.cycles, plan.seed, plan.warmup);
+    let total = slots.len();
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
     let mut trials = Vec::with_capacity(total);
-    'cycles: for cycle in 0..plan.cycles {
-        for m in &plan.methods {
-            let (t, spent) = trial(host, regs, plan, m, cycle, trials.len(), start)?;
-            inner += spent;
-            rec.trial(&t)?;
-            progress(Progress::Trial(&t));
-            trials.push(t);
-            if !host.device_dir(&plan.device).exists() {
-                meta.stopped = Some(format!(
-                    "{} is gone after {} in cycle {cycle} (not back after its rescan); \
-                     stopped after {} of {total} trials",
-                    plan.device,
-                    m.label(),
-                    trials.len()
-                ));
-                break 'cycles;
-            }
+    for slot in slots {
+        let m = &plan.methods[slot.method];
+        let cycle = slot.cycle;
+        let (mut t, spent) = trial(host, regs, plan, m, cycle, trials.len(), start)?;
+        t.warmup = slot.warmup;
+        inner += spent;
+        rec.trial(&t)?;
+        progress(Progress::Trial(&t));
+        trials.push(t);
+        if !host.device_dir(&plan.device).exists() {
+            meta.stopped = Some(format!(
+                "{} is gone after {}{} in cycle {cycle} (not back after its rescan); \
+                 stopped after {} of {total} trials",
+                plan.device,
+                m.label(),
+                if slot.warmup { " (warm-up)" } else { "" },
+                trials.len()
+            ));
+            break;
         }
     }
     let wall = start.elapsed();
+    meta.ended = Some(provenance::iso8601(unix_now()));
     meta.wall_ms = Some(ms(wall));
     meta.harness_ms = Some(ms(wall.saturating_sub(inner)));
     meta.trials = trials.len();
@@ -448,6 +488,7 @@ fn trial(
     };
     let mut t = Trial {
         seq,
+        warmup: false,
         cycle,
         method: m.label(),
         forced: m.forced,

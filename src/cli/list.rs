@@ -110,7 +110,7 @@ pub fn list(ctx: &Ctx, args: &ListArgs) -> Result<i32> {
         .filter(|r| keep.contains(&r.bdf))
         .collect();
     if ctx.json {
-        print_json(&reports)?;
+        print_json(&super::schema::ListOut { devices: reports })?;
         return Ok(0);
     }
     if args.verbose == 0 {
@@ -181,12 +181,12 @@ pub fn probe(ctx: &Ctx, args: &ProbeArgs) -> Result<i32> {
             let caps: Vec<String> = c
                 .capabilities
                 .iter()
-                .map(|c| format!("{}@{}", c.name, c.offset))
+                .map(|c| format!("{}@{:#05x}", c.name, c.offset))
                 .collect();
             let ext: Vec<String> = c
                 .extended_capabilities
                 .iter()
-                .map(|c| format!("{}@{}", c.name, c.offset))
+                .map(|c| format!("{}@{:#05x}", c.name, c.offset))
                 .collect();
             println!("      capabilities: {}", caps.join(" "));
             if !ext.is_empty() {

@@ -15,6 +15,7 @@ mod list;
 pub mod regs;
 pub mod reset;
 pub mod run;
+pub mod schema;
 pub mod sim;
 pub mod smu;
 mod snapshot;
@@ -70,6 +71,12 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// The JSON Schema of a --json output (docs/schema/); without NAME, the list.
+    #[command(hide = true)]
+    Schema {
+        /// The output's name (list, probe, doctor, hook-status, …).
+        name: Option<String>,
+    },
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -193,11 +200,9 @@ impl Ctx {
     }
 }
 
+/// Prints an output object with its `schema_version` (see [`schema`]).
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
-    Ok(())
+    schema::print(v)
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -206,6 +211,9 @@ fn run(cli: Cli) -> Result<i32> {
     }
     if let Cmd::Hook(a) = &cli.cmd {
         return hook::run_cli(&cli, a);
+    }
+    if let Cmd::Schema { name } = &cli.cmd {
+        return schema::run(name.as_deref());
     }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
@@ -230,6 +238,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Schema { name } => schema::run(name.as_deref()),
     }
 }
 
@@ -274,13 +283,21 @@ pub fn main() -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("resetlab: {first} (see resetlab --help)");
+            let line = format!("{first} (see resetlab --help)");
+            if std::env::args().skip(1).any(|a| a == "--json") {
+                println!("{}", schema::usage_error_out(&line));
+            }
+            eprintln!("resetlab: {line}");
             return exit::USAGE;
         }
     };
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            if json {
+                println!("{}", schema::error_out(&e));
+            }
             eprintln!("resetlab: {}", e.one_line());
             e.exit_code()
         }

@@ -25,7 +25,7 @@ use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
 use crate::pci::{Device, Host, Topology};
 use crate::reset::{Journal, ResetOptions};
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// MP1 firmware flags, then TestMessage: is the SMU alive?
@@ -143,7 +143,7 @@ impl SmuArgs {
 }
 
 /// What `resetlab smu` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SmuReport {
     pub device: String,
     pub asic: String,

@@ -77,11 +77,30 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io("read", path, e))
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let s =
-        serde_json::to_string_pretty(v).map_err(|e| Error::failed(format!("JSON output: {e}")))?;
-    println!("{s}");
-    Ok(())
+use crate::cli::print_json;
+
+/// `vbios dump --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DumpOut<'a> {
+    source: &'a Path,
+    #[serde(flatten)]
+    report: &'a DumpReport,
+}
+
+/// `vbios dump --from-rom DEV --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct RomOut<'a> {
+    bdf: &'a str,
+    device_rom: &'a DeviceRom,
+    rom: &'a Option<RomInfo>,
+    file: &'a Option<PathBuf>,
+}
+
+/// `vbios check --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CheckOut<'a> {
+    files: Vec<&'a Checked<'a>>,
+    diff: &'a Option<RomDiff>,
 }
 
 fn dump_vfct_cmd(d: &DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
@@ -101,13 +120,7 @@ fn dump_vfct_cmd(d: &DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
     };
     let report = dump_vfct(&bytes, opts, &d.out, sysfs)?;
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            source: &'a Path,
-            #[serde(flatten)]
-            report: &'a DumpReport,
-        }
-        print_json(&Out {
+        print_json(&DumpOut {
             source: &src,
             report: &report,
         })?;
@@ -293,14 +306,7 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
     }
     let valid = d.dry_run || rom.as_ref().is_some_and(RomInfo::is_valid);
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            bdf: &'a str,
-            device_rom: &'a DeviceRom,
-            rom: &'a Option<RomInfo>,
-            file: &'a Option<PathBuf>,
-        }
-        print_json(&Out {
+        print_json(&RomOut {
             bdf: &bdf,
             device_rom: &got,
             rom: &rom,
@@ -341,8 +347,8 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
     Ok(if valid { exit::OK } else { exit::FAILED })
 }
 
-#[derive(Serialize)]
-struct Checked<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Checked<'a> {
     file: &'a Path,
     valid: bool,
     rom: RomInfo,
@@ -375,16 +381,11 @@ fn check(c: &CheckArgs, json: bool) -> Result<i32> {
     let all_valid = ca.valid && cb.as_ref().is_none_or(|x| x.valid);
     let same = diff.as_ref().is_none_or(|d| d.identical);
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            files: Vec<&'a Checked<'a>>,
-            diff: &'a Option<RomDiff>,
-        }
         let mut files = vec![&ca];
         if let Some(x) = &cb {
             files.push(x);
         }
-        print_json(&Out { files, diff: &diff })?;
+        print_json(&CheckOut { files, diff: &diff })?;
     } else {
         print_checked(&ca, c.strings);
         if let Some(x) = &cb {

@@ -19,14 +19,14 @@ pub const SHIM: &str = include_str!("../../tools/pve-hookscript.sh");
 /// The shim's file name unless `--name` says otherwise.
 pub const DEFAULT_SHIM_NAME: &str = "resetlab-hook.sh";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct QmRun {
     pub status: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct InstallReport {
     pub vmid: u32,
     pub storage: String,

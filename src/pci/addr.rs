@@ -48,6 +48,11 @@ impl fmt::Display for Bdf {
     }
 }
 
+crate::string_schema!(
+    Bdf,
+    "PCI function address, dddd:bb:dd.f in lower-case hex (0000:c5:00.0)"
+);
+
 impl Serialize for Bdf {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)

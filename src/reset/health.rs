@@ -11,7 +11,7 @@ use crate::pci::caps::Decoded;
 use crate::pci::config::MemConfig;
 use crate::pci::Device;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HealthItem {
     pub name: String,
     pub ok: bool,
@@ -28,7 +28,7 @@ impl HealthItem {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Health {
     pub healthy: bool,
     pub items: Vec<HealthItem>,

@@ -32,7 +32,7 @@ pub mod remove_rescan;
 pub mod smu_mode2;
 
 /// One raw register value behind a verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RegValue {
     pub name: &'static str,
     /// Config-space offset of the register.
@@ -67,7 +67,7 @@ impl std::fmt::Display for RegValue {
 }
 
 /// A probe's answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub available: bool,
     /// Stable machine-readable reason (`no_pcie_cap`, `siblings_live_driver`,
@@ -211,7 +211,7 @@ impl<'a> Analysis<'a> {
 }
 
 /// Who restores the device's state around a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Managed {
     /// A raw mechanism: the orchestrator saves and disables before, waits for
@@ -262,7 +262,7 @@ impl Default for ResetOptions {
 }
 
 /// What a method's `reset` did, in words, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub did: String,
     /// Facts learnt on the way (the deepest power state reached, an SMU answer).
