@@ -72,18 +72,28 @@ fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
     Ok(items)
 }
 
+/// A check's line: on success the value and what it means; on failure what
+/// was found (the value, and what it means) and what was wanted.
 fn verdict(h: &HealthCheck, target: &str, value: u32) -> HealthItem {
     let ok = h.passes(value);
+    let found = value & h.mask;
     let want = match (h.expect, h.expect_not) {
-        (Some(e), _) => format!("& {:#x} == {e:#x}", h.mask),
-        (None, Some(n)) => format!("& {:#x} != {n:#x}", h.mask),
-        (None, None) => "no expectation".to_string(),
+        (Some(e), _) if h.mask == u32::MAX => format!("{e:#x}"),
+        (Some(e), _) => format!("{e:#x} in the bits {:#x} (found {found:#x})", h.mask),
+        (None, Some(n)) if h.mask == u32::MAX => format!("anything but {n:#x}"),
+        (None, Some(n)) => format!("anything but {n:#x} in the bits {:#x}", h.mask),
+        (None, None) => "no expectation is set".to_string(),
     };
-    HealthItem::new(
-        &h.name,
-        ok,
-        format!("{target} = {value:#010x} (want {want}): {}", h.meaning),
-    )
+    let detail = if ok {
+        format!("{target} = {value:#010x}: {}", h.meaning)
+    } else {
+        let what = h
+            .fail
+            .clone()
+            .unwrap_or_else(|| format!("not so that {}", h.meaning));
+        format!("{target} {value:#010x}: {what}; want {want}")
+    };
+    HealthItem::new(&h.name, ok, detail)
 }
 
 fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> HealthItem {
@@ -118,7 +128,7 @@ fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> Healt
                 ..
             }) => {
                 let mut item = verdict(h, &format!("{} response", h.target), code);
-                item.detail = format!("{} ({name}: {meaning})", item.detail);
+                item.detail = format!("{} (the SMU answered {name}: {meaning})", item.detail);
                 Ok(item)
             }
             Err(e) => Err(e),

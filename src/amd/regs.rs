@@ -321,7 +321,12 @@ pub struct HealthCheck {
     pub expect: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_not: Option<u32>,
+    /// What a passing value means.
     pub meaning: String,
+    /// What a failing value means (said in the failure line beside the value
+    /// found and the one wanted); without it the line says "not: MEANING".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<String>,
     pub source: String,
     pub confirmed: bool,
 }

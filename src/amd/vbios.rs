@@ -230,6 +230,9 @@ pub struct AcpiHeader {
 pub struct VfctOptions {
     /// Accept a table whose bytes do not sum to 0 (the kernel only warns about it); a note says so.
     pub ignore_checksum: bool,
+    /// `dump`: replace files that exist (without it, a dump refuses before writing anything:
+    /// a working ROM in /usr/share/kvm must not be lost to a mistyped --out).
+    pub overwrite: bool,
 }
 
 /// A parsed VFCT table. Structural faults (the walk cannot go on) are errors of
@@ -1700,6 +1703,25 @@ impl DumpReport {
 /// Parse `table` and write each valid image to `<out_dir>/vbios_<vendor>_<device>.bin`
 /// (with `_<bus>_<dev>_<fn>` added when two images share ids). Bad images are reported and not
 /// written.
+/// The file an image is dumped to: `vbios_VVVV_DDDD.bin`, with its address
+/// when two images share the ids.
+fn dump_name(vfct: &Vfct, img: &VfctImage) -> String {
+    let shared = vfct
+        .images
+        .iter()
+        .filter(|o| o.vendor_id == img.vendor_id && o.device_id == img.device_id)
+        .count()
+        > 1;
+    if shared {
+        format!(
+            "vbios_{:04x}_{:04x}_{:02x}_{:02x}_{:x}.bin",
+            img.vendor_id, img.device_id, img.pci_bus, img.pci_device, img.pci_function
+        )
+    } else {
+        img.file_name()
+    }
+}
+
 pub fn dump_vfct(
     table: &[u8],
     opts: VfctOptions,
@@ -1707,22 +1729,25 @@ pub fn dump_vfct(
     sysfs: &Path,
 ) -> Result<DumpReport> {
     let vfct = parse_vfct_with(table, opts)?;
-    let mut out = Vec::new();
-    for img in &vfct.images {
-        let shared = vfct
+    if !opts.overwrite {
+        let taken: Vec<String> = vfct
             .images
             .iter()
-            .filter(|o| o.vendor_id == img.vendor_id && o.device_id == img.device_id)
-            .count()
-            > 1;
-        let name = if shared {
-            format!(
-                "vbios_{:04x}_{:04x}_{:02x}_{:02x}_{:x}.bin",
-                img.vendor_id, img.device_id, img.pci_bus, img.pci_device, img.pci_function
-            )
-        } else {
-            img.file_name()
-        };
+            .filter(|img| img.all_problems().is_empty())
+            .map(|img| out_dir.join(dump_name(&vfct, img)))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !taken.is_empty() {
+            return Err(Error::refused(format!(
+                "{} exists; not overwriting it (--force replaces it)",
+                taken.join(", ")
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for img in &vfct.images {
+        let name = dump_name(&vfct, img);
         let problems: Vec<String> = img.all_problems().iter().map(|p| p.to_string()).collect();
         let file = if problems.is_empty() {
             let path = out_dir.join(name);

@@ -283,7 +283,16 @@ pub fn main() -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            let line = format!("{first} (see resetlab --help)");
+            // Keep clap's "did you mean" (its `tip:` lines) on the one line.
+            let tips: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("tip: "))
+                .collect();
+            let line = if tips.is_empty() {
+                format!("{first} (see resetlab --help)")
+            } else {
+                format!("{first}; {} (see resetlab --help)", tips.join("; "))
+            };
             if std::env::args().skip(1).any(|a| a == "--json") {
                 println!("{}", schema::usage_error_out(&line));
             }

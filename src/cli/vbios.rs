@@ -45,6 +45,9 @@ pub struct DumpArgs {
     /// Accept a VFCT table whose ACPI checksum is wrong (the kernel only warns about it)
     #[arg(long, conflicts_with = "from_rom")]
     pub ignore_checksum: bool,
+    /// Replace ROM files that exist in --out (without it the dump refuses, writing nothing)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +120,7 @@ fn dump_vfct_cmd(d: &DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
     let bytes = read_file(&src)?;
     let opts = VfctOptions {
         ignore_checksum: d.ignore_checksum,
+        overwrite: d.force,
     };
     let report = dump_vfct(&bytes, opts, &d.out, sysfs)?;
     if json {
@@ -299,6 +303,12 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
         if info.is_valid() {
             if let Some(first) = info.images.first() {
                 let p = d.out.join(rom_file_name(first.vendor_id, first.device_id));
+                if p.exists() && !d.force {
+                    return Err(Error::refused(format!(
+                        "{} exists; not overwriting it (--force replaces it)",
+                        p.display()
+                    )));
+                }
                 write_atomic(&p, bytes)?;
                 file = Some(p);
             }
@@ -461,6 +471,7 @@ mod tests {
             from_rom: None,
             dry_run: false,
             ignore_checksum: false,
+            force: false,
         }
     }
 
@@ -516,11 +527,13 @@ mod tests {
         let t = build_vfct(&[SyntheticImage::seed_igpu()]);
         fs::write(tables.join("VFCT"), &t).unwrap();
         for json in [false, true] {
-            assert_eq!(
-                run_dump(dump_args(None, out.path()), sys.path(), json).unwrap(),
-                exit::OK
-            );
+            // The second run replaces the first's file: with --force only.
+            let mut a = dump_args(None, out.path());
+            a.force = json;
+            assert_eq!(run_dump(a, sys.path(), json).unwrap(), exit::OK);
         }
+        let e = run_dump(dump_args(None, out.path()), sys.path(), false).unwrap_err();
+        assert_eq!(e.exit_code(), exit::REFUSED, "{e}");
         let rom = fs::read(out.path().join("vbios_1002_1900.bin")).unwrap();
         assert_eq!(rom, build_rom(0x1002, 0x1900, false));
     }

@@ -40,7 +40,7 @@ impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}@{:#05x} reads {:#x}, restored {:#x}",
+            "{}@{:#05x} reads {:#x}; want {:#x}, as restored",
             self.name, self.offset, self.found, self.expected
         )
     }
