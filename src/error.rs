@@ -110,6 +110,13 @@ pub enum Error {
         errno: i32,
         explanation: String,
     },
+    /// Talking to a QEMU monitor (QMP) failed; the kind says how.
+    #[error("QMP {}", socket.display())]
+    Qmp {
+        socket: PathBuf,
+        #[source]
+        source: crate::qmp::QmpError,
+    },
     /// The SMU answered a message with a code other than OK (or its BAR reads
     /// all-ones); `name` and `meaning` come from the regs/ response table.
     #[error(
@@ -185,6 +192,7 @@ impl Error {
             Error::Layout { .. } => "layout",
             Error::Kernel { .. } => "kernel",
             Error::Smu { .. } => "smu",
+            Error::Qmp { .. } => "qmp",
         }
     }
 
@@ -198,6 +206,7 @@ impl Error {
             Error::Refused { .. } => exit::REFUSED,
             Error::Timeout { .. } => exit::TIMEOUT,
             Error::Failed { .. } | Error::Smu { .. } => exit::FAILED,
+            Error::Qmp { source, .. } => source.exit_code(),
             Error::Io { .. }
             | Error::ConfigTruncated { .. }
             | Error::AllOnes { .. }

@@ -1,6 +1,6 @@
 //! The journal (shared by every layer that writes: `pci::mmio`, the reset
-//! engine, the experiment runner): every write to hardware (sysfs attribute, config space, BAR)
-//! is recorded here before it is made. With `--trace FILE` each record is one
+//! engine, the experiment runner, the QMP client): every write to hardware (sysfs attribute,
+//! config space, BAR) and every QMP command that changes a VM is recorded here before it is made. With `--trace FILE` each record is one
 //! JSON line, fsync'd before the write, so a host that hangs mid-reset still
 //! leaves its last write on disk. With `--dry-run` the same records are made
 //! and no write is.
@@ -22,6 +22,9 @@ pub enum Target {
     Sysfs,
     Config,
     Mmio,
+    /// A QMP command that changes a VM (`device_del`, `stop`, …): `path` is the monitor socket,
+    /// `device` the QEMU device id it is for, `value` the command as sent.
+    Qmp,
     /// Not a write: a wait or a decision worth having in the record.
     Note,
 }
@@ -74,6 +77,12 @@ impl std::fmt::Display for Record {
                 self.device.as_deref().unwrap_or("?"),
                 self.path.as_deref().unwrap_or("BAR"),
                 self.offset.unwrap_or(0),
+                self.value.as_deref().unwrap_or("?")
+            ),
+            Target::Qmp => write!(
+                f,
+                "qmp {} {}",
+                self.path.as_deref().unwrap_or("?"),
                 self.value.as_deref().unwrap_or("?")
             ),
             Target::Note => write!(f, "note: {}", self.note.as_deref().unwrap_or("")),
@@ -235,6 +244,27 @@ impl Journal {
         Ok(!self.dry_run)
     }
 
+    /// Records a QMP command for the monitor at `socket`; the caller sends it (unless dry-run)
+    /// right after. Returns whether to send it.
+    pub fn qmp_command(
+        &mut self,
+        socket: &Path,
+        device: Option<&str>,
+        cmd: &str,
+        args: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut r = self.base(Target::Qmp);
+        r.device = device.map(str::to_string);
+        r.path = Some(socket.display().to_string());
+        let mut c = serde_json::json!({ "execute": cmd });
+        if !args.is_null() {
+            c["arguments"] = args.clone();
+        }
+        r.value = Some(c.to_string());
+        self.record(r)?;
+        Ok(!self.dry_run)
+    }
+
     /// Appends a line of another kind (an experiment step's result) to the
     /// trace, fsync'd like the write records; no-op without `--trace`.
     pub fn trace_line(&mut self, value: &serde_json::Value) -> Result<()> {
@@ -290,6 +320,28 @@ mod tests {
             j.records[1].to_string(),
             "config 0000:01:00.0 0x004.w <- 0x0400"
         );
+    }
+
+    #[test]
+    fn a_qmp_command_is_recorded_and_a_dry_run_sends_none() {
+        let mut j = Journal::new(true);
+        let send = j
+            .qmp_command(
+                Path::new("/run/qemu-server/100.qmp"),
+                Some("hostpci0"),
+                "device_del",
+                &serde_json::json!({"id": "hostpci0"}),
+            )
+            .unwrap();
+        assert!(!send);
+        assert_eq!(j.writes().count(), 1);
+        assert_eq!(
+            j.records[0].to_string(),
+            r#"qmp /run/qemu-server/100.qmp {"arguments":{"id":"hostpci0"},"execute":"device_del"}"#
+        );
+        assert!(Journal::new(false)
+            .qmp_command(Path::new("s"), None, "stop", &serde_json::Value::Null)
+            .unwrap());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod hook;
 pub mod inventory;
 pub mod journal;
 pub mod pci;
+pub mod qmp;
 pub mod reset;
 pub mod sim;
 pub mod snapshot;

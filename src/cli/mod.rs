@@ -13,6 +13,7 @@ mod doctor;
 pub mod hook;
 mod list;
 pub mod regs;
+pub mod release;
 pub mod reset;
 pub mod run;
 pub mod schema;
@@ -71,6 +72,8 @@ pub enum Cmd {
     Hook(hook::HookArgs),
     /// Timed, repeated trials of reset methods with health verdicts; reports and plots.
     Bench(Box<bench::BenchArgs>),
+    /// Have a running VM's guest let go of a passed-through device (QMP device_del), bounded.
+    Release(release::ReleaseArgs),
     /// The JSON Schema of a --json output (docs/schema/); without NAME, the list.
     #[command(hide = true)]
     Schema {
@@ -215,6 +218,18 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Schema { name } = &cli.cmd {
         return schema::run(name.as_deref());
     }
+    // The VM's monitor, not sysfs: no sysfs root to open.
+    if let Cmd::Release(a) = &cli.cmd {
+        if cli.sim {
+            // A fresh twin runs no VM, and its socket must never be looked for on this machine.
+            return Err(Error::parse(
+                "--sim",
+                "release",
+                "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
+            ));
+        }
+        return release::run(a, cli.sysfs.as_deref(), cli.json);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
         Cmd::List(a) => list::list(&ctx, a),
@@ -238,6 +253,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
+        Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
         Cmd::Schema { name } => schema::run(name.as_deref()),
     }
 }
