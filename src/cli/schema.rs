@@ -134,6 +134,16 @@ pub fn all() -> Vec<(&'static str, &'static str, Schema)> {
             of::<crate::hook::run::PhaseReport>("hook-phase"),
         ),
         (
+            "hook-dry-run",
+            "resetlab hook VMID PHASE --dry-run --json",
+            of::<c::hook::DryRunOut>("hook-dry-run"),
+        ),
+        (
+            "release",
+            "resetlab release --json",
+            of::<crate::qmp::release::ReleaseReport>("release"),
+        ),
+        (
             "hook-install",
             "resetlab hook install VMID --json",
             of::<crate::hook::install::InstallReport>("hook-install"),
