@@ -66,7 +66,7 @@ use crate::pci::{Bdf, Device, Host, Topology};
 // Results
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -85,7 +85,7 @@ impl Status {
 }
 
 /// One verdict: what was looked at, how it stands, and (warn/fail) the fix in one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Check {
     /// The check's name (one of [`CHECKS`]).
     pub name: &'static str,

@@ -174,6 +174,28 @@ impl Error {
         }
     }
 
+    /// A stable name of the error's kind (`--json` errors carry it as `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Parse { .. } => "parse",
+            Error::FileParse { .. } => "file_parse",
+            Error::NotFound { .. } => "not_found",
+            Error::Ambiguous { .. } => "ambiguous",
+            Error::ConfigTruncated { .. } => "config_truncated",
+            Error::AllOnes { .. } => "all_ones",
+            Error::CapChain { .. } => "cap_chain",
+            Error::OutOfBounds { .. } => "out_of_bounds",
+            Error::Refused { .. } => "refused",
+            Error::Timeout { .. } => "timeout",
+            Error::Failed { .. } => "failed",
+            Error::Layout { .. } => "layout",
+            Error::Kernel { .. } => "kernel",
+            Error::Smu { .. } => "smu",
+            Error::Qmp { .. } => "qmp",
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Parse { .. }

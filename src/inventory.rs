@@ -16,7 +16,7 @@ use crate::pci::{Bdf, Device, Host, Topology};
 use crate::reset::{self, Analysis, Configs, ResetOptions, Verdict};
 
 /// One device as `list --json` shows it (schema in docs/cli.md).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceReport {
     pub bdf: Bdf,
     pub vendor: String,
@@ -46,7 +46,7 @@ pub struct DeviceReport {
 }
 
 /// `probe`: the report plus the raw state behind it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeReport {
     #[serde(flatten)]
     pub report: DeviceReport,
@@ -60,15 +60,17 @@ pub struct ProbeReport {
     pub config_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CapView {
-    pub id: String,
+    /// The capability id (PCI_CAP_ID_* or PCI_EXT_CAP_ID_*).
+    pub id: u16,
     pub name: String,
-    pub offset: String,
+    /// Its offset in config space.
+    pub offset: u16,
 }
 
 /// Decoded config registers, with the capability lists by name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ConfigView {
     #[serde(flatten)]
     pub decoded: Decoded,
@@ -177,11 +179,11 @@ pub fn list(host: &Host, topo: &Topology, regs: &RegsDb, force: bool) -> Vec<Dev
     v
 }
 
-fn cap_view(id: String, name: &str, offset: u16) -> CapView {
+fn cap_view(id: u16, name: &str, offset: u16) -> CapView {
     CapView {
         id,
         name: name.to_string(),
-        offset: format!("{offset:#05x}"),
+        offset,
     }
 }
 
@@ -207,13 +209,13 @@ pub fn probe(
                     .caps
                     .caps
                     .iter()
-                    .map(|c| cap_view(format!("{:#04x}", c.id), cap_name(c.id), c.offset))
+                    .map(|c| cap_view(c.id as u16, cap_name(c.id), c.offset))
                     .collect(),
                 extended_capabilities: d
                     .caps
                     .ext
                     .iter()
-                    .map(|c| cap_view(format!("{:#06x}", c.id), ext_cap_name(c.id), c.offset))
+                    .map(|c| cap_view(c.id, ext_cap_name(c.id), c.offset))
                     .collect(),
                 chain_faults: d.caps.faults.iter().map(|f| f.to_string()).collect(),
                 decoded: d.clone(),

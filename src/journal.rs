@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::pci::config::{write_width, ConfigAccess};
 
 /// What kind of write a record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Sysfs,
@@ -30,7 +30,7 @@ pub enum Target {
 }
 
 /// One journal line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Record {
     pub seq: u64,
     /// Milliseconds since the journal was opened (monotonic clock).

@@ -22,3 +22,18 @@ pub mod snapshot;
 pub mod text;
 
 pub use error::{Error, Result};
+
+/// A JSON Schema for a type serialized as a string (its `Display` form).
+#[macro_export]
+macro_rules! string_schema {
+    ($t:ty, $desc:expr) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "description": $desc})
+            }
+        }
+    };
+}

@@ -14,7 +14,7 @@
 //! - `smu/<bdf>.json`: the mailbox state read-only (response register, firmware flags), and
 //!   `TestMessage` / `GetPmfwVersion` only with `smu_test`;
 //! - `doctor.json`, `doctor.txt`: `resetlab doctor`;
-//! - `versions.json`: kernel, resetlab (and its commit when built with `RESETLAB_COMMIT`), PMFW
+//! - `versions.json`: kernel, resetlab and the commit it was built from, PMFW
 //!   when read, BIOS from DMI (`<sysfs>/class/dmi/id`);
 //! - `journal.jsonl`: this run's writes; `kmsg.txt`: kernel log lines of vfio, AMD-Vi, amdgpu
 //!   and resetlab (its hook logs there) since boot, from `/dev/kmsg` read non-blocking.
@@ -50,14 +50,14 @@ pub struct ReportOptions {
 }
 
 /// One member of the archive.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Member {
     pub name: String,
     pub bytes: u64,
 }
 
 /// One register base as resolved for the device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ResolvedBase {
     pub ip: String,
     pub instance: u8,
@@ -69,7 +69,7 @@ pub struct ResolvedBase {
 }
 
 /// What the report found on one GPU.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuReport {
     pub device: String,
     pub asic: String,
@@ -93,7 +93,7 @@ pub struct GpuReport {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub out: String,
     pub members: Vec<Member>,
@@ -109,7 +109,7 @@ pub struct Report {
 struct Versions {
     kernel: Option<String>,
     resetlab: String,
-    resetlab_commit: Option<&'static str>,
+    resetlab_commit: Option<String>,
     pmfw: Vec<(String, String)>,
     dmi: Vec<(String, String)>,
 }
@@ -272,7 +272,7 @@ pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report>
     let versions = Versions {
         kernel: read_trim(&opts.root.join("proc/sys/kernel/osrelease")),
         resetlab: env!("CARGO_PKG_VERSION").to_string(),
-        resetlab_commit: option_env!("RESETLAB_COMMIT"),
+        resetlab_commit: crate::bench::provenance::commit(),
         pmfw,
         dmi: dmi(&host.sysfs),
     };
@@ -524,7 +524,8 @@ fn summary(r: &Report, v: &Versions, smu_test: bool) -> String {
         "resetlab {}{}; kernel {}",
         v.resetlab,
         v.resetlab_commit
-            .map(|c| format!(" ({c})"))
+            .as_deref()
+            .map(|c| format!(" (commit {c})"))
             .unwrap_or_default(),
         v.kernel.as_deref().unwrap_or("unknown")
     );

@@ -19,7 +19,7 @@ use crate::pci::Bdf;
 const MAX_ATTR: u64 = 64 * 1024;
 pub const META_NAME: &str = "resetlab-snapshot.json";
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub devices: usize,
     pub files: usize,

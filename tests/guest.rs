@@ -693,9 +693,11 @@ fn kernel_methods(dev: &Value) -> Vec<String> {
 
 /// `resetlab list --json` output, keyed by BDF; checks the contract's shape on the way.
 fn list_by_bdf(run: &Run, list: &Value, what: &str) -> BTreeMap<String, Value> {
+    // `list --json` is {"schema_version", "devices": [...]} (docs/json.md).
     let arr = list
-        .as_array()
-        .unwrap_or_else(|| run.fail(&format!("{what}: not a JSON array")));
+        .get("devices")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| run.fail(&format!("{what}: no devices array")));
     let mut by = BTreeMap::new();
     for d in arr {
         let bdf = d["bdf"]
@@ -1357,7 +1359,7 @@ fn bench_in_the_guest_runs_every_method_20_times_within_the_spec_floors(run: &Ru
                         m.method.clone(),
                         p.phase.clone(),
                         resetlab::bench::report::fmt_ms(p.dist.median),
-                        resetlab::bench::report::fmt_ms(p.dist.p95),
+                        resetlab::bench::report::opt_ms(p.dist.p95),
                     ]
                 })
             })

@@ -1106,7 +1106,8 @@ fn tree(root: &Path, dirs: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn doctor_check<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v.as_array()
+    v["checks"]
+        .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == name)

@@ -405,6 +405,12 @@ fn smu_mode2_that_does_not_clean_fails_health_on_gfx_idle() {
         gfx["detail"].as_str().unwrap().contains("GRBM_STATUS"),
         "{gfx}"
     );
+    // The failure line says what was found and what was wanted.
+    let d = gfx["detail"].as_str().unwrap();
+    assert!(
+        d.contains("GUI_ACTIVE = 1, the graphics engine is busy; want 0"),
+        "{d}"
+    );
 }
 
 #[test]

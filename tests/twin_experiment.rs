@@ -97,7 +97,7 @@ fn mode2_diff_shows_what_changed() {
         "after",
         "--json",
     ]);
-    let rows = diff.as_array().unwrap();
+    let rows = diff["rows"].as_array().unwrap();
     assert!(
         rows.iter().any(|r| r["register"] == "GRBM_STATUS"),
         "mode 2 cleared GUI_ACTIVE: {diff}"

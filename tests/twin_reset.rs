@@ -136,8 +136,7 @@ fn remove_rescan_of_the_slot_brings_every_function_back_bound_as_before() {
     );
     let after = json(&["--sysfs", &sys(&t), "list", "--json", "-s", "c5:00"]);
     let pick = |l: &serde_json::Value| -> Vec<(String, String)> {
-        l.as_array()
-            .unwrap()
+        devices(l)
             .iter()
             .map(|d| (d["bdf"].to_string(), d["driver"].to_string()))
             .collect()

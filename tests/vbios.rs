@@ -90,6 +90,7 @@ fn bad_table_checksum_names_the_checksum_byte() {
         &t,
         VfctOptions {
             ignore_checksum: true,
+            ..VfctOptions::default()
         },
     )
     .expect("accepted");
@@ -371,9 +372,20 @@ fn dump_reports_a_missing_or_different_device() {
     assert!(!r.images[0].device.exists);
     assert_eq!(r.images[0].device.ids_match, None);
     sysfs_with_device(sys.path(), "0000:c5:00.0", "0x1002", "0x15bf");
-    let r = dump_vfct(
+    // A second dump into the same directory replaces the file only when asked.
+    assert!(dump_vfct(
         &seed_table(),
         VfctOptions::default(),
+        out.path(),
+        sys.path()
+    )
+    .is_err());
+    let r = dump_vfct(
+        &seed_table(),
+        VfctOptions {
+            overwrite: true,
+            ..VfctOptions::default()
+        },
         out.path(),
         sys.path(),
     )
@@ -661,7 +673,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = parse_vfct(&bytes);
-        let _ = parse_vfct_with(&bytes, VfctOptions { ignore_checksum: true });
+        let _ = parse_vfct_with(&bytes, VfctOptions { ignore_checksum: true, ..VfctOptions::default() });
         let _ = inspect_rom(&bytes);
         let _ = compare_roms(&bytes, &bytes[bytes.len() / 2..]);
     }

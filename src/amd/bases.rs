@@ -34,7 +34,7 @@ use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
 use crate::pci::{Device, Host};
 
 /// Where a set of bases came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BaseSource {
     /// The IP discovery table read from the device's VRAM (now or cached this boot).

@@ -151,7 +151,7 @@ pub fn hw_id_label(hw_id: u16) -> String {
 }
 
 /// One entry of `binary_header.table_list`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TableInfo {
     pub offset: u16,
     pub checksum: u16,
@@ -159,7 +159,7 @@ pub struct TableInfo {
 }
 
 /// The fields of `struct binary_header` that matter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BinaryHeader {
     pub version_major: u16,
     pub version_minor: u16,
@@ -169,7 +169,7 @@ pub struct BinaryHeader {
 }
 
 /// One IP instance of a die.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DiscoveredIp {
     pub hw_id: u16,
     /// amdgpu's name for `hw_id`, or `hw_id_N`.
@@ -195,14 +195,14 @@ impl DiscoveredIp {
 }
 
 /// One die of the table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Die {
     pub id: u16,
     pub ips: Vec<DiscoveredIp>,
 }
 
 /// A parsed IP discovery table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Discovery {
     /// Present when parsed from the binary; sysfs has no header.
     pub header: Option<BinaryHeader>,

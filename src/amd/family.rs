@@ -17,7 +17,7 @@ use crate::pci::regs::PCI_VENDOR_ID_ATI;
 use crate::pci::{Device, Host};
 
 /// One line of `list`, and its JSON form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FamilyNote {
     /// The regs/ file (None: no file lists the id).
     pub asic: Option<String>,

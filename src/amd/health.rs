@@ -91,8 +91,17 @@ fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
     Ok(items)
 }
 
+/// A check's line: on success the value and what it means; on failure what
+/// was found (the field's value, or the masked bits) and what was wanted.
 fn verdict(asic: &Asic, h: &HealthCheck, target: &str, value: u32) -> HealthItem {
     let ok = h.passes(value);
+    if ok {
+        return HealthItem::new(
+            &h.name,
+            true,
+            format!("{target} = {value:#010x}: {}", h.meaning),
+        );
+    }
     let field = h.field.as_deref().and_then(|f| {
         let fl = match h.kind {
             HealthKind::Register => asic.register(&h.target).ok()?.field(f).ok()?.clone(),
@@ -101,40 +110,43 @@ fn verdict(asic: &Asic, h: &HealthCheck, target: &str, value: u32) -> HealthItem
         };
         Some(fl)
     });
-    if !ok {
-        // What was found, then what was wanted.
-        let (found, want) = match &field {
-            Some(fl) => {
-                let want = match (h.expect, h.expect_not) {
-                    (Some(e), _) => format!("want {}", fl.extract(e)),
-                    (None, Some(n)) => format!("want not {}", fl.extract(n)),
-                    (None, None) => "no expectation".into(),
-                };
-                (format!("{} = {}", fl.name, fl.extract(value)), want)
-            }
-            None => {
-                let want = match (h.expect, h.expect_not) {
-                    (Some(e), _) => format!("want & {:#x} == {e:#x}", h.mask),
-                    (None, Some(n)) => format!("want & {:#x} != {n:#x}", h.mask),
-                    (None, None) => "no expectation".into(),
-                };
-                (format!("& {:#x} = {:#x}", h.mask, value & h.mask), want)
-            }
-        };
-        let why = h
-            .failure
-            .as_deref()
-            .map_or_else(|| format!("not: {}", h.meaning), str::to_string);
-        return HealthItem::new(
-            &h.name,
-            false,
-            format!("{target} {value:#010x}: {found}, {why}; {want}"),
-        );
-    }
+    let (e, n) = (h.expect, h.expect_not);
+    let (found, want) = match &field {
+        Some(fl) => {
+            let want = match (e, n) {
+                (Some(e), _) => format!("want {}", fl.extract(e)),
+                (None, Some(n)) => format!("want anything but {}", fl.extract(n)),
+                (None, None) => "no expectation is set".into(),
+            };
+            (format!("{} = {}, ", fl.name, fl.extract(value)), want)
+        }
+        // The whole value is already on the line: no "found" part.
+        None if h.mask == u32::MAX => {
+            let want = match (e, n) {
+                (Some(e), _) => format!("want {e:#x}"),
+                (None, Some(n)) => format!("want anything but {n:#x}"),
+                (None, None) => "no expectation is set".into(),
+            };
+            (String::new(), want)
+        }
+        None => {
+            let m = h.mask;
+            let want = match (e, n) {
+                (Some(e), _) => format!("want {e:#x} in the bits {m:#x}"),
+                (None, Some(n)) => format!("want anything but {n:#x} in the bits {m:#x}"),
+                (None, None) => "no expectation is set".into(),
+            };
+            (format!("bits {m:#x} = {:#x}, ", value & m), want)
+        }
+    };
+    let why = h
+        .failure
+        .as_deref()
+        .map_or_else(|| format!("not so that {}", h.meaning), str::to_string);
     HealthItem::new(
         &h.name,
-        true,
-        format!("{target} = {value:#010x}: {}", h.meaning),
+        false,
+        format!("{target} {value:#010x}: {found}{why}; {want}"),
     )
 }
 
@@ -196,7 +208,7 @@ fn one(ctx: &mut ResetCtx, asic: &Asic, smu: &mut Smu, h: &HealthCheck) -> Healt
                 ..
             }) => {
                 let mut item = verdict(asic, h, &format!("{} response", h.target), code);
-                item.detail = format!("{} ({name}: {meaning})", item.detail);
+                item.detail = format!("{} (the SMU answered {name}: {meaning})", item.detail);
                 Ok(item)
             }
             Err(e) => Err(e),

@@ -42,7 +42,7 @@ use crate::journal::Journal;
 use crate::pci::mmio::{Access, BarMap};
 
 /// How a register is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RegPath {
     /// In the register BAR.

@@ -49,7 +49,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 /// The pseudo-IP of registers at a fixed BAR offset (no segment base).
 pub const BAR_IP: &str = "BAR";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PciId {
     pub vendor: u16,
@@ -63,7 +63,7 @@ pub struct PciId {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bar {
     pub index: u8,
@@ -74,7 +74,7 @@ pub struct Bar {
 }
 
 /// `adev->reg_offset[ip][instance][base_idx]`, in dwords.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
     pub ip: String,
@@ -86,7 +86,7 @@ pub struct Base {
 }
 
 /// A bit field of a register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     pub name: String,
@@ -213,7 +213,7 @@ fn modify_fields(fields: &[Field], reg: &str, value: u32, assignments: &[&str]) 
 }
 
 /// A BAR register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     pub name: String,
@@ -246,7 +246,7 @@ impl Register {
 }
 
 /// A register reached over SMN through the indirect index/data pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmnRegister {
     pub name: String,
@@ -269,7 +269,7 @@ impl SmnRegister {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Indirect {
     pub index: String,
@@ -278,7 +278,7 @@ pub struct Indirect {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mailbox {
     pub mp1_version: String,
@@ -289,7 +289,7 @@ pub struct Mailbox {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     pub name: String,
@@ -300,7 +300,7 @@ pub struct Message {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Response {
     pub code: u32,
@@ -312,7 +312,7 @@ pub struct Response {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryLocation {
     pub memsize_register: String,
@@ -326,7 +326,7 @@ pub struct DiscoveryLocation {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthKind {
     /// A BAR register.
@@ -337,7 +337,7 @@ pub enum HealthKind {
     Message,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub name: String,
@@ -348,6 +348,7 @@ pub struct HealthCheck {
     pub expect: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_not: Option<u32>,
+    /// What a passing value means.
     pub meaning: String,
     pub source: String,
     pub confirmed: bool,
@@ -377,7 +378,9 @@ impl HealthCheck {
 }
 
 /// Whether the mode-2 sender waits for the SMU's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode2Wait {
     /// Poll the response register for the answer, like any message (smu_cmn.c:
@@ -391,7 +394,7 @@ pub enum Mode2Wait {
 }
 
 /// How this family's SMU resets the GPU in mode 2 (the `smu_mode2` method).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mode2 {
     /// False: the family has no mode 2 that resetlab sends; `reason` says why.
@@ -436,7 +439,7 @@ impl Mode2 {
 }
 
 /// One register file: what `regs/*.toml` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AsicFile {
     pub asic: String,
@@ -480,7 +483,7 @@ pub struct AsicFile {
 }
 
 /// A register resolved to its BAR byte offset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Resolved {
     pub name: String,
     pub ip: String,
@@ -504,7 +507,7 @@ pub struct Resolved {
 }
 
 /// The SMU mailbox resolved to BAR byte offsets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ResolvedMailbox {
     pub mp1_version: String,
     pub msg: u64,
@@ -1239,7 +1242,7 @@ impl Asic {
 }
 
 /// How a segment base of the regs file compares with the device's discovery table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BaseCheck {
     pub ip: String,
     pub instance: u8,
@@ -1310,7 +1313,7 @@ impl Asic {
 }
 
 /// `regs show ASIC [--json]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RegsShow {
     pub asic: String,
     pub name: String,
@@ -1333,7 +1336,7 @@ pub struct RegsShow {
 }
 
 /// `[mode2]` with its message resolved to an id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShowMode2 {
     #[serde(flatten)]
     pub mode2: Mode2,
@@ -1365,14 +1368,14 @@ impl ShowMode2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShowSmn {
     pub name: String,
     pub address: u32,
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShowMessage {
     pub name: String,
     pub id: u32,

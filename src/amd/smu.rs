@@ -77,7 +77,7 @@ impl Default for SmuTimeouts {
 }
 
 /// One message's exchange.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Reply {
     pub message: String,
     pub id: u32,
@@ -97,7 +97,7 @@ pub struct Reply {
 
 /// `GetPmfwVersion`'s result: program << 24 | major << 16 | minor << 8 | debug
 /// (smu_v13_0.c: `smu_v13_0_check_fw_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PmfwVersion {
     pub raw: u32,
     pub program: u8,

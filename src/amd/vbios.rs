@@ -160,7 +160,7 @@ fn hex(b: &[u8]) -> String {
 // Problems: one bad field, named with its byte offset.
 
 /// One bad field in a binary structure. Its text is the same as the [`Error::Layout`] it turns into.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// The structure, e.g. `VFCT image 0 at 0x4c` or `ROM image 1 at 0x4200`.
     pub what: String,
@@ -212,7 +212,7 @@ impl From<Problem> for Error {
 // The ACPI VFCT table.
 
 /// The 36-byte ACPI table header.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AcpiHeader {
     pub signature: String,
     pub length: u32,
@@ -230,11 +230,14 @@ pub struct AcpiHeader {
 pub struct VfctOptions {
     /// Accept a table whose bytes do not sum to 0 (the kernel only warns about it); a note says so.
     pub ignore_checksum: bool,
+    /// `dump`: replace files that exist (without it, a dump refuses before writing anything:
+    /// a working ROM in /usr/share/kvm must not be lost to a mistyped --out).
+    pub overwrite: bool,
 }
 
 /// A parsed VFCT table. Structural faults (the walk cannot go on) are errors of
 /// [`parse_vfct`]; faults of one image are in that image's `problems`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Vfct {
     pub header: AcpiHeader,
     /// TableUUID as 32 hex digits, in table byte order.
@@ -249,7 +252,7 @@ pub struct Vfct {
 }
 
 /// One `GOP_VBIOS_CONTENT` entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VfctImage {
     pub index: usize,
     /// Table offset of the `VFCT_IMAGE_HEADER`.
@@ -636,7 +639,7 @@ fn check_vfct_image(img: &mut VfctImage, what: &str) {
 // PCI option ROMs.
 
 /// What [`inspect_rom`] found in a ROM file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomInfo {
     pub size: usize,
     pub images: Vec<RomImage>,
@@ -659,7 +662,7 @@ impl RomInfo {
 }
 
 /// One image of a ROM (a ROM may hold a legacy x86 image, then an EFI GOP image).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomImage {
     pub index: usize,
     /// ROM offset of the image's 0x55 0xAA.
@@ -688,7 +691,7 @@ pub struct RomImage {
     pub efi: Option<EfiImage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Checksum {
     /// ROM offsets `[start, end)` summed.
     pub start: usize,
@@ -697,7 +700,7 @@ pub struct Checksum {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EfiImage {
     pub subsystem: u16,
     pub subsystem_name: &'static str,
@@ -710,14 +713,14 @@ pub struct EfiImage {
     pub pe_mz: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomString {
     pub offset: usize,
     pub text: String,
 }
 
 /// The ATOM BIOS view of a ROM, as amdgpu reads it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AtomInfo {
     /// `check_atom_bios` would return true.
     pub amdgpu_accepts: bool,
@@ -1254,7 +1257,7 @@ fn atom_info(b: &[u8]) -> AtomInfo {
 // ---------------------------------------------------------------------------------------------
 // Comparing two ROMs.
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RomDiff {
     pub size_a: usize,
     pub size_b: usize,
@@ -1264,7 +1267,7 @@ pub struct RomDiff {
     pub ranges: Vec<DiffRange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DiffRange {
     /// `[start, end)`, file offsets.
     pub start: usize,
@@ -1630,7 +1633,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Whether the device an image names exists under `<sysfs>/bus/pci/devices/`, and its ids.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DevicePresence {
     pub path: PathBuf,
     pub exists: bool,
@@ -1672,7 +1675,7 @@ pub fn device_presence(sysfs: &Path, bdf: &str, vendor: u16, device: u16) -> Dev
 }
 
 /// What [`dump_vfct`] did with one image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DumpedImage {
     pub index: usize,
     pub bdf: String,
@@ -1685,7 +1688,7 @@ pub struct DumpedImage {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DumpReport {
     pub vfct: Vfct,
     pub images: Vec<DumpedImage>,
@@ -1700,6 +1703,25 @@ impl DumpReport {
 /// Parse `table` and write each valid image to `<out_dir>/vbios_<vendor>_<device>.bin`
 /// (with `_<bus>_<dev>_<fn>` added when two images share ids). Bad images are reported and not
 /// written.
+/// The file an image is dumped to: `vbios_VVVV_DDDD.bin`, with its address
+/// when two images share the ids.
+fn dump_name(vfct: &Vfct, img: &VfctImage) -> String {
+    let shared = vfct
+        .images
+        .iter()
+        .filter(|o| o.vendor_id == img.vendor_id && o.device_id == img.device_id)
+        .count()
+        > 1;
+    if shared {
+        format!(
+            "vbios_{:04x}_{:04x}_{:02x}_{:02x}_{:x}.bin",
+            img.vendor_id, img.device_id, img.pci_bus, img.pci_device, img.pci_function
+        )
+    } else {
+        img.file_name()
+    }
+}
+
 pub fn dump_vfct(
     table: &[u8],
     opts: VfctOptions,
@@ -1707,22 +1729,25 @@ pub fn dump_vfct(
     sysfs: &Path,
 ) -> Result<DumpReport> {
     let vfct = parse_vfct_with(table, opts)?;
-    let mut out = Vec::new();
-    for img in &vfct.images {
-        let shared = vfct
+    if !opts.overwrite {
+        let taken: Vec<String> = vfct
             .images
             .iter()
-            .filter(|o| o.vendor_id == img.vendor_id && o.device_id == img.device_id)
-            .count()
-            > 1;
-        let name = if shared {
-            format!(
-                "vbios_{:04x}_{:04x}_{:02x}_{:02x}_{:x}.bin",
-                img.vendor_id, img.device_id, img.pci_bus, img.pci_device, img.pci_function
-            )
-        } else {
-            img.file_name()
-        };
+            .filter(|img| img.all_problems().is_empty())
+            .map(|img| out_dir.join(dump_name(&vfct, img)))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !taken.is_empty() {
+            return Err(Error::refused(format!(
+                "{} exists; not overwriting it (--force replaces it)",
+                taken.join(", ")
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for img in &vfct.images {
+        let name = dump_name(&vfct, img);
         let problems: Vec<String> = img.all_problems().iter().map(|p| p.to_string()).collect();
         let file = if problems.is_empty() {
             let path = out_dir.join(name);
@@ -1827,7 +1852,7 @@ impl RomAttr for SysfsRomAttr {
 }
 
 /// One write to a sysfs attribute, made or (dry run) planned.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AttrWrite {
     pub path: PathBuf,
     pub value: String,
@@ -1837,7 +1862,7 @@ pub struct AttrWrite {
 }
 
 /// What [`read_device_rom`] did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceRom {
     pub path: PathBuf,
     pub dry_run: bool,

@@ -18,9 +18,13 @@
 //! `report.md` and `report.html` (self-contained), all re-made from the
 //! first two by `resetlab bench report DIR`.
 
+pub mod cliout;
 pub mod cmd;
+pub mod order;
 pub mod plot;
+pub mod provenance;
 pub mod report;
+pub mod signif;
 pub mod stats;
 pub mod twin_vm;
 
@@ -50,7 +54,7 @@ pub const PHASES: &[&str] = &[
 ];
 
 /// The engine's phase times of one trial (ms).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseMs {
     pub probe: f64,
     pub save: f64,
@@ -91,7 +95,7 @@ impl From<&Phases> for PhaseMs {
 }
 
 /// The VM part of a VM-mode trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmSteps {
     pub stop: Step,
     /// Not run when the device is gone.
@@ -105,10 +109,13 @@ pub struct VmSteps {
 }
 
 /// One trial: one line of `trials.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Trial {
     /// Order in the run, from 0.
     pub seq: usize,
+    /// A warm-up trial: reported apart, left out of every statistic.
+    #[serde(default)]
+    pub warmup: bool,
     /// Cycle, from 0: every method once per cycle.
     pub cycle: usize,
     pub method: String,
@@ -211,10 +218,14 @@ pub struct Plan {
     pub cmd_timeout: Duration,
     /// Append every write of every trial to this trace file.
     pub trace: Option<PathBuf>,
+    /// Shuffle each cycle's order with this seed (see [`order`]).
+    pub seed: Option<u64>,
+    /// One warm-up trial per method before the cycles.
+    pub warmup: bool,
 }
 
 /// The run's description: `meta.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Meta {
     pub resetlab: String,
     pub device: String,
@@ -240,6 +251,31 @@ pub struct Meta {
     /// What a reader must know to read the results (a twin result resting on a hypothesis).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The seed of the trial order (`--seed`); null: cycles in the order given.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Whether one warm-up trial per method ran first (not in the statistics).
+    #[serde(default)]
+    pub warmup: bool,
+    /// The command line, as run.
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// ISO 8601 UTC start and end of the run.
+    #[serde(default)]
+    pub started: String,
+    #[serde(default)]
+    pub ended: Option<String>,
+    /// The kernel release (`uname -r`) of the machine that ran it.
+    #[serde(default)]
+    pub kernel: String,
+    /// The commit resetlab was built from, when known.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// `live` (a real host) or `twin` (simulated: `--sim` or a replayed tree).
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub firmware: Option<provenance::Firmware>,
 }
 
 /// What the loop reports as it goes (for a progress bar).
@@ -412,6 +448,7 @@ pub fn run(
             format!("at most {MAX_CYCLES}"),
         ));
     }
+    // What one cycle runs: in twin VM cycles the release row first, then the methods.
     let rows: Vec<twin_vm::Row> = plan
         .twin_vm
         .as_ref()
@@ -419,41 +456,43 @@ pub fn run(
         .into_iter()
         .chain(plan.methods.iter().cloned().map(twin_vm::Row::Method))
         .collect();
-    let total = plan.cycles.saturating_mul(rows.len());
+    let slots = order::schedule(rows.len(), plan.cycles, plan.seed, plan.warmup);
+    let total = slots.len();
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
     // Grown as trials come (each is on disk first): never sized up front.
     let mut trials = Vec::new();
-    'cycles: for cycle in 0..plan.cycles {
-        for row in &rows {
-            let (t, spent) = match (&plan.twin_vm, row) {
-                (Some(tv), r) => {
-                    twin_vm::trial(host, regs, plan, tv, r, cycle, trials.len(), start)?
-                }
-                (None, twin_vm::Row::Method(m)) => {
-                    trial(host, regs, plan, m, cycle, trials.len(), start)?
-                }
-                (None, twin_vm::Row::Release) => continue,
-            };
-            inner += spent;
-            rec.trial(&t)?;
-            progress(Progress::Trial(&t));
-            trials.push(t);
-            if !host.device_dir(&plan.device).exists() {
-                meta.stopped = Some(format!(
-                    "{} is gone after {} in cycle {cycle} (not back after its rescan); \
-                     stopped after {} of {total} trials",
-                    plan.device,
-                    t_label(plan, row),
-                    trials.len()
-                ));
-                break 'cycles;
+    for slot in slots {
+        let row = &rows[slot.method];
+        let cycle = slot.cycle;
+        let (mut t, spent) = match (&plan.twin_vm, row) {
+            (Some(tv), r) => twin_vm::trial(host, regs, plan, tv, r, cycle, trials.len(), start)?,
+            (None, twin_vm::Row::Method(m)) => {
+                trial(host, regs, plan, m, cycle, trials.len(), start)?
             }
+            (None, twin_vm::Row::Release) => continue,
+        };
+        t.warmup = slot.warmup;
+        inner += spent;
+        rec.trial(&t)?;
+        progress(Progress::Trial(&t));
+        trials.push(t);
+        if !host.device_dir(&plan.device).exists() {
+            meta.stopped = Some(format!(
+                "{} is gone after {}{} in cycle {cycle} (not back after its rescan); \
+                 stopped after {} of {total} trials",
+                plan.device,
+                t_label(plan, row),
+                if slot.warmup { " (warm-up)" } else { "" },
+                trials.len()
+            ));
+            break;
         }
     }
     let wall = start.elapsed();
+    meta.ended = Some(provenance::iso8601(unix_now()));
     meta.wall_ms = Some(ms(wall));
     meta.harness_ms = Some(ms(wall.saturating_sub(inner)));
     meta.trials = trials.len();
@@ -492,6 +531,7 @@ fn trial(
     };
     let mut t = Trial {
         seq,
+        warmup: false,
         cycle,
         method: m.label(),
         forced: m.forced,

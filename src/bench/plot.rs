@@ -31,9 +31,6 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-const OK: RGBColor = RGBColor(0, 158, 115);
-const BAD: RGBColor = RGBColor(213, 94, 0);
-
 /// Per method, the engine's total time of each trial whose mechanism ran.
 fn latencies(trials: &[Trial], methods: &[String]) -> Vec<Vec<(f64, bool, usize)>> {
     methods
@@ -55,8 +52,9 @@ fn jitter(seq: usize) -> f64 {
 }
 
 /// Latency distribution per method: box from the quartiles, whiskers to min
-/// and max, a tick at p95, every trial as a dot (green: success, orange:
-/// failure). A log scale when the values span more than 20×.
+/// and max, a tick at p95 (from 20 values on), every trial as a dot
+/// (filled: success, hollow: failure; black, apart from the method colours),
+/// and a key naming each mark. A log scale when the values span more than 20×.
 pub fn latency_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
     let data = latencies(trials, methods);
     let all: Vec<f64> = data.iter().flatten().map(|x| x.0).collect();
@@ -107,8 +105,8 @@ where
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
+        .x_label_area_size(62)
+        .y_label_area_size(70)
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), y)
         .map_err(perr("latency plot"))?;
     chart
@@ -116,8 +114,24 @@ where
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(ylabel)
+        .y_label_formatter(&|v: &f64| super::report::fmt_ms(*v))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
         .draw()
         .map_err(perr("latency plot"))?;
+    // The key: every mark the plot draws, said once (point symbols as text,
+    // so the SVG keeps one circle per trial).
+    let (kx, ky) = chart.backend_coord(&(-0.5, chart.y_range().start));
+    root.draw(&Text::new(
+        format!(
+            "Key: box = quartiles (Q1–Q3) · whiskers = min, max · thick black bar = median · \
+             thin tick = p95 (only with n ≥ {}) · ● success · ○ failure",
+            super::stats::P95_MIN_N
+        ),
+        (kx, ky + 34),
+        ("sans-serif", 13),
+    ))
+    .map_err(perr("latency plot"))?;
     // Method names under their boxes, placed by hand: tick placement would
     // not promise one label per integer position.
     let bottom = chart.y_range().start;
@@ -151,17 +165,23 @@ where
         let x = i as f64;
         let c = color(i);
         let line = c.stroke_width(2);
-        let shapes: Vec<PathElement<(f64, f64)>> = vec![
+        let mut shapes: Vec<PathElement<(f64, f64)>> = vec![
             PathElement::new(vec![(x, min), (x, q1)], line),
             PathElement::new(vec![(x, q3), (x, max)], line),
             PathElement::new(vec![(x - 0.08, min), (x + 0.08, min)], line),
             PathElement::new(vec![(x - 0.08, max), (x + 0.08, max)], line),
-            PathElement::new(vec![(x - 0.12, p95), (x + 0.12, p95)], c.stroke_width(1)),
             PathElement::new(
                 vec![(x - 0.25, med), (x + 0.25, med)],
                 BLACK.stroke_width(3),
             ),
         ];
+        // As in the tables: no p95 from fewer values than it needs.
+        if v.len() >= super::stats::P95_MIN_N {
+            shapes.push(PathElement::new(
+                vec![(x - 0.12, p95), (x + 0.12, p95)],
+                c.stroke_width(1),
+            ));
+        }
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(x - 0.25, q1), (x + 0.25, q3)],
@@ -177,7 +197,12 @@ where
         chart.draw_series(shapes).map_err(perr("latency plot"))?;
         chart
             .draw_series(pts.iter().map(|(ms, ok, seq)| {
-                let style = if *ok { OK.filled() } else { BAD.filled() };
+                // Outcome by shape and in black, apart from the method colours.
+                let style = if *ok {
+                    BLACK.filled()
+                } else {
+                    BLACK.stroke_width(1)
+                };
                 Circle::new((x + 0.18 * jitter(*seq) + 0.35, *ms), 3, style)
             }))
             .map_err(perr("latency plot"))?;
@@ -186,7 +211,8 @@ where
 }
 
 /// Success over cycles: per method, the cumulative success rate after each
-/// cycle (a line), each trial as a marker (filled: success, hollow: failure).
+/// cycle (a line at its true value, with its Wilson 95 % band), each trial as
+/// a marker (filled: success, hollow: failure).
 pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
     let cycles = trials.iter().map(|t| t.cycle + 1).max().unwrap_or(1);
     let mut svg = String::new();
@@ -203,7 +229,7 @@ pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
         chart
             .configure_mesh()
             .x_desc("cycle")
-            .y_desc("cumulative success %")
+            .y_desc("cumulative success % (band: Wilson 95 % interval)")
             .x_labels(cycles.min(20))
             .x_label_formatter(&|x: &f64| format!("{}", x.round() as i64))
             .draw()
@@ -214,15 +240,27 @@ pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
             let mut ok = 0usize;
             let mut pts = Vec::new();
             let mut marks = Vec::new();
+            let mut band_lo = Vec::new();
+            let mut band_hi = Vec::new();
+            // Lines sit at their true values; methods are dodged sideways
+            // (x is a cycle number, so a small shift misleads nobody).
+            let dx = (i as f64 - (n - 1.0) / 2.0) * 0.05;
             let ts = trials.iter().filter(|t| &t.method == m);
             for (k, t) in ts.enumerate() {
                 ok += usize::from(t.success);
                 let rate = ok as f64 / (k + 1) as f64 * 100.0;
-                // A small vertical offset per method keeps equal lines apart.
-                let y = rate + (i as f64 - (n - 1.0) / 2.0) * 1.2;
-                pts.push((t.cycle as f64, y));
-                marks.push((t.cycle as f64, y, t.success));
+                let (lo, hi) = super::stats::wilson(ok, k + 1, super::stats::Z95);
+                let x = t.cycle as f64 + dx;
+                pts.push((x, rate));
+                marks.push((x, rate, t.success));
+                band_lo.push((x, lo * 100.0));
+                band_hi.push((x, hi * 100.0));
             }
+            band_hi.reverse();
+            band_lo.extend(band_hi);
+            chart
+                .draw_series(std::iter::once(Polygon::new(band_lo, c.mix(0.12).filled())))
+                .map_err(perr("success plot"))?;
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(perr("success plot"))?
@@ -245,6 +283,110 @@ pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
             .draw()
             .map_err(perr("success plot"))?;
         root.present().map_err(perr("success plot"))?;
+    }
+    Ok(svg)
+}
+
+/// The engine's phases per method (`phases.svg`): for each phase, one bar
+/// per method at its median over the trials where the mechanism ran, with a
+/// line from min to max; log scale (phases span µs to seconds). A phase a
+/// method spends under 1 µs on is drawn at the axis floor.
+pub fn phases_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
+    const SHOWN: &[&str] = &["probe", "save", "reset", "ready", "restore", "health"];
+    // (method, phase) → (min, median, max)
+    let mut cells: Vec<Vec<Option<(f64, f64, f64)>>> = vec![];
+    for m in methods {
+        let mut row = vec![];
+        for p in SHOWN {
+            let mut v: Vec<f64> = trials
+                .iter()
+                .filter(|t| &t.method == m && (t.attempted || *p == "probe"))
+                .map(|t| t.phases.get(p))
+                .filter(|x| x.is_finite())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            row.push(if v.is_empty() {
+                None
+            } else {
+                Some((v[0], quantile(&v, 0.5).unwrap_or(v[0]), v[v.len() - 1]))
+            });
+        }
+        cells.push(row);
+    }
+    let floor = 1e-3;
+    let hi = cells
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|c| c.2)
+        .fold(floor * 10.0, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr("phase plot"))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                -0.5..(SHOWN.len() as f64 - 0.5),
+                (floor..hi * 2.0).log_scale(),
+            )
+            .map_err(perr("phase plot"))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("ms (log scale): median bar, min–max line")
+            .draw()
+            .map_err(perr("phase plot"))?;
+        let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Top,
+            ),
+        );
+        for (i, p) in SHOWN.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64, floor));
+            root.draw(&Text::new(p.to_string(), (px, py + 8), style.clone()))
+                .map_err(perr("phase plot"))?;
+        }
+        let k = methods.len().max(1) as f64;
+        let bw = 0.8 / k;
+        for (mi, m) in methods.iter().enumerate() {
+            let c = color(mi);
+            let bars: Vec<_> = cells[mi]
+                .iter()
+                .enumerate()
+                .filter_map(|(pi, cell)| {
+                    let (lo, med, hi) = (*cell)?;
+                    let x0 = pi as f64 - 0.4 + mi as f64 * bw;
+                    Some((x0, lo.max(floor), med.max(floor), hi.max(floor)))
+                })
+                .collect();
+            chart
+                .draw_series(bars.iter().map(|&(x0, _, med, _)| {
+                    Rectangle::new([(x0, floor), (x0 + bw * 0.9, med)], c.filled())
+                }))
+                .map_err(perr("phase plot"))?
+                .label(m.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+            chart
+                .draw_series(bars.iter().map(|&(x0, lo, _, hi)| {
+                    let xm = x0 + bw * 0.45;
+                    PathElement::new(vec![(xm, lo), (xm, hi)], BLACK.stroke_width(1))
+                }))
+                .map_err(perr("phase plot"))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(perr("phase plot"))?;
+        root.present().map_err(perr("phase plot"))?;
     }
     Ok(svg)
 }

@@ -25,9 +25,15 @@ pub const FILES: &[&str] = &[
     "summary.json",
     "latency.svg",
     "success.svg",
+    "phases.svg",
     "report.md",
     "report.html",
 ];
+
+/// A quantile the sample may not support: "—" when it does not.
+pub fn opt_ms(v: Option<f64>) -> String {
+    v.map(fmt_ms).unwrap_or_else(|| "—".into())
+}
 
 pub fn fmt_ms(v: f64) -> String {
     if !v.is_finite() {
@@ -77,6 +83,7 @@ pub const CSV_HEADER: &[&str] = &[
     "cycle",
     "method",
     "forced",
+    "warmup",
     "device",
     "t_ms",
     "success",
@@ -120,6 +127,7 @@ pub fn csv(trials: &[Trial]) -> String {
             t.cycle.to_string(),
             t.method.clone(),
             b(t.forced),
+            b(t.warmup),
             t.device.clone(),
             t.t_ms.to_string(),
             b(t.success),
@@ -166,11 +174,30 @@ fn headline(meta: &Meta) -> String {
         Some(v) => format!("VM {v} stop → method → start → guest check"),
         None => format!("dirty before each: {}", meta.dirty),
     };
+    let warm = if meta.warmup {
+        meta.methods.len().min(meta.trials)
+    } else {
+        0
+    };
     format!(
-        "{dev} · {} method(s) × {} cycle(s) = {} trial(s), interleaved · {what}",
+        "{dev}{} · {} method(s) × {} cycle(s) = {} trial(s){}, {} · {what}",
+        if is_twin(meta) {
+            " on the twin (simulated)"
+        } else {
+            ""
+        },
         meta.methods.len(),
         meta.cycles,
-        meta.trials
+        meta.trials - warm,
+        if warm > 0 {
+            format!(" + {warm} warm-up")
+        } else {
+            String::new()
+        },
+        match meta.seed {
+            Some(s) => format!("shuffled per cycle (seed {s})"),
+            None => "interleaved".to_string(),
+        }
     )
 }
 
@@ -213,18 +240,19 @@ fn summary_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
         .iter()
         .map(|m| {
             let tot = m.phase("total").filter(|_| m.attempted > 0);
-            let f =
-                |g: fn(&super::stats::Dist) -> f64| tot.map(g).map(fmt_ms).unwrap_or("–".into());
+            let f = |g: fn(&super::stats::Dist) -> Option<f64>| {
+                tot.and_then(g).map(fmt_ms).unwrap_or("–".into())
+            };
             let mut r = vec![
                 label(m),
                 m.trials.to_string(),
                 format!("{}/{}", m.successes, m.trials),
                 pct(m.rate),
                 format!("{:.0}–{:.0} %", m.ci_low * 100.0, m.ci_high * 100.0),
-                f(|d| d.min),
-                f(|d| d.median),
+                f(|d| Some(d.min)),
+                f(|d| Some(d.median)),
                 f(|d| d.p95),
-                f(|d| d.max),
+                f(|d| Some(d.max)),
             ];
             if let Some(v) = &m.vm {
                 r.push(format!("{}/{}", v.start_ok, m.trials));
@@ -238,7 +266,8 @@ fn summary_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
                 r.push(
                     v.ready
                         .as_ref()
-                        .map(|d| fmt_ms(d.p95))
+                        .and_then(|d| d.p95)
+                        .map(fmt_ms)
                         .unwrap_or("–".into()),
                 );
             } else if vm {
@@ -265,7 +294,7 @@ fn phase_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
                     d.n.to_string(),
                     fmt_ms(d.min),
                     fmt_ms(d.median),
-                    fmt_ms(d.p95),
+                    opt_ms(d.p95),
                     fmt_ms(d.max),
                 ]);
             }
@@ -277,7 +306,7 @@ fn phase_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
                 d.n.to_string(),
                 fmt_ms(d.min),
                 fmt_ms(d.median),
-                fmt_ms(d.p95),
+                opt_ms(d.p95),
                 fmt_ms(d.max),
             ]);
         }
@@ -333,6 +362,13 @@ pub fn terminal(meta: &Meta, s: &Summary, dir: Option<&Path>) -> String {
     for n in &meta.notes {
         let _ = writeln!(out, "note: {n}");
     }
+    let w = warmup_lines(s);
+    if !w.is_empty() {
+        out.push_str("\nwarm-up trials (one per method, first; not in the statistics):\n");
+        for l in w {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
     let f = failures(s);
     if !f.is_empty() {
         out.push_str("\nwhy trials failed (most common first):\n");
@@ -349,14 +385,14 @@ pub fn terminal(meta: &Meta, s: &Summary, dir: Option<&Path>) -> String {
     if let Some(d) = dir {
         let _ = writeln!(
             out,
-            "report: {} (also report.md, trials.csv, trials.jsonl, latency.svg, success.svg)",
+            "report: {} (also report.md, trials.csv, trials.jsonl, latency.svg, success.svg, phases.svg)",
             d.join("report.html").display()
         );
     }
     out
 }
 
-fn report_doc(meta: &Meta, s: &Summary, latency: &str, success: &str) -> Vec<Block> {
+fn report_doc(meta: &Meta, s: &Summary, latency: &str, success: &str, phases: &str) -> Vec<Block> {
     let mut b = vec![
         Block::H(1, format!("resetlab bench: {}", meta.device)),
         Block::P(headline(meta)),
@@ -376,6 +412,39 @@ fn report_doc(meta: &Meta, s: &Summary, latency: &str, success: &str) -> Vec<Blo
         ],
         vec!["started (UTC)".into(), super::utc_stamp(meta.started_unix)],
     ];
+    if !meta.host.is_empty() {
+        facts.push(vec![
+            "host".into(),
+            if is_twin(meta) {
+                "twin (simulated)".into()
+            } else {
+                "live".into()
+            },
+        ]);
+        facts.push(vec![
+            "trial order".into(),
+            match meta.seed {
+                Some(s) => format!("shuffled per cycle, seed {s}"),
+                None => "as given, every cycle".into(),
+            },
+        ]);
+        facts.push(vec!["started".into(), meta.started.clone()]);
+        if let Some(e) = &meta.ended {
+            facts.push(vec!["ended".into(), e.clone()]);
+        }
+        facts.push(vec!["kernel".into(), meta.kernel.clone()]);
+        facts.push(vec![
+            "commit".into(),
+            meta.commit.clone().unwrap_or_else(|| "unknown".into()),
+        ]);
+        if let Some(f) = &meta.firmware {
+            facts.push(vec![
+                "firmware".into(),
+                format!("PMFW {}; VBIOS {}; BIOS {}", f.pmfw, f.vbios, f.bios),
+            ]);
+        }
+        facts.push(vec!["command".into(), meta.argv.join(" ")]);
+    }
     if let Some(w) = meta.wall_ms {
         facts.push(vec!["wall time".into(), format!("{} ms", fmt_ms(w))]);
     }
@@ -399,8 +468,16 @@ fn report_doc(meta: &Meta, s: &Summary, latency: &str, success: &str) -> Vec<Blo
     if let Some(o) = overhead_line(s) {
         b.push(Block::P(o));
     }
+    let w = warmup_lines(s);
+    if !w.is_empty() {
+        b.push(Block::P(format!(
+            "Warm-up trials (one per method, run first, left out of every statistic above): {}.",
+            w.join("; ")
+        )));
+    }
     b.push(Block::Svg("latency.svg".into(), latency.to_string()));
     b.push(Block::Svg("success.svg".into(), success.to_string()));
+    b.push(Block::Svg("phases.svg".into(), phases.to_string()));
     let f = failures(s);
     if !f.is_empty() {
         b.push(Block::H(2, "Why trials failed".into()));
@@ -541,24 +618,63 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
 
 /// Writes every report file of a run into `dir` from its meta and trials;
 /// returns the summary.
+/// Whether the run was on the twin (older meta.json: by its sysfs line).
+pub fn is_twin(meta: &Meta) -> bool {
+    meta.host == "twin" || (meta.host.is_empty() && meta.sysfs.contains("twin"))
+}
+
+fn warmup_lines(s: &Summary) -> Vec<String> {
+    s.warmup
+        .iter()
+        .map(|w| {
+            format!(
+                "{}: {} in {} ms{}",
+                w.method,
+                if w.success { "ok" } else { "failed" },
+                fmt_ms(w.total_ms),
+                w.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 pub fn write_all(dir: &Path, meta: &Meta, trials: &[Trial]) -> Result<Summary> {
     let s = summarize(trials, meta.harness_ms);
     let methods = methods_of(trials, meta);
     write(dir, "trials.csv", &csv(trials))?;
     write_json(&dir.join("summary.json"), &s)?;
+    // Figures show the measured trials; warm-ups are in the tables apart.
+    let measured: Vec<Trial> = trials.iter().filter(|t| !t.warmup).cloned().collect();
+    let twin = if is_twin(meta) {
+        " — twin (simulated)"
+    } else {
+        ""
+    };
     let lat = plot::latency_svg(
-        trials,
+        &measured,
         &methods,
-        &format!("{}: engine time per method (probe → health)", meta.device),
+        &format!(
+            "{}: engine time per method (probe → health){twin}",
+            meta.device
+        ),
     )?;
     let suc = plot::success_svg(
-        trials,
+        &measured,
         &methods,
-        &format!("{}: success over cycles", meta.device),
+        &format!("{}: success over cycles{twin}", meta.device),
+    )?;
+    let ph = plot::phases_svg(
+        &measured,
+        &methods,
+        &format!("{}: engine phases per method{twin}", meta.device),
     )?;
     write(dir, "latency.svg", &lat)?;
     write(dir, "success.svg", &suc)?;
-    let doc = report_doc(meta, &s, &lat, &suc);
+    write(dir, "phases.svg", &ph)?;
+    let doc = report_doc(meta, &s, &lat, &suc, &ph);
     write(dir, "report.md", &markdown(&doc))?;
     write(
         dir,
@@ -613,16 +729,16 @@ pub fn compare_table(
             .map(|m| format!("{}/{}", m.successes, m.trials))
             .unwrap_or("–".into())
     };
-    let tot = |m: &Option<MethodSummary>, f: fn(&super::stats::Dist) -> f64| {
+    let tot = |m: &Option<MethodSummary>, f: fn(&super::stats::Dist) -> Option<f64>| {
         m.as_ref()
             .filter(|m| m.attempted > 0)
-            .and_then(|m| m.phase("total").map(f))
+            .and_then(|m| m.phase("total").and_then(f))
     };
     let rows = names
         .iter()
         .map(|n| {
             let (ma, mb) = (find(a.1, n), find(b.1, n));
-            let (da, db) = (tot(&ma, |d| d.median), tot(&mb, |d| d.median));
+            let (da, db) = (tot(&ma, |d| Some(d.median)), tot(&mb, |d| Some(d.median)));
             let delta = match (da, db) {
                 (Some(x), Some(y)) if x > 0.0 => {
                     format!("{:+} ms ({:+.0} %)", fmt_ms(y - x), (y - x) / x * 100.0)
@@ -650,11 +766,86 @@ pub fn compare_table(
 }
 
 /// The comparison: terminal text, and Markdown and HTML documents.
+/// Per method in both runs: is the difference in success rate (Fisher's
+/// exact test) and in total latency (Mann–Whitney U) significant at
+/// [`signif::ALPHA`]? Warm-up trials are left out, as everywhere.
+pub fn signif_table(ta: &[Trial], tb: &[Trial]) -> (Vec<String>, Vec<Vec<String>>) {
+    use super::signif;
+    let head = [
+        "method",
+        "success A",
+        "success B",
+        "Fisher p",
+        "rates differ",
+        "n lat A/B",
+        "Mann–Whitney p",
+        "latency differs",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let mut names: Vec<&str> = vec![];
+    for t in ta.iter().chain(tb) {
+        if !names.contains(&t.method.as_str()) {
+            names.push(&t.method);
+        }
+    }
+    let verdict = |p: f64| {
+        if p < signif::ALPHA {
+            format!("yes (p < {})", signif::ALPHA)
+        } else {
+            "no".to_string()
+        }
+    };
+    let rows = names
+        .iter()
+        .filter_map(|n| {
+            let pick = |ts: &[Trial]| -> Vec<Trial> {
+                ts.iter()
+                    .filter(|t| !t.warmup && t.method == *n)
+                    .cloned()
+                    .collect()
+            };
+            let (xa, xb) = (pick(ta), pick(tb));
+            if xa.is_empty() || xb.is_empty() {
+                return None;
+            }
+            let (ka, kb) = (
+                xa.iter().filter(|t| t.success).count(),
+                xb.iter().filter(|t| t.success).count(),
+            );
+            let pf = signif::fisher_exact(ka, xa.len(), kb, xb.len());
+            let lat = |ts: &[Trial]| -> Vec<f64> {
+                ts.iter()
+                    .filter(|t| t.attempted)
+                    .map(|t| t.phases.total)
+                    .filter(|v| v.is_finite())
+                    .collect()
+            };
+            let (la, lb) = (lat(&xa), lat(&xb));
+            let mw = signif::mann_whitney(&la, &lb);
+            Some(vec![
+                n.to_string(),
+                format!("{ka}/{}", xa.len()),
+                format!("{kb}/{}", xb.len()),
+                format!("{pf:.3}"),
+                verdict(pf),
+                format!("{}/{}", la.len(), lb.len()),
+                mw.map(|m| format!("{:.3}{}", m.p, if m.exact { " (exact)" } else { "" }))
+                    .unwrap_or("–".into()),
+                mw.map(|m| verdict(m.p)).unwrap_or("–".into()),
+            ])
+        })
+        .collect();
+    (head, rows)
+}
+
 pub fn compare(
-    a: (&Path, &Meta, &Summary),
-    b: (&Path, &Meta, &Summary),
+    a: (&Path, &Meta, &Summary, &[Trial]),
+    b: (&Path, &Meta, &Summary, &[Trial]),
 ) -> (String, String, String) {
     let (h, r) = compare_table((a.1, a.2), (b.1, b.2));
+    let (sh, sr) = signif_table(a.3, b.3);
     let runs = vec![
         vec!["A".into(), a.0.display().to_string(), headline(a.1)],
         vec!["B".into(), b.0.display().to_string(), headline(b.1)],
@@ -665,6 +856,8 @@ pub fn compare(
     }
     text.push('\n');
     text.push_str(&text_table(&h, &r));
+    text.push_str("\nare the differences significant (two-sided, α = 0.05, uncorrected):\n");
+    text.push_str(&text_table(&sh, &sr));
     let doc = vec![
         Block::H(1, "resetlab bench: two runs side by side".into()),
         Block::Table(vec!["run".into(), "directory".into(), "what".into()], runs),
@@ -672,6 +865,18 @@ pub fn compare(
         Block::P(
             "Rates with Wilson 95 % intervals; overlapping intervals mean the runs do not \
              distinguish the methods. Δ median = B − A of the engine's probe → health time."
+                .into(),
+        ),
+        Block::H(2, "Are the differences significant?".into()),
+        Block::Table(sh, sr),
+        Block::P(
+            "Two-sided tests at α = 0.05, per method, warm-up trials left out: Fisher's exact \
+             test on the 2×2 table of successes and failures; the Mann–Whitney U test on the \
+             total (probe → health) times of the trials where the mechanism ran (exact for \
+             samples under 50 without ties, else the normal approximation with tie and \
+             continuity corrections). p-values are not corrected for testing several methods: \
+             with k methods, compare p with 0.05 / k (Bonferroni) before calling a difference \
+             real."
                 .into(),
         ),
     ];

@@ -52,15 +52,21 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// A latency distribution in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Dist {
     pub n: usize,
     pub min: f64,
     pub median: f64,
-    pub p95: f64,
+    /// Only from [`P95_MIN_N`] values on (null below: too few to say).
+    pub p95: Option<f64>,
     pub max: f64,
     pub mean: f64,
 }
+
+/// The fewest values a p95 is reported from. With fewer, the type-7 p95 lies
+/// between the two largest values (h = 0.95 (n − 1) > n − 2): it says no more
+/// than the maximum does, so it is shown as "—".
+pub const P95_MIN_N: usize = 20;
 
 impl Dist {
     /// The distribution of the finite values; `None` when there are none.
@@ -74,7 +80,11 @@ impl Dist {
             n: v.len(),
             min: v[0],
             median: quantile(&v, 0.5)?,
-            p95: quantile(&v, 0.95)?,
+            p95: if v.len() >= P95_MIN_N {
+                quantile(&v, 0.95)
+            } else {
+                None
+            },
             max: v[v.len() - 1],
             mean: v.iter().sum::<f64>() / v.len() as f64,
         })
@@ -82,14 +92,14 @@ impl Dist {
 }
 
 /// One phase's distribution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseDist {
     pub phase: String,
     pub dist: Dist,
 }
 
 /// VM cycles of one method.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmSummary {
     pub stop_ok: usize,
     pub start_ok: usize,
@@ -99,7 +109,7 @@ pub struct VmSummary {
 }
 
 /// Everything learnt about one method.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MethodSummary {
     pub method: String,
     /// Run with `--force` because its probe refuses otherwise.
@@ -134,7 +144,7 @@ impl MethodSummary {
 }
 
 /// What the harness itself costs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Overhead {
     /// (wall time of the trial loop − time inside the engine, dirty and VM
     /// commands) / trials: choosing, recording, progress, file writes.
@@ -146,11 +156,24 @@ pub struct Overhead {
     pub percent_of_shortest: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
+    /// Measured trials (warm-ups not counted).
     pub trials: usize,
     pub methods: Vec<MethodSummary>,
     pub overhead: Option<Overhead>,
+    /// The warm-up trial of each method, left out of every statistic.
+    #[serde(default)]
+    pub warmup: Vec<WarmupTrial>,
+}
+
+/// A warm-up trial (the first of each method: cold caches, first mappings).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WarmupTrial {
+    pub method: String,
+    pub success: bool,
+    pub total_ms: f64,
+    pub reason: Option<String>,
 }
 
 /// Failure reasons are grouped by their text with numbers masked, so "after
@@ -177,7 +200,20 @@ fn reason_key(r: &str) -> String {
 /// Summarises trials per method, in the order methods first appear.
 /// `overhead_total_ms` is the harness's own time over the whole loop (see
 /// [`Overhead`]), when known.
-pub fn summarize(trials: &[Trial], overhead_total_ms: Option<f64>) -> Summary {
+pub fn summarize(all: &[Trial], overhead_total_ms: Option<f64>) -> Summary {
+    // Warm-up trials are reported apart (`warmup`), never in the statistics.
+    let warmup: Vec<WarmupTrial> = all
+        .iter()
+        .filter(|t| t.warmup)
+        .map(|t| WarmupTrial {
+            method: t.method.clone(),
+            success: t.success,
+            total_ms: t.phases.total,
+            reason: t.reason.clone(),
+        })
+        .collect();
+    let measured: Vec<Trial> = all.iter().filter(|t| !t.warmup).cloned().collect();
+    let trials = &measured[..];
     let mut order: Vec<&str> = Vec::new();
     for t in trials {
         if !order.contains(&t.method.as_str()) {
@@ -212,6 +248,7 @@ pub fn summarize(trials: &[Trial], overhead_total_ms: Option<f64>) -> Summary {
         trials: trials.len(),
         methods,
         overhead,
+        warmup,
     }
 }
 
@@ -347,7 +384,12 @@ mod tests {
         #[test]
         fn dist_is_ordered(v in proptest::collection::vec(proptest::num::f64::ANY, 0..50)) {
             if let Some(d) = Dist::of(v) {
-                prop_assert!(d.min <= d.median && d.median <= d.p95 && d.p95 <= d.max);
+                prop_assert!(d.min <= d.median && d.median <= d.max);
+                if let Some(p95) = d.p95 {
+                    prop_assert!(d.n >= P95_MIN_N && d.median <= p95 && p95 <= d.max);
+                } else {
+                    prop_assert!(d.n < P95_MIN_N);
+                }
             }
         }
 

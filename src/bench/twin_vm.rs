@@ -43,7 +43,7 @@ pub struct TwinVm {
 }
 
 /// The hook's phase times of one `release, then stop` trial (ms, each phase's own wall time).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HookMs {
     pub post_start: f64,
     pub pre_stop: f64,
@@ -124,6 +124,7 @@ pub fn trial(
         cycle,
         method: label,
         forced,
+        warmup: false,
         device: plan.device.to_string(),
         t_ms: ms(t0.duration_since(run_start)),
         dirty: None,

@@ -27,6 +27,14 @@ pub struct BenchArgs {
     #[arg(long, short = 'n', default_value_t = 10, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=crate::bench::MAX_CYCLES as u64))]
     pub cycles: usize,
+    /// Shuffle the order of the methods in each cycle with this seed (recorded in meta.json;
+    /// one seed, one order). Without it, every cycle runs them in the order given.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// No warm-up trial (by default each method runs once first, reported apart and left
+    /// out of the statistics).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// Run before every trial to make the device dirty ({dev}, {sysfs} substituted),
     /// e.g. 'resetlab sim dirty DIR {dev}'. On the twin (--sim) the default marks it dirty.
     #[arg(long, value_name = "CMD")]
@@ -277,6 +285,8 @@ fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
         },
         cmd_timeout: Duration::from_millis(args.cmd_timeout),
         trace: args.trace.clone(),
+        seed: args.seed,
+        warmup: !args.no_warmup,
     })
 }
 
@@ -318,8 +328,12 @@ impl Reporter {
                     format!("FAILED: {}", t.reason.as_deref().unwrap_or("?"))
                 };
                 let line = format!(
-                    "cycle {} {}: {verdict} ({} ms)",
-                    t.cycle,
+                    "{} {}: {verdict} ({} ms)",
+                    if t.warmup {
+                        "warm-up".to_string()
+                    } else {
+                        format!("cycle {}", t.cycle)
+                    },
                     t.method,
                     report::fmt_ms(t.phases.total)
                 );
@@ -347,7 +361,10 @@ fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
             let (meta, trials) = bench::load(one)?;
             let s = report::write_all(one, &meta, &trials)?;
             if json {
-                print_json(&serde_json::json!({"meta": meta, "summary": s}))?;
+                print_json(&crate::bench::cliout::ReportOut {
+                    meta: &meta,
+                    summary: &s,
+                })?;
             } else {
                 print!("{}", report::terminal(&meta, &s, Some(one)));
             }
@@ -358,7 +375,7 @@ fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
             let (mb, tb) = bench::load(b)?;
             let sa = bench::stats::summarize(&ta, ma.harness_ms);
             let sb = bench::stats::summarize(&tb, mb.harness_ms);
-            let (text, md, html) = report::compare((a, &ma, &sa), (b, &mb, &sb));
+            let (text, md, html) = report::compare((a, &ma, &sa, &ta), (b, &mb, &sb, &tb));
             if let Some(o) = out {
                 std::fs::create_dir_all(o).map_err(|e| Error::io("create directory", o, e))?;
                 for (name, body) in [("compare.md", &md), ("compare.html", &html)] {
@@ -367,10 +384,19 @@ fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
                 }
             }
             if json {
-                print_json(&serde_json::json!({
-                    "a": {"dir": a, "meta": ma, "summary": sa},
-                    "b": {"dir": b, "meta": mb, "summary": sb},
-                }))?;
+                use crate::bench::cliout::{CompareOut, Side};
+                print_json(&CompareOut {
+                    a: Side {
+                        dir: a.clone(),
+                        meta: &ma,
+                        summary: &sa,
+                    },
+                    b: Side {
+                        dir: b.clone(),
+                        meta: &mb,
+                        summary: &sb,
+                    },
+                })?;
             } else {
                 print!("{text}");
             }
@@ -382,6 +408,39 @@ fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
             "name one run, or two to compare",
         )),
     }
+}
+
+/// What will run and where the report goes, printed before the first trial.
+fn header(meta: &Meta, plan: &Plan, dir: &Path) -> String {
+    let per = plan.methods.len();
+    let warm = if plan.warmup { per } else { 0 };
+    format!(
+        "bench: {} {}on {}\n  methods: {}\n  {} cycles × {per} methods = {} trials{}; order: {}\n  dirty before each: {}\n  report: {}/ (meta.json, trials.jsonl, report.html)\n",
+        meta.device,
+        meta.device_name
+            .as_deref()
+            .map(|n| format!("({n}) "))
+            .unwrap_or_default(),
+        if meta.host == "twin" {
+            "the twin (simulated)".to_string()
+        } else {
+            format!("this host ({})", meta.sysfs)
+        },
+        meta.methods.join(", "),
+        plan.cycles,
+        plan.cycles * per,
+        if warm > 0 {
+            format!(" + {warm} warm-up (not in the statistics)")
+        } else {
+            String::new()
+        },
+        match plan.seed {
+            Some(s) => format!("shuffled per cycle, seed {s}"),
+            None => "as given, every cycle (--seed N shuffles)".into(),
+        },
+        meta.dirty,
+        dir.display()
+    )
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
@@ -464,7 +523,17 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
         stopped: None,
         trials: 0,
         notes,
+        seed: plan.seed,
+        warmup: plan.warmup,
+        argv: std::env::args().collect(),
+        started: bench::provenance::iso8601(started),
+        ended: None,
+        kernel: bench::provenance::kernel_release(),
+        commit: bench::provenance::commit(),
+        host: if ctx.host.is_live() { "live" } else { "twin" }.into(),
+        firmware: Some(bench::provenance::firmware(&ctx.host, &bdf)),
     };
+    eprint!("{}", header(&meta, &plan, &dir));
     let mut rep = Reporter::new();
     let r = bench::run(&ctx.host, &ctx.regs, &plan, &mut rec, meta, &mut |p| {
         rep.on(p)
@@ -481,7 +550,11 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
     }
     let s = report::write_all(&dir, &meta, &trials)?;
     if ctx.json {
-        print_json(&serde_json::json!({"dir": dir, "meta": meta, "summary": s}))?;
+        print_json(&crate::bench::cliout::RunOut {
+            dir: &dir,
+            meta: &meta,
+            summary: &s,
+        })?;
     } else {
         print!("{}", report::terminal(&meta, &s, Some(&dir)));
     }

@@ -31,16 +31,13 @@ pub fn run(args: &DoctorArgs, sysfs: &Path, json: bool) -> Result<i32> {
     opts.vmid = args.vmid;
     opts.node = args.node.clone();
     let checks = doctor::doctor(opts);
+    let ok = doctor::all_ok(&checks);
     if json {
-        crate::cli::print_json(&checks)?;
+        crate::cli::print_json(&crate::cli::schema::DoctorOut { checks })?;
     } else {
         let mut out = std::io::stdout().lock();
         out.write_all(doctor::render(&checks).as_bytes())
             .map_err(|e| Error::io("write", "stdout", e))?;
     }
-    Ok(if doctor::all_ok(&checks) {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(if ok { exit::OK } else { exit::FAILED })
 }

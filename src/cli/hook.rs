@@ -39,8 +39,20 @@ pub struct HookArgs {
     /// The phase Proxmox passes: pre-start, post-start, pre-stop or post-stop.
     #[arg(value_name = "PHASE", required = true)]
     pub phase: Option<String>,
+    /// Say what this phase would do (the plan `hook status` shows for it) and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub paths: HookPaths,
+}
+
+/// `hook VMID PHASE --dry-run --json`: the phase's plan; nothing was done.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct DryRunOut {
+    pub vmid: u32,
+    /// Always true: nothing was written, no VM touched.
+    pub dry_run: bool,
+    pub plan: crate::hook::status::PhasePreview,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -228,9 +240,47 @@ pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result
                     "expected VMID PHASE",
                 ));
             };
+            if args.dry_run {
+                return run_dry(host, json, &args.paths, vmid, phase.parse()?);
+            }
             run_phase(host, regs, json, &args.paths, vmid, phase.parse()?)
         }
     }
+}
+
+fn run_dry(host: &Host, json: bool, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i32> {
+    let mut opts = options(host, paths);
+    opts.stderr = false;
+    let r = status(host, &opts, vmid)?;
+    let plan = r
+        .phases
+        .into_iter()
+        .find(|p| p.phase == phase)
+        .ok_or_else(|| crate::error::Error::not_found("phase plan", phase.to_string()))?;
+    if json {
+        print_json(&DryRunOut {
+            vmid,
+            dry_run: true,
+            plan,
+        })?;
+    } else {
+        println!(
+            "VM {vmid} {phase} (dry run: nothing done); budget {} s{}",
+            plan.budget_s,
+            if plan.fail_on_error {
+                ", a failure stops the VM's start"
+            } else {
+                ""
+            }
+        );
+        if plan.steps.is_empty() {
+            println!("  nothing to do");
+        }
+        for s in &plan.steps {
+            println!("  {:<15} {}  {}", s.action.as_str(), s.device, s.would);
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn run_phase(

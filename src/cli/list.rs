@@ -1,19 +1,30 @@
 //! `resetlab list` and `resetlab probe`.
 
+mod compact;
+
 use super::{print_json, select, Ctx, DevArgs};
 use crate::error::Result;
 use crate::inventory::{self, DeviceReport};
-use crate::pci::Topology;
+use std::collections::BTreeMap;
+
+use crate::pci::{Bdf, Topology};
 use crate::reset::METHODS;
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// Only devices in this slot ([[domain:]bus:]device.function).
+    /// Only devices in this slot, as lspci -s: [[[domain]:][bus]:][slot][.[func]].
     #[arg(short = 's', value_name = "SLOT")]
     pub slot: Option<String>,
-    /// Only devices with these ids (vendor:device[:class]).
+    /// Only devices with these ids, as lspci -d: [vendor]:[device][:class[:prog-if]]
+    /// (class is 4 hex digits, x = any: ::0300, ::03xx).
     #[arg(short = 'd', value_name = "ID")]
     pub id: Option<String>,
+    /// More detail, as lspci: -v every method's verdict and reason, -vv with registers.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Line width of the one-line view (default: the terminal's, 80 when not a terminal).
+    #[arg(long, value_name = "COLUMNS")]
+    pub width: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,7 +82,13 @@ fn print_device(r: &DeviceReport, with_regs: bool) {
         println!(
             "      {:<14} {:<3}  {}",
             m.name,
-            if v.available { "yes" } else { "no" },
+            if v.unknown {
+                "?"
+            } else if v.available {
+                "yes"
+            } else {
+                "no"
+            },
             v.reason
         );
         if !v.affects.is_empty() {
@@ -101,7 +118,19 @@ pub fn list(ctx: &Ctx, args: &ListArgs) -> Result<i32> {
         .filter(|r| keep.contains(&r.bdf))
         .collect();
     if ctx.json {
-        print_json(&reports)?;
+        print_json(&super::schema::ListOut { devices: reports })?;
+        return Ok(0);
+    }
+    if args.verbose == 0 {
+        let width = args.width.unwrap_or_else(terminal_width);
+        let drivers: BTreeMap<Bdf, Option<String>> = topo
+            .devices
+            .values()
+            .map(|d| (d.bdf, d.driver.clone()))
+            .collect();
+        for line in compact::lines(&reports, &drivers, width) {
+            println!("{line}");
+        }
         return Ok(0);
     }
     let mut group = None;
@@ -113,9 +142,22 @@ pub fn list(ctx: &Ctx, args: &ListArgs) -> Result<i32> {
                 None => println!("No IOMMU group"),
             }
         }
-        print_device(r, false);
+        print_device(r, args.verbose > 1);
     }
     Ok(0)
+}
+
+/// The terminal's width when stdout is one, else 80 (as a pipe or file
+/// reader expects; `--width` overrides).
+fn terminal_width() -> usize {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return 80;
+    }
+    terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(w, _)| w.0 as usize)
+        .filter(|w| *w >= 40)
+        .unwrap_or(80)
 }
 
 pub fn probe(ctx: &Ctx, args: &ProbeArgs) -> Result<i32> {
@@ -147,12 +189,12 @@ pub fn probe(ctx: &Ctx, args: &ProbeArgs) -> Result<i32> {
             let caps: Vec<String> = c
                 .capabilities
                 .iter()
-                .map(|c| format!("{}@{}", c.name, c.offset))
+                .map(|c| format!("{}@{:#05x}", c.name, c.offset))
                 .collect();
             let ext: Vec<String> = c
                 .extended_capabilities
                 .iter()
-                .map(|c| format!("{}@{}", c.name, c.offset))
+                .map(|c| format!("{}@{:#05x}", c.name, c.offset))
                 .collect();
             println!("      capabilities: {}", caps.join(" "));
             if !ext.is_empty() {

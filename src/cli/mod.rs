@@ -18,6 +18,7 @@ pub mod release;
 pub mod report;
 pub mod reset;
 pub mod run;
+pub mod schema;
 pub mod sim;
 mod sim_vm;
 pub mod smu;
@@ -94,6 +95,12 @@ pub enum Cmd {
     /// Write the man pages or shell completions (tools/package.sh runs it).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
+    /// The JSON Schema of a --json output (docs/schema/); without NAME, the list.
+    #[command(hide = true)]
+    Schema {
+        /// The output's name (list, probe, doctor, hook-status, …).
+        name: Option<String>,
+    },
 }
 
 /// Selects exactly one device: a BDF, or lspci-style `-s` / `-d` selectors.
@@ -102,10 +109,10 @@ pub struct DevArgs {
     /// The device: 0000:c5:00.0 or c5:00.0.
     #[arg(value_name = "DEV")]
     pub dev: Option<String>,
-    /// lspci-style slot selector [[domain:]bus:]device.function.
+    /// The device, as lspci -s: [[[domain]:][bus]:][slot][.[func]] (must match exactly one).
     #[arg(short = 's', value_name = "SLOT")]
     pub slot: Option<String>,
-    /// lspci-style id selector vendor:device[:class].
+    /// The device, as lspci -d: [vendor]:[device][:class[:prog-if]] (must match exactly one).
     #[arg(short = 'd', value_name = "ID")]
     pub id: Option<String>,
 }
@@ -240,12 +247,15 @@ impl Ctx {
     }
 }
 
+/// Whether this run has printed its `--json` output: an error after it (a
+/// refusal once the report is out) is then only the line on stderr, so stdout
+/// stays one JSON document.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints an output object with its `schema_version` (see [`schema`]).
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
-    // Never a panic on a closed pipe (the hook ignores SIGPIPE and goes on).
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stdout(), "{s}");
+    schema::print(v)?;
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -271,6 +281,7 @@ impl Cmd {
             | Cmd::Sim(_)
             | Cmd::Report(_)
             | Cmd::Generate(_)
+            | Cmd::Schema { .. }
             | Cmd::Regs(_) => false,
         }
     }
@@ -315,6 +326,9 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Generate(a) = &cli.cmd {
         return generate::run(a);
     }
+    if let Cmd::Schema { name } = &cli.cmd {
+        return schema::run(name.as_deref());
+    }
     // The VM's monitor, not sysfs: no sysfs root to open.
     if let Cmd::Release(a) = &cli.cmd {
         if cli.sim {
@@ -354,7 +368,15 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
         Cmd::Generate(a) => generate::run(a),
+        Cmd::Schema { name } => schema::run(name.as_deref()),
     }
+}
+
+/// `--version -v`: clap stops at `--version`, so the `-v` is looked for here.
+fn version_verbose() -> bool {
+    std::env::args()
+        .skip(1)
+        .any(|a| a == "-v" || a == "-vv" || a == "--verbose")
 }
 
 pub fn main() -> i32 {
@@ -374,6 +396,11 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
+            if e.kind() == ErrorKind::DisplayVersion && version_verbose() {
+                println!("resetlab {}", env!("CARGO_PKG_VERSION"));
+                println!("{}", crate::pci::names::describe_source());
+                return exit::OK;
+            }
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
                 || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             {
@@ -388,14 +415,32 @@ pub fn main() -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("resetlab: {first} (see resetlab --help)");
+            // Keep clap's "did you mean" (its `tip:` lines) on the one line.
+            let tips: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("tip: "))
+                .collect();
+            let line = if tips.is_empty() {
+                format!("{first} (see resetlab --help)")
+            } else {
+                format!("{first}; {} (see resetlab --help)", tips.join("; "))
+            };
+            use std::io::Write as _;
+            if std::env::args().skip(1).any(|a| a == "--json") {
+                let _ = writeln!(std::io::stdout(), "{}", schema::usage_error_out(&line));
+            }
+            let _ = writeln!(std::io::stderr(), "resetlab: {line}");
             return exit::USAGE;
         }
     };
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             use std::io::Write as _;
+            if json && !JSON_PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = writeln!(std::io::stdout(), "{}", schema::error_out(&e));
+            }
             let _ = writeln!(std::io::stderr(), "resetlab: {}", e.one_line());
             e.exit_code()
         }

@@ -91,8 +91,8 @@ fn read_hex_u16(path: &Path) -> Result<u16> {
 }
 
 /// One base of the register file as resolved for the device.
-#[derive(Debug, Serialize)]
-struct ResolvedBase {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ResolvedBase {
     ip: String,
     instance: u8,
     base_idx: u8,
@@ -108,8 +108,24 @@ struct ResolvedBase {
     verdict: String,
 }
 
-#[derive(Debug, Serialize)]
-struct BasesReport {
+/// `regs list --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ListOut {
+    pub asics: Vec<Row>,
+}
+
+/// One ASIC of the register database.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Row {
+    asic: String,
+    name: String,
+    pci_ids: Vec<String>,
+    files: Vec<String>,
+}
+
+/// `regs bases --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct BasesReport {
     device: String,
     asic: String,
     source: BaseSource,
@@ -171,13 +187,6 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> R
     let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {
-            #[derive(Serialize)]
-            struct Row {
-                asic: String,
-                name: String,
-                pci_ids: Vec<String>,
-                files: Vec<String>,
-            }
             let rows: Vec<Row> = db
                 .asics()
                 .iter()
@@ -198,7 +207,7 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> R
                 })
                 .collect();
             if json {
-                print_json(&rows)?;
+                print_json(&ListOut { asics: rows })?;
             } else {
                 for r in rows {
                     println!("{:<10} {:<28} {}", r.asic, r.pci_ids.join(" "), r.name);
@@ -457,12 +466,7 @@ fn print_bases(r: &BasesReport) {
     }
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::failed(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
-    Ok(())
-}
+use crate::cli::print_json;
 
 #[cfg(test)]
 mod tests {

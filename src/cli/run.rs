@@ -74,7 +74,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
     if let Some(RunCmd::Diff { trace, a, b }) = &args.cmd {
         let rows = runner::diff(trace, a, b)?;
         if ctx.json {
-            print_json(&rows)?;
+            print_json(&super::schema::RunDiffOut { rows })?;
         } else if rows.is_empty() {
             println!("no register differs between '{a}' and '{b}'");
         } else {

@@ -105,6 +105,25 @@ fn is_model_of(pid: i32, root: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// `sim up --json`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct UpOut {
+    pub sysfs: std::path::PathBuf,
+    pub pid: u32,
+}
+
+/// `sim status --json`: the twin's AMD functions and whether the reset bug's state is set.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct StatusOut {
+    pub devices: Vec<StatusRow>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct StatusRow {
+    pub bdf: String,
+    pub dirty: bool,
+}
+
 pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
     let dir_arg = match &args.cmd {
         SimCmd::Up { dir, .. }
@@ -191,10 +210,10 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 },
             )?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"sysfs": dir.join("sys"), "pid": child.id()})
-                );
+                crate::cli::print_json(&UpOut {
+                    sysfs: dir.join("sys"),
+                    pid: child.id(),
+                })?;
             } else {
                 println!(
                     "twin at {} (model pid {}); use --sysfs {}",
@@ -271,20 +290,19 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
             Ok(0)
         }
         SimCmd::Status { dir } => {
-            let rows: Vec<serde_json::Value> = tree::um880pro()
+            let rows: Vec<StatusRow> = tree::um880pro()
                 .iter()
                 .filter(|s| s.vendor == crate::pci::regs::PCI_VENDOR_ID_ATI)
-                .map(|s| serde_json::json!({"bdf": s.bdf, "dirty": model::is_dirty(dir, &s.bdf)}))
+                .map(|s| StatusRow {
+                    bdf: s.bdf.to_string(),
+                    dirty: model::is_dirty(dir, &s.bdf),
+                })
                 .collect();
             if json {
-                println!("{}", serde_json::Value::Array(rows));
+                crate::cli::print_json(&StatusOut { devices: rows })?;
             } else {
                 for r in rows {
-                    println!(
-                        "{} {}",
-                        r["bdf"].as_str().unwrap_or("?"),
-                        if r["dirty"] == true { "dirty" } else { "clean" }
-                    );
+                    println!("{} {}", r.bdf, if r.dirty { "dirty" } else { "clean" });
                 }
             }
             Ok(0)

@@ -27,7 +27,7 @@ use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
 use crate::pci::{Device, Host, Topology};
 use crate::reset::{Journal, ResetOptions};
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// MP1 firmware flags, then TestMessage: is the SMU alive?
@@ -40,19 +40,27 @@ pub enum Action {
     Send,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct SmuArgs {
-    /// The device: 0000:c5:00.0 or c5:00.0.
-    #[arg(value_name = "DEV")]
-    pub dev: String,
-    /// What to do.
-    #[arg(value_enum)]
+    /// `[DEV] ACTION [MSG [ARG]]`: DEV is 0000:c5:00.0 or c5:00.0 (or use -s/-d); ACTION is
+    /// test (is the SMU alive?), version (PMFW version), features (enabled SMU features) or
+    /// send (MSG by regs/ name or number, ARG decimal, 0x hex or 0b binary, default 0).
+    #[arg(value_name = "[DEV] ACTION", required = true, num_args = 1..=4)]
+    pub words: Vec<String>,
+    /// The device, as lspci -s: [[[domain]:][bus]:][slot][.[func]].
+    #[arg(short = 's', value_name = "SLOT")]
+    pub slot: Option<String>,
+    /// The device, as lspci -d: [vendor]:[device][:class[:prog-if]].
+    #[arg(short = 'd', value_name = "ID")]
+    pub id: Option<String>,
+    /// Filled from `words` by [`SmuArgs::split_words`].
+    #[arg(skip)]
+    pub dev: Option<String>,
+    #[arg(skip = Action::Test)]
     pub action: Action,
-    /// `send`: the message, by regs/ name (TestMessage) or number (0x1).
-    #[arg(value_name = "MSG")]
+    #[arg(skip)]
     pub message: Option<String>,
-    /// `send`: the argument (decimal, 0x hex, 0b binary); default 0.
-    #[arg(value_name = "ARG")]
+    #[arg(skip)]
     pub arg: Option<String>,
     /// `send`: really write (without it, a dry run that prints the writes).
     #[arg(long)]
@@ -91,6 +99,45 @@ pub struct SmuArgs {
 }
 
 impl SmuArgs {
+    /// Reads `[DEV] ACTION [MSG [ARG]]`: the first word is the device unless
+    /// it names an action (no BDF spells an action).
+    pub fn split_words(&mut self) -> Result<()> {
+        use clap::ValueEnum;
+        let action = |w: &str| Action::from_str(w, true).ok();
+        let mut w = self.words.iter();
+        let first = w.next().cloned().unwrap_or_default();
+        let act = match action(&first) {
+            Some(a) => a,
+            None => {
+                self.dev = Some(first.clone());
+                let a = w.next().ok_or_else(|| {
+                    Error::parse(
+                        "smu arguments",
+                        &first,
+                        "name an action after the device: test, version, features or send",
+                    )
+                })?;
+                action(a).ok_or_else(|| {
+                    Error::parse("smu action", a, "expected test, version, features or send")
+                })?
+            }
+        };
+        self.action = act;
+        self.message = w.next().cloned();
+        self.arg = w.next().cloned();
+        if let Some(extra) = w.next() {
+            return Err(Error::parse("smu arguments", extra, "too many arguments"));
+        }
+        if self.action != Action::Send && self.message.is_some() {
+            return Err(Error::parse(
+                "smu arguments",
+                self.message.as_deref().unwrap_or(""),
+                "only `send` takes MSG [ARG]",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether this invocation only records its writes.
     pub fn dry_run(&self) -> bool {
         match self.action {
@@ -101,7 +148,7 @@ impl SmuArgs {
 }
 
 /// What `resetlab smu` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SmuReport {
     pub device: String,
     pub asic: String,
@@ -144,8 +191,9 @@ pub fn execute(
 ) -> Result<SmuReport> {
     let topo = Topology::scan(host)?;
     let dev = DevArgs {
-        dev: Some(args.dev.clone()),
-        ..DevArgs::default()
+        dev: args.dev.clone(),
+        slot: args.slot.clone(),
+        id: args.id.clone(),
     }
     .resolve(&topo)?
     .clone();
@@ -501,6 +549,9 @@ fn print_report(r: &SmuReport) {
 }
 
 pub fn run(ctx: &Ctx, args: &SmuArgs) -> Result<i32> {
+    let mut args = args.clone();
+    args.split_words()?;
+    let args = &args;
     let mut journal = Journal::new(args.dry_run());
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;

@@ -9,9 +9,18 @@ use crate::error::Result;
 pub struct SnapshotArgs {
     /// Output file (a tar archive; gzip-compressed when it ends in .gz).
     pub file: PathBuf,
+    /// Replace FILE when it exists (without it, snapshot refuses and writes nothing).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &SnapshotArgs) -> Result<i32> {
+    if args.file.exists() && !args.force {
+        return Err(crate::error::Error::refused(format!(
+            "{} exists; not overwriting it (--force replaces it)",
+            args.file.display()
+        )));
+    }
     let s = crate::snapshot::capture(&ctx.host.sysfs, &args.file)?;
     if ctx.json {
         print_json(&s)?;

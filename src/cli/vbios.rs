@@ -44,6 +44,9 @@ pub struct DumpArgs {
     /// Accept a VFCT table whose ACPI checksum is wrong (the kernel only warns about it)
     #[arg(long, conflicts_with = "from_rom")]
     pub ignore_checksum: bool,
+    /// Replace ROM files that exist in --out (without it the dump refuses, writing nothing)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,11 +79,30 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     crate::pci::bounded_read::read_limited(path, crate::pci::bounded_read::BLOB_MAX)
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let s =
-        serde_json::to_string_pretty(v).map_err(|e| Error::failed(format!("JSON output: {e}")))?;
-    println!("{s}");
-    Ok(())
+use crate::cli::print_json;
+
+/// `vbios dump --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DumpOut<'a> {
+    source: &'a Path,
+    #[serde(flatten)]
+    report: &'a DumpReport,
+}
+
+/// `vbios dump --from-rom DEV --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct RomOut<'a> {
+    bdf: &'a str,
+    device_rom: &'a DeviceRom,
+    rom: &'a Option<RomInfo>,
+    file: &'a Option<PathBuf>,
+}
+
+/// `vbios check --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CheckOut<'a> {
+    files: Vec<&'a Checked<'a>>,
+    diff: &'a Option<RomDiff>,
 }
 
 fn dump_vfct_cmd(d: &DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
@@ -97,16 +119,11 @@ fn dump_vfct_cmd(d: &DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
     let bytes = read_file(&src)?;
     let opts = VfctOptions {
         ignore_checksum: d.ignore_checksum,
+        overwrite: d.force,
     };
     let report = dump_vfct(&bytes, opts, &d.out, sysfs)?;
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            source: &'a Path,
-            #[serde(flatten)]
-            report: &'a DumpReport,
-        }
-        print_json(&Out {
+        print_json(&DumpOut {
             source: &src,
             report: &report,
         })?;
@@ -285,6 +302,12 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
         if info.is_valid() {
             if let Some(first) = info.images.first() {
                 let p = d.out.join(rom_file_name(first.vendor_id, first.device_id));
+                if p.exists() && !d.force {
+                    return Err(Error::refused(format!(
+                        "{} exists; not overwriting it (--force replaces it)",
+                        p.display()
+                    )));
+                }
                 write_atomic(&p, bytes)?;
                 file = Some(p);
             }
@@ -292,14 +315,7 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
     }
     let valid = d.dry_run || rom.as_ref().is_some_and(RomInfo::is_valid);
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            bdf: &'a str,
-            device_rom: &'a DeviceRom,
-            rom: &'a Option<RomInfo>,
-            file: &'a Option<PathBuf>,
-        }
-        print_json(&Out {
+        print_json(&RomOut {
             bdf: &bdf,
             device_rom: &got,
             rom: &rom,
@@ -340,8 +356,8 @@ fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: boo
     Ok(if valid { exit::OK } else { exit::FAILED })
 }
 
-#[derive(Serialize)]
-struct Checked<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Checked<'a> {
     file: &'a Path,
     valid: bool,
     rom: RomInfo,
@@ -374,16 +390,11 @@ fn check(c: &CheckArgs, json: bool) -> Result<i32> {
     let all_valid = ca.valid && cb.as_ref().is_none_or(|x| x.valid);
     let same = diff.as_ref().is_none_or(|d| d.identical);
     if json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            files: Vec<&'a Checked<'a>>,
-            diff: &'a Option<RomDiff>,
-        }
         let mut files = vec![&ca];
         if let Some(x) = &cb {
             files.push(x);
         }
-        print_json(&Out { files, diff: &diff })?;
+        print_json(&CheckOut { files, diff: &diff })?;
     } else {
         print_checked(&ca, c.strings);
         if let Some(x) = &cb {
@@ -460,6 +471,7 @@ mod tests {
             from_rom: None,
             dry_run: false,
             ignore_checksum: false,
+            force: false,
         }
     }
 
@@ -515,11 +527,13 @@ mod tests {
         let t = build_vfct(&[SyntheticImage::seed_igpu()]);
         fs::write(tables.join("VFCT"), &t).unwrap();
         for json in [false, true] {
-            assert_eq!(
-                run_dump(dump_args(None, out.path()), sys.path(), json).unwrap(),
-                exit::OK
-            );
+            // The second run replaces the first's file: with --force only.
+            let mut a = dump_args(None, out.path());
+            a.force = json;
+            assert_eq!(run_dump(a, sys.path(), json).unwrap(), exit::OK);
         }
+        let e = run_dump(dump_args(None, out.path()), sys.path(), false).unwrap_err();
+        assert_eq!(e.exit_code(), exit::REFUSED, "{e}");
         let rom = fs::read(out.path().join("vbios_1002_1900.bin")).unwrap();
         assert_eq!(rom, build_rom(0x1002, 0x1900, false));
     }

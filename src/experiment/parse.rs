@@ -43,7 +43,7 @@ pub const KEYWORDS: &[&str] = &[
 ];
 
 /// Where a step came from, for traces and errors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Span {
     /// 1-based line.
     pub line: usize,
@@ -54,7 +54,7 @@ pub struct Span {
 }
 
 /// An operand with the column it starts at (its line is the step's line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Loc<T> {
     pub item: T,
     pub column: usize,
@@ -62,7 +62,7 @@ pub struct Loc<T> {
 
 /// A BAR register: by name (looked up by the resolver) or by raw byte offset (`@0x58a68`, always a
 /// 32-bit access).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RegRef {
     Name(String),
@@ -70,7 +70,7 @@ pub enum RegRef {
 }
 
 /// A number operand: a literal or `$NAME`, a variable defined by an earlier `let`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Value {
     Literal(u64),
@@ -79,7 +79,7 @@ pub enum Value {
 
 /// The field of a `modify`: a name from the register database or an explicit bit range
 /// (`[26]`, `[31:24]`, bit numbers counted from 0 = least significant).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldRef {
     Name(String),
@@ -87,14 +87,14 @@ pub enum FieldRef {
 }
 
 /// One `FIELD=VALUE` of a `modify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldSet {
     pub field: Loc<FieldRef>,
     pub value: Loc<Value>,
 }
 
 /// Config-space access width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Width {
     /// 8 bits (`.b`)
@@ -133,7 +133,7 @@ impl Width {
 }
 
 /// Standard (in the first 256 bytes) or extended (PCIe, from 0x100) capability list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CapKind {
     Std,
@@ -141,7 +141,7 @@ pub enum CapKind {
 }
 
 /// Where a config access goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CfgRef {
     /// A fixed offset (a number, or a header register name like `COMMAND`).
@@ -156,7 +156,7 @@ pub enum CfgRef {
 }
 
 /// A config-space operand with its width; `name` keeps a header register's name (`COMMAND`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CfgLoc {
     pub reg: CfgRef,
     pub width: Width,
@@ -164,7 +164,7 @@ pub struct CfgLoc {
 }
 
 /// An SMU message: a name from the register database, or a number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MsgRef {
     Name(String),
@@ -172,7 +172,7 @@ pub enum MsgRef {
 }
 
 /// One step, with typed operands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     Read {
@@ -238,14 +238,14 @@ pub enum Step {
 }
 
 /// A step and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Stmt {
     pub span: Span,
     pub step: Step,
 }
 
 /// A parsed experiment file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Experiment {
     pub path: PathBuf,
     /// `let` variables (constants, each defined once, visible from their line on).

@@ -15,7 +15,7 @@ use super::parse::{
 use crate::error::{Error, Result};
 
 /// The BAR that register steps address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BarInfo {
     /// BAR number (5 for the AMD register BAR, 0 for e1000e).
     pub index: u8,
@@ -24,14 +24,14 @@ pub struct BarInfo {
 }
 
 /// A register of the database: BAR byte offset and access width in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RegInfo {
     pub offset: u64,
     pub width: u8,
 }
 
 /// A field of a register: lowest bit and width in bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldInfo {
     pub shift: u8,
     pub width: u8,
@@ -65,7 +65,7 @@ pub trait Resolver {
 }
 
 /// A resolved BAR register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BarReg {
     pub bar: u8,
     pub offset: u64,
@@ -86,7 +86,7 @@ impl fmt::Display for BarReg {
 }
 
 /// One concrete operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     Read {
@@ -154,14 +154,14 @@ pub enum Op {
 }
 
 /// Which pass of an enclosing `repeat` a step belongs to (0-based `index` of `count`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Pass {
     pub index: u64,
     pub count: u64,
 }
 
 /// A concrete step and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PlanStep {
     pub span: Span,
     /// Enclosing repeats, outermost first.
@@ -171,7 +171,7 @@ pub struct PlanStep {
 }
 
 /// The flat list of concrete steps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub path: PathBuf,
     pub bar: BarInfo,

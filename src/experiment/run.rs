@@ -108,7 +108,7 @@ impl Resolver for DeviceResolver<'_> {
 }
 
 /// One executed step, as printed and as traced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StepResult {
     /// 1-based position in the plan.
     pub step: usize,
@@ -136,7 +136,7 @@ pub struct StepResult {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunReport {
     pub device: String,
     pub committed: bool,
@@ -586,7 +586,7 @@ pub fn run(
 }
 
 /// One changed register between two snapshots of a trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DiffRow {
     pub register: String,
     pub a: Option<u32>,

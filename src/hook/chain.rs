@@ -30,7 +30,7 @@ pub const RECORD_SUBDIR: &str = "hookscripts";
 pub const DEFAULT_CHAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `/etc/resetlab/hookscripts/<VMID>.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookRecord {
     pub vmid: u32,

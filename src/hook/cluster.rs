@@ -32,7 +32,7 @@ pub fn storage_is_shared(s: &Storage) -> bool {
         || s.props.get("shared").is_some_and(|v| v.trim() == "1")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ClusterInfo {
     /// Every node under `/etc/pve/nodes/`.
     pub nodes: Vec<String>,

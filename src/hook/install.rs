@@ -29,7 +29,7 @@ pub const OLDER_SHIMS: &[&str] = &[include_str!("../../tools/shims/pve-hookscrip
 pub const DEFAULT_SHIM_NAME: &str = "resetlab-hook.sh";
 
 /// What a file in a snippets directory is, as far as resetlab is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShimKind {
     /// This version's shim.
@@ -54,7 +54,7 @@ pub fn shim_kind(text: &str) -> ShimKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct QmRun {
     pub status: Option<i32>,
     pub stdout: String,
@@ -62,7 +62,7 @@ pub struct QmRun {
 }
 
 /// What the shim file needed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShimWrite {
     /// Not there before: written.
@@ -73,7 +73,7 @@ pub enum ShimWrite {
     Unchanged,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct InstallReport {
     pub vmid: u32,
     pub storage: String,
@@ -115,7 +115,7 @@ pub struct InstallRequest<'a> {
     pub etc_dir: &'a Path,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UninstallReport {
     pub vmid: u32,
     /// The VM's hookscript now.

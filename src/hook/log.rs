@@ -21,7 +21,7 @@ const MAX_LINE: usize = 900;
 
 /// Syslog severity of a line (`<N>` prefix, the lower three bits: `devkmsg_write` takes the
 /// level from it and keeps LOG_USER as the facility when the prefix's facility bits are 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Err,
@@ -41,7 +41,7 @@ impl Level {
 }
 
 /// One logged line, as it went out (without the `<N>` prefix).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LogLine {
     pub level: Level,
     /// Milliseconds since the hook started.

@@ -25,7 +25,19 @@ pub const DEFAULT_POLICY_PATH: &str = "/etc/resetlab/hook.toml";
 
 /// A Proxmox hookscript phase (pve-guest-common `PVE/GuestHelpers.pm` `exec_hookscript`;
 /// qemu-server calls `pre-start`, `post-start`, `pre-stop`, `post-stop`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     PreStart,
@@ -114,7 +126,7 @@ impl FromStr for Phase {
 }
 
 /// One step of a phase, applied to every managed device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// If the device is missing from the bus, rescan its parent bus and poll until it is back
@@ -148,7 +160,7 @@ impl Action {
 }
 
 /// What kind of device a function is, for the choice of chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     /// AMD (vendor 0x1002) display controller (class 0x03xxxx).
@@ -161,7 +173,7 @@ pub enum DeviceKind {
 }
 
 /// PCI identity of one function, as sysfs shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeviceInfo {
     pub bdf: Bdf,
     pub vendor: u16,
@@ -225,7 +237,7 @@ impl DeviceInfo {
 
 /// A reset method name of the engine's registry (`smu_mode2`, `remove_rescan`, `kernel`, `flr`
 /// …); checked here for shape only, the registry knows the names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MethodName(pub String);
 
 impl<'de> Deserialize<'de> for MethodName {
@@ -621,7 +633,7 @@ fn kind_key(k: DeviceKind) -> &'static str {
 }
 
 /// Actions and budget of one phase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PhasePolicy {
     pub actions: Vec<Action>,
     /// Total time the phase may take, all devices together.
@@ -630,7 +642,7 @@ pub struct PhasePolicy {
 }
 
 /// The effective policy of one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VmPolicy {
     pub vmid: u32,
     /// Exit non-zero from pre-start when an action failed, so that Proxmox aborts the start
@@ -666,7 +678,7 @@ pub struct VmPolicy {
 }
 
 /// One managed device in a phase plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DevicePlan {
     pub bdf: Bdf,
     pub kind: DeviceKind,
@@ -675,7 +687,7 @@ pub struct DevicePlan {
 }
 
 /// What the hook does in one phase for one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PhasePlan {
     pub vmid: u32,
     pub phase: Phase,

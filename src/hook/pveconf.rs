@@ -132,6 +132,12 @@ impl<'de> serde::Deserialize<'de> for Bdf {
     }
 }
 
+crate::string_schema!(Bdf, "PCI function address, 0000:c5:00.0");
+crate::string_schema!(
+    PciTarget,
+    "PCI function (0000:c5:00.0) or whole slot (0000:c5:00)"
+);
+
 impl Serialize for PciTarget {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -381,7 +387,7 @@ fn split_property_string(value: &str) -> std::result::Result<Vec<Prop<'_>>, (usi
 // ---------------------------------------------------------------------------------------------
 
 /// Where a `hostpciN` entry takes its devices from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostPciSource {
     /// `host=ID[;ID…]` or the bare first value: one set of functions used together.
@@ -397,7 +403,7 @@ pub enum HostPciSource {
 }
 
 /// One `hostpciN:` line of the current config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct HostPci {
     /// The N of `hostpciN` (0..=15).
     pub index: u8,
@@ -592,7 +598,7 @@ impl HostPci {
 // ---------------------------------------------------------------------------------------------
 
 /// The current configuration of one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VmConfig {
     pub vmid: u32,
     pub path: PathBuf,
@@ -607,7 +613,7 @@ pub struct VmConfig {
 }
 
 /// One PCI function the VM passes through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PassedFunction {
     pub bdf: Bdf,
     /// The N of the `hostpciN` entry it came from.
@@ -874,14 +880,14 @@ fn split_sections<'a>(text: &'a str, path: &Path) -> Result<Vec<Section<'a>>> {
 // ---------------------------------------------------------------------------------------------
 
 /// `/etc/pve/mapping/pci.cfg`: cluster-wide PCI resource mappings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PciMappings {
     pub path: PathBuf,
     pub mappings: BTreeMap<String, PciMapping>,
 }
 
 /// One mapping section (pve-guest-common `PVE/Mapping/PCI.pm` `$defaultData`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PciMapping {
     pub name: String,
     pub line: usize,
@@ -896,7 +902,7 @@ pub struct PciMapping {
 }
 
 /// One parsed `map` line (pve-guest-common `PVE/Mapping/PCI.pm` `$map_fmt`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MapEntry {
     pub node: String,
     /// `path=ID[;ID…]`: functions or whole slots used together.
@@ -1081,14 +1087,14 @@ impl PciMappings {
 // ---------------------------------------------------------------------------------------------
 
 /// `/etc/pve/storage.cfg`, as much as finding snippet files needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StorageConfig {
     pub path: PathBuf,
     pub storages: BTreeMap<String, Storage>,
 }
 
 /// One storage definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Storage {
     pub id: String,
     /// The section type (`dir`, `nfs`, `zfspool`, …), lower-cased as pve-storage does.

@@ -230,7 +230,7 @@ pub fn is_present(host: &Host, bdf: pveconf::Bdf) -> bool {
 }
 
 /// One managed function as a phase sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlannedDevice {
     pub bdf: pveconf::Bdf,
     pub hostpci: u8,
@@ -360,7 +360,7 @@ pub fn method_options(remaining: Duration) -> ResetOptions {
 }
 
 /// How one action on one device ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionResult {
     Done,
@@ -369,7 +369,7 @@ pub enum ActionResult {
 }
 
 /// One action on one device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ActionRecord {
     pub action: Action,
     pub device: pveconf::Bdf,
@@ -385,7 +385,7 @@ pub struct ActionRecord {
 }
 
 /// One managed device at the end of the phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceSummary {
     pub bdf: pveconf::Bdf,
     pub hostpci: u8,
@@ -398,7 +398,7 @@ pub struct DeviceSummary {
 }
 
 /// What a phase did (`--json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PhaseReport {
     pub vmid: u32,
     pub phase: Phase,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// Where state records live unless `--state-dir DIR` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/run/resetlab";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     Clean,
@@ -25,7 +25,7 @@ pub enum DeviceState {
 }
 
 /// One device's record. Unknown fields are ignored on reading, so a newer resetlab may add some.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StateRecord {
     pub bdf: Bdf,
     pub state: DeviceState,

@@ -20,7 +20,7 @@ use crate::pci::Host;
 /// The shim's marker line: a file in a snippets directory with it is resetlab's.
 pub const SHIM_MARKER: &str = "resetlab hookscript shim";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HookscriptStatus {
     /// `hookscript:` of the VM config, as written.
     pub volid: String,
@@ -32,7 +32,7 @@ pub struct HookscriptStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceStatus {
     pub bdf: pveconf::Bdf,
     pub hostpci: u8,
@@ -50,21 +50,21 @@ pub struct DeviceStatus {
     pub record: Option<StateRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Unmanaged {
     pub bdf: pveconf::Bdf,
     pub hostpci: u8,
     pub why: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Step {
     pub action: Action,
     pub device: pveconf::Bdf,
     pub would: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PhasePreview {
     pub phase: Phase,
     pub budget_s: f64,
@@ -73,7 +73,7 @@ pub struct PhasePreview {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StatusReport {
     pub vmid: u32,
     pub config: PathBuf,

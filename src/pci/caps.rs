@@ -11,14 +11,14 @@ use crate::pci::config::ConfigAccess;
 use crate::pci::regs::*;
 
 /// A standard capability: its ID and config offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Cap {
     pub id: u8,
     pub offset: u16,
 }
 
 /// An extended (PCIe) capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ExtCap {
     pub id: u16,
     pub version: u8,
@@ -26,7 +26,7 @@ pub struct ExtCap {
 }
 
 /// Why a walk stopped early.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ChainFault {
     pub kind: &'static str,
     pub reason: &'static str,
@@ -45,7 +45,7 @@ impl std::fmt::Display for ChainFault {
 
 /// The result of walking both lists: what was found, and whether a list was
 /// cut short (what precedes the fault is still valid).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Caps {
     pub caps: Vec<Cap>,
     pub ext: Vec<ExtCap>,
@@ -183,7 +183,7 @@ impl Caps {
 }
 
 /// PM capability registers.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct PmRegs {
     pub offset: u16,
     pub pmc: u16,
@@ -215,7 +215,7 @@ impl PmRegs {
 }
 
 /// PCI Express capability registers the reset methods read.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct ExpRegs {
     pub offset: u16,
     pub flags: u16,
@@ -254,7 +254,7 @@ impl ExpRegs {
 }
 
 /// Advanced Features capability registers.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct AfRegs {
     pub offset: u16,
     pub cap: u8,
@@ -269,7 +269,7 @@ impl AfRegs {
 }
 
 /// The registers behind every reset verdict, decoded once from config.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Decoded {
     pub vendor: u16,
     pub device: u16,

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::pci::sysfs::Host;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Holder {
     pub pid: u32,
     pub command: String,

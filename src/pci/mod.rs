@@ -5,6 +5,7 @@ pub mod addr;
 pub mod bounded_read;
 pub mod caps;
 pub mod config;
+pub mod filter;
 pub mod holders;
 pub mod mmio;
 pub mod names;
@@ -12,5 +13,6 @@ pub mod regs;
 pub mod resource;
 pub mod sysfs;
 
-pub use addr::{Bdf, IdSelector, SlotSelector};
+pub use addr::Bdf;
+pub use filter::{IdSelector, SlotSelector};
 pub use sysfs::{Device, Host, Topology};

@@ -14,7 +14,7 @@ pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
 pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
 pub const IORESOURCE_UNSET: u64 = 0x2000_0000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Resource {
     pub index: usize,
     pub start: u64,

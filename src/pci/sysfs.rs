@@ -112,7 +112,7 @@ impl Host {
 }
 
 /// What sits above a device: a bridge function, or a host bridge's root bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Parent {
     Bridge(Bdf),
@@ -120,7 +120,7 @@ pub enum Parent {
 }
 
 /// ACPI companion of a device (`firmware_node`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FirmwareNode {
     /// The ACPI path (`\_SB_.PCI0.GP17.VGA_`) when the node exposes it.
     pub acpi_path: Option<String>,
@@ -131,7 +131,7 @@ pub struct FirmwareNode {
 
 /// One PCI function as sysfs shows it. Optional attributes are `None` when
 /// the kernel does not create them (older kernels, no method found, …).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Device {
     pub bdf: Bdf,
     #[serde(skip)]

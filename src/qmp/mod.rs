@@ -136,7 +136,7 @@ impl Deadline {
 }
 
 /// A QEMU device that passes a host PCI function through (`vfio-pci`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Passthrough {
     /// The id `device_del` takes: the qdev id (`hostpci0`), or the QOM path of a device without one.
     pub id: String,
@@ -146,7 +146,7 @@ pub struct Passthrough {
 }
 
 /// A PCI function of the guest as `query-pci` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct GuestFunction {
     /// Its qdev id ("" when it has none).
     pub id: String,

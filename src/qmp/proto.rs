@@ -40,7 +40,7 @@ pub enum Message {
 }
 
 /// An asynchronous event, with the moment it was read off the socket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Event {
     pub name: String,
     pub data: Value,

@@ -23,7 +23,7 @@ use crate::journal::Journal;
 use crate::pci::Bdf;
 
 /// How one QEMU device fared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// `DEVICE_DELETED` came `ms` after its `device_del` was sent.
@@ -38,7 +38,7 @@ pub enum Outcome {
 }
 
 /// One QEMU device of a release.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Released {
     /// Its qdev id (`hostpci0`, `hostpci0.1`).
     pub id: String,
@@ -56,7 +56,7 @@ pub struct Released {
 }
 
 /// What a release did, device by device.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReleaseReport {
     pub socket: String,
     pub bound_ms: u64,

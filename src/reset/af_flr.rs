@@ -20,7 +20,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         Err(e) => return no_config(e),
     };
     let Some(af) = cfg.af else {
-        return Verdict::no("no Advanced Features capability");
+        return Verdict::no("no_af_cap", "no Advanced Features capability");
     };
     let regs = vec![RegValue::new(
         "AF_CAP",
@@ -29,9 +29,9 @@ pub fn probe(a: &Analysis) -> Verdict {
         af.cap as u32,
     )];
     if af.tp_and_flr() {
-        Verdict::yes("AF_CAP has TP and FLR").with_regs(regs)
+        Verdict::yes("af_flr_capable", "AF_CAP has TP and FLR").with_regs(regs)
     } else {
-        Verdict::no("AF_CAP lacks TP or FLR").with_regs(regs)
+        Verdict::no("af_lacks_tp_flr", "AF_CAP lacks TP or FLR").with_regs(regs)
     }
 }
 

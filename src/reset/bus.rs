@@ -26,7 +26,7 @@ pub const DEF: MethodDef = MethodDef {
 
 pub fn probe(a: &Analysis) -> Verdict {
     let Some(bridge) = a.bridge() else {
-        return Verdict::no(
+        return Verdict::no("root_bus", 
             "the device is on a root bus: there is no upstream bridge whose secondary bus could be reset",
         );
     };
@@ -42,18 +42,18 @@ pub fn probe(a: &Analysis) -> Verdict {
                     bc as u32,
                 ));
             } else {
-                return Verdict::no(format!(
-                    "upstream {} is not a type 1 (bridge) header",
-                    bridge.bdf
-                ))
+                return Verdict::no(
+                    "upstream_not_bridge",
+                    format!("upstream {} is not a type 1 (bridge) header", bridge.bdf),
+                )
                 .with_affects(affects);
             }
         }
         Err(e) => {
-            return Verdict::no(format!(
-                "upstream bridge {} config not examined: {e}",
-                bridge.bdf
-            ))
+            return Verdict::no(
+                "upstream_config_unread",
+                format!("upstream bridge {} config not examined: {e}", bridge.bdf),
+            )
             .with_affects(affects)
         }
     }
@@ -69,22 +69,25 @@ pub fn probe(a: &Analysis) -> Verdict {
         format!("{} other function(s)", affects.len())
     };
     let v = if live.is_empty() {
-        Verdict::yes(format!(
-            "secondary bus reset at {} also resets {others}",
-            bridge.bdf
-        ))
+        Verdict::yes(
+            "bus_reset_ok",
+            format!("secondary bus reset at {} also resets {others}", bridge.bdf),
+        )
     } else if a.force {
-        Verdict::yes(format!(
+        Verdict::yes("forced_siblings_live_driver", format!(
             "forced: secondary bus reset at {} also resets functions bound to live host drivers: {}",
             bridge.bdf,
             live.join(", ")
         ))
     } else {
-        Verdict::refuse(format!(
+        Verdict::refuse(
+            "siblings_live_driver",
+            format!(
             "secondary bus reset at {} would also reset functions bound to live host drivers: {}",
             bridge.bdf,
             live.join(", ")
-        ))
+        ),
+        )
     };
     v.with_affects(affects).with_regs(regs)
 }

@@ -41,26 +41,31 @@ pub fn probe(a: &Analysis) -> Verdict {
                 "{node} (firmware_node/power_resources_D3hot), nor does its parent port: the platform cannot cut its power"
             );
             return if a.force {
-                Verdict::yes(format!(
-                    "forced although {why}; the deepest state reached will be reported"
-                ))
+                Verdict::yes(
+                    "forced_no_power_resources",
+                    format!("forced although {why}; the deepest state reached will be reported"),
+                )
             } else {
-                Verdict::no(why)
+                Verdict::no("no_power_resources", why)
             };
         }
     };
     if a.dev.driver.as_deref() != Some("vfio-pci") && a.dev.driver.is_some() {
-        return Verdict::no(format!(
-            "{where_}, but runtime suspend needs the device idle under vfio-pci (bound: {})",
-            a.dev.driver.as_deref().unwrap_or("none")
-        ));
+        return Verdict::no(
+            "needs_vfio_idle",
+            format!(
+                "{where_}, but runtime suspend needs the device idle under vfio-pci (bound: {})",
+                a.dev.driver.as_deref().unwrap_or("none")
+            ),
+        );
     }
     if a.dev.d3cold_allowed == Some(false) {
-        return Verdict::yes(format!(
-            "{where_}; d3cold_allowed is 0 and will be set for the reset"
-        ));
+        return Verdict::yes(
+            "d3cold_allowed_set",
+            format!("{where_}; d3cold_allowed is 0 and will be set for the reset"),
+        );
     }
-    Verdict::yes(where_)
+    Verdict::yes("power_resources", where_)
 }
 
 fn depth(state: &str) -> u8 {

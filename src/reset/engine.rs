@@ -27,7 +27,7 @@ use crate::pci::sysfs::{read_attr, Parent};
 use crate::pci::{Bdf, Device, Host, Topology};
 
 /// Milliseconds spent in each phase of one method.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Phases {
     pub probe_ms: f64,
     pub save_ms: f64,
@@ -39,7 +39,7 @@ pub struct Phases {
 }
 
 /// One method of the chain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MethodRun {
     pub method: String,
     pub verdict: Verdict,
@@ -61,7 +61,7 @@ impl MethodRun {
 }
 
 /// The whole chain's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ChainReport {
     pub device: Bdf,
     pub dry_run: bool,

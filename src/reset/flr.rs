@@ -23,7 +23,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         Err(e) => return no_config(e),
     };
     let Some(exp) = cfg.exp else {
-        return Verdict::no("no PCI Express capability");
+        return Verdict::no("no_pcie_cap", "no PCI Express capability");
     };
     let regs = vec![RegValue::new(
         "DEVCAP",
@@ -32,10 +32,13 @@ pub fn probe(a: &Analysis) -> Verdict {
         exp.devcap,
     )];
     if exp.flr() {
-        Verdict::yes("DEVCAP.FLR is set").with_regs(regs)
+        Verdict::yes("flr_capable", "DEVCAP.FLR is set").with_regs(regs)
     } else {
-        Verdict::no("DEVCAP lacks FLR (bit 28): the function cannot do a Function Level Reset")
-            .with_regs(regs)
+        Verdict::no(
+            "no_flr_cap",
+            "DEVCAP lacks FLR (bit 28): the function cannot do a Function Level Reset",
+        )
+        .with_regs(regs)
     }
 }
 

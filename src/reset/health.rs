@@ -11,7 +11,7 @@ use crate::pci::caps::Decoded;
 use crate::pci::config::MemConfig;
 use crate::pci::Device;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HealthItem {
     pub name: String,
     pub ok: bool,
@@ -28,7 +28,7 @@ impl HealthItem {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Health {
     pub healthy: bool,
     pub items: Vec<HealthItem>,
@@ -79,10 +79,18 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
         }
     };
     let same = d.vendor == before.vendor && d.device == before.device && d.class == before.class;
+    let found = format!("{:04x}:{:04x} class {:06x}", d.vendor, d.device, d.class);
     v.push(HealthItem::new(
         "identity",
         same,
-        format!("{:04x}:{:04x} class {:06x}", d.vendor, d.device, d.class),
+        if same {
+            found
+        } else {
+            format!(
+                "config reads {found}: not the device reset; want {:04x}:{:04x} class {:06x} as before",
+                before.vendor, before.device, before.class
+            )
+        },
     ));
     if let Some(s) = saved {
         match s.verify(&cfg) {
@@ -123,7 +131,7 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
             if was == now {
                 "BARs at the same addresses".to_string()
             } else {
-                format!("BARs moved: {was:x?} → {now:x?}")
+                format!("BARs moved: (index, address) {now:x?}; want {was:x?} as before the reset")
             },
         ));
     }
@@ -144,8 +152,13 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
                 "power_state unknown: re-enumerated, no driver has enabled it yet".to_string()
             } else if p != "D0" && suspended {
                 format!("power_state {p} (runtime-suspended by its driver)")
+            } else if p == "D0" {
+                "power_state D0".to_string()
+            } else if p.is_empty() {
+                "power_state is empty: the kernel does not say the device's state; want D0"
+                    .to_string()
             } else {
-                format!("power_state {p}")
+                format!("power_state {p}: the device is not powered up; want D0")
             },
         ));
     }
@@ -154,9 +167,9 @@ pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -
             "driver",
             false,
             format!(
-                "bound to {} (was {})",
-                after.driver.as_deref().unwrap_or("none"),
-                before.driver.as_deref().unwrap_or("none")
+                "bound to {}; want {}, as before the reset",
+                after.driver.as_deref().unwrap_or("no driver"),
+                before.driver.as_deref().unwrap_or("no driver")
             ),
         ));
     }

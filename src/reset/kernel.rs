@@ -30,19 +30,23 @@ pub fn probe(a: &Analysis) -> Verdict {
     let methods = a.dev.reset_method.clone().unwrap_or_default();
     if !a.dev.has_reset {
         return Verdict::no(
+            "no_reset_attr",
             "no 'reset' attribute: the kernel found no reset method at enumeration",
         );
     }
     if let Some(m) = a.arg {
         if !methods.iter().any(|x| x == m) {
-            return Verdict::no(format!(
-                "the kernel does not list '{m}' for this device (reset_method: {})",
-                if methods.is_empty() {
-                    "none".to_string()
-                } else {
-                    methods.join(" ")
-                }
-            ));
+            return Verdict::no(
+                "kernel_method_not_listed",
+                format!(
+                    "the kernel does not list '{m}' for this device (reset_method: {})",
+                    if methods.is_empty() {
+                        "none".to_string()
+                    } else {
+                        methods.join(" ")
+                    }
+                ),
+            );
         }
     }
     let wanted = a
@@ -54,12 +58,18 @@ pub fn probe(a: &Analysis) -> Verdict {
                    function while its siblings are present";
         // Forced, the kernel is asked anyway and its errno comes back explained.
         return if a.force {
-            Verdict::yes(format!("forced although {why}"))
+            Verdict::yes(
+                "forced_kernel_bus_siblings",
+                format!("forced although {why}"),
+            )
         } else {
-            Verdict::no(why)
+            Verdict::no("kernel_bus_siblings", why)
         };
     }
-    Verdict::yes(format!("the kernel offers: {}", wanted.join(" ")))
+    Verdict::yes(
+        "kernel_offers",
+        format!("the kernel offers: {}", wanted.join(" ")),
+    )
 }
 
 /// Explains an errno from writing `reset` or `reset_method`.

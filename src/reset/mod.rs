@@ -33,7 +33,7 @@ pub mod remove_rescan;
 pub mod smu_mode2;
 
 /// One raw register value behind a verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RegValue {
     pub name: &'static str,
     /// Config-space offset of the register.
@@ -68,10 +68,17 @@ impl std::fmt::Display for RegValue {
 }
 
 /// A probe's answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub available: bool,
+    /// Stable machine-readable reason (`no_pcie_cap`, `siblings_live_driver`,
+    /// …; docs/json.md lists them): scripts match on it, never on `reason`.
+    pub code: &'static str,
     pub reason: String,
+    /// Set when the probe could not tell (config space beyond the first 64
+    /// bytes needs root): `available` is then false but means "unknown".
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
     /// Other functions the method would also reset (its blast radius).
     pub affects: Vec<Bdf>,
     /// The raw register values the verdict rests on.
@@ -84,20 +91,24 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn yes(reason: impl Into<String>) -> Verdict {
+    pub fn yes(code: &'static str, reason: impl Into<String>) -> Verdict {
         Verdict {
             available: true,
+            code,
             reason: reason.into(),
+            unknown: false,
             affects: vec![],
             registers: vec![],
             refused: false,
         }
     }
 
-    pub fn no(reason: impl Into<String>) -> Verdict {
+    pub fn no(code: &'static str, reason: impl Into<String>) -> Verdict {
         Verdict {
             available: false,
+            code,
             reason: reason.into(),
+            unknown: false,
             affects: vec![],
             registers: vec![],
             refused: false,
@@ -105,10 +116,19 @@ impl Verdict {
     }
 
     /// A safety refusal (see `refused`).
-    pub fn refuse(reason: impl Into<String>) -> Verdict {
-        let mut v = Verdict::no(reason);
-        v.refused = true;
-        v
+    pub fn refuse(code: &'static str, reason: impl Into<String>) -> Verdict {
+        Verdict {
+            refused: true,
+            ..Verdict::no(code, reason)
+        }
+    }
+
+    /// The probe could not tell: its evidence is out of reach.
+    pub fn unknown(code: &'static str, reason: impl Into<String>) -> Verdict {
+        Verdict {
+            unknown: true,
+            ..Verdict::no(code, reason)
+        }
     }
 
     pub fn with_regs(mut self, regs: Vec<RegValue>) -> Verdict {
@@ -137,8 +157,18 @@ impl Configs {
             let Some(dev) = topo.get(bdf) else { continue };
             let r = dev
                 .read_config()
-                .and_then(|bytes| Decoded::decode(&MemConfig::image(bdf.to_string(), bytes)))
-                .map_err(|e| e.one_line());
+                .map_err(|e| e.one_line())
+                .and_then(|bytes| {
+                    if needs_more_than_header(&bytes) {
+                        return Err(format!(
+                        "{CONFIG_NEEDS_ROOT}: only the first {} bytes of config space are readable \
+                         without root, and the capability list starts beyond them",
+                        bytes.len()
+                    ));
+                    }
+                    Decoded::decode(&MemConfig::image(bdf.to_string(), bytes))
+                        .map_err(|e| e.one_line())
+                });
             map.insert(*bdf, r);
         }
         Configs { map }
@@ -151,6 +181,17 @@ impl Configs {
             None => Err(format!("{bdf}: config not read")),
         }
     }
+}
+
+/// A header-only image (a non-root read) whose capability list points past it.
+fn needs_more_than_header(bytes: &[u8]) -> bool {
+    use crate::pci::regs::{Status, PCI_CAPABILITY_LIST, PCI_STATUS};
+    if bytes.len() > 64 || bytes.len() < 0x36 {
+        return false;
+    }
+    let status = u16::from_le_bytes([bytes[PCI_STATUS as usize], bytes[PCI_STATUS as usize + 1]]);
+    Status::from_bits_retain(status).contains(Status::CAP_LIST)
+        && bytes[PCI_CAPABILITY_LIST as usize] as usize >= bytes.len()
 }
 
 /// Everything a probe may look at.
@@ -185,7 +226,7 @@ impl<'a> Analysis<'a> {
 }
 
 /// Who restores the device's state around a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Managed {
     /// A raw mechanism: the orchestrator saves and disables before, waits for
@@ -236,7 +277,7 @@ impl Default for ResetOptions {
 }
 
 /// What a method's `reset` did, in words, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub did: String,
     /// Facts learnt on the way (the deepest power state reached, an SMU answer).
@@ -426,8 +467,16 @@ pub fn probe_all(a: &Analysis) -> BTreeMap<&'static str, Verdict> {
 
 /// The common "config unreadable" verdict, naming why.
 pub(crate) fn no_config(why: String) -> Verdict {
-    Verdict::no(format!("config space not examined: {why}"))
+    if why.starts_with(CONFIG_NEEDS_ROOT) {
+        return Verdict::unknown("config_needs_root", why);
+    }
+    Verdict::no("config_unread", format!("config space not examined: {why}"))
 }
+
+/// How an unreadable capability list starts its error: without root, sysfs
+/// `config` gives only the first 64 bytes (pci_read_config in
+/// drivers/pci/pci-sysfs.c stops at 64 unless CAP_SYS_ADMIN).
+pub const CONFIG_NEEDS_ROOT: &str = "unknown (config needs root)";
 
 /// Drivers that leave a function free for a reset: it is parked for passthrough.
 pub fn is_parking_driver(driver: Option<&str>) -> bool {

@@ -32,42 +32,52 @@ pub fn probe(a: &Analysis) -> Verdict {
         Err(e) => return no_config(e),
     };
     let Some(pm) = cfg.pm else {
-        return Verdict::no("no PM capability");
+        return Verdict::no("no_pm_cap", "no PM capability");
     };
     let regs = vec![
         RegValue::new("PMC", pm.offset + PCI_PM_PMC, 2, pm.pmc as u32),
         RegValue::new("PMCSR", pm.offset + PCI_PM_CTRL, 2, pm.pmcsr as u32),
     ];
     if pm.no_soft_reset() {
-        return Verdict::no("PMCSR.No_Soft_Reset is 1: D3hot→D0 keeps the function's state")
-            .with_regs(regs);
+        return Verdict::no(
+            "no_soft_reset",
+            "PMCSR.No_Soft_Reset is 1: D3hot→D0 keeps the function's state",
+        )
+        .with_regs(regs);
     }
     if kernel_refuses(a.dev.vendor, a.dev.class, &a.dev.parent) {
         let why = "the kernel refuses PM reset for AMD (1002) VGA-class devices off the root bus \
                    (quirk_no_pm_reset): D3hot→D0 does not reset them";
         return if a.force {
-            Verdict::yes(format!("forced although {why}")).with_regs(regs)
+            Verdict::yes("forced_quirk_no_pm_reset", format!("forced although {why}"))
+                .with_regs(regs)
         } else {
-            Verdict::no(why).with_regs(regs)
+            Verdict::no("quirk_no_pm_reset", why).with_regs(regs)
         };
     }
     if pm.state() != 0 && a.dev.runtime_status.as_deref() == Some("suspended") {
         // vfio-pci runtime-suspends an idle device to D3hot; the kernel's
         // reset_store wakes it first, and so does resetlab's orchestrator.
-        return Verdict::yes(format!(
-            "PM capability with No_Soft_Reset 0 (runtime-suspended in D{}: woken to D0 first)",
-            pm.state()
-        ))
+        return Verdict::yes(
+            "pm_capable_suspended",
+            format!(
+                "PM capability with No_Soft_Reset 0 (runtime-suspended in D{}: woken to D0 first)",
+                pm.state()
+            ),
+        )
         .with_regs(regs);
     }
     if pm.state() != 0 {
-        return Verdict::no(format!(
-            "the function is in D{} (PMCSR); a PM reset starts from D0",
-            pm.state()
-        ))
+        return Verdict::no(
+            "not_in_d0",
+            format!(
+                "the function is in D{} (PMCSR); a PM reset starts from D0",
+                pm.state()
+            ),
+        )
         .with_regs(regs);
     }
-    Verdict::yes("PM capability with No_Soft_Reset 0").with_regs(regs)
+    Verdict::yes("pm_capable", "PM capability with No_Soft_Reset 0").with_regs(regs)
 }
 
 /// PCI_PM_D3HOT_WAIT: 10 ms in D3hot, and 10 ms after D0 (pci_dev_d3_sleep).

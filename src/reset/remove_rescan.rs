@@ -41,11 +41,14 @@ pub fn rescan_path(a: &Analysis) -> PathBuf {
 
 pub fn probe(a: &Analysis) -> Verdict {
     if !a.dev.has_remove {
-        return Verdict::no("the device has no 'remove' attribute");
+        return Verdict::no("no_remove_attr", "the device has no 'remove' attribute");
     }
     let rescan = rescan_path(a);
     if std::fs::symlink_metadata(&rescan).is_err() {
-        return Verdict::no(format!("no rescan attribute at {}", rescan.display()));
+        return Verdict::no(
+            "no_rescan_attr",
+            format!("no rescan attribute at {}", rescan.display()),
+        );
     }
     let rel = rescan.strip_prefix(&a.host.sysfs).unwrap_or(&rescan);
     let slot: Vec<Bdf> = if a.opts.slot {
@@ -68,19 +71,25 @@ pub fn probe(a: &Analysis) -> Verdict {
         .collect();
     let how = format!("remove, then rescan via {}", rel.display());
     if live.is_empty() {
-        Verdict::yes(how).with_affects(slot)
+        Verdict::yes("remove_rescan_ok", how).with_affects(slot)
     } else if a.force {
-        Verdict::yes(format!(
-            "forced: {how}; removes functions bound to live host drivers: {}",
-            live.join(", ")
-        ))
+        Verdict::yes(
+            "forced_slot_live_driver",
+            format!(
+                "forced: {how}; removes functions bound to live host drivers: {}",
+                live.join(", ")
+            ),
+        )
         .with_affects(slot)
     } else {
-        Verdict::refuse(format!(
-            "--slot would also remove functions bound to live host drivers: {}; unbind them \
+        Verdict::refuse(
+            "slot_live_driver",
+            format!(
+                "--slot would also remove functions bound to live host drivers: {}; unbind them \
              (or bind vfio-pci) first, or use --force",
-            live.join(", ")
-        ))
+                live.join(", ")
+            ),
+        )
         .with_affects(slot)
     }
 }

@@ -37,31 +37,36 @@ pub fn probe(a: &Analysis) -> Verdict {
     let (asic, bar) = match smu::target(a.regs, a.dev, a.opts.asic.as_deref(), a.opts.bar) {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return Verdict::no(format!(
-                "no ASIC in the register database lists {:04x}:{:04x} (--asic NAME names one)",
-                a.dev.vendor, a.dev.device
-            ))
+            return Verdict::no(
+                "no_asic",
+                format!(
+                    "no ASIC in the register database lists {:04x}:{:04x} (--asic NAME names one)",
+                    a.dev.vendor, a.dev.device
+                ),
+            )
         }
-        Err(e) => return Verdict::no(e.one_line()),
+        Err(e) => return Verdict::no("asic_error", e.one_line()),
     };
     let m2 = asic.mode2();
     if !m2.offered {
-        return Verdict::no(format!(
-            "{} (regs/{}): mode 2 is not offered: {}",
-            asic.family(),
-            asic.asic_name(),
-            m2.reason.as_deref().unwrap_or("regs/ says so")
-        ));
+        return Verdict::no(
+            "mode2_not_offered",
+            format!(
+                "{} (regs/{}): mode 2 is not offered: {}",
+                asic.family(),
+                asic.asic_name(),
+                m2.reason.as_deref().unwrap_or("regs/ says so")
+            ),
+        );
     }
     let message = m2.message.as_deref().unwrap_or(MESSAGE);
     let msg_id = match asic.message(message) {
         Ok(m) => m.id,
         Err(e) => {
-            return Verdict::no(format!(
-                "{}: no mode-2 message: {}",
-                asic.asic_name(),
-                e.one_line()
-            ))
+            return Verdict::no(
+                "no_mode2_message",
+                format!("{}: no mode-2 message: {}", asic.asic_name(), e.one_line()),
+            )
         }
     };
     // A probe never writes: the device's table only if sysfs or this boot's
@@ -75,7 +80,9 @@ pub fn probe(a: &Analysis) -> Verdict {
     };
     let resolved = match known.as_ref().map(|k| k.apply(asic)) {
         Some(Ok(x)) => Some(x),
-        Some(Err(e)) => return Verdict::no(format!("device table: {}", e.one_line())),
+        Some(Err(e)) => {
+            return Verdict::no("device_table", format!("device table: {}", e.one_line()))
+        }
         None => None,
     };
     let asic = resolved.as_ref().unwrap_or(asic);
@@ -86,18 +93,18 @@ pub fn probe(a: &Analysis) -> Verdict {
         .filter(|v| asic.mailbox(Some(v)).is_ok());
     let mb = match asic.mailbox(mp1.as_deref()) {
         Ok(m) => m,
-        Err(e) => return Verdict::no(e.one_line()),
+        Err(e) => return Verdict::no("mailbox_error", e.one_line()),
     };
     if let Err(e) = smu::refuse_if_amdgpu(a.dev) {
-        return Verdict::no(e.one_line());
+        return Verdict::no("amdgpu_bound", e.one_line());
     }
     let size = match mmio::check_bar(a.dev, bar) {
         Ok(s) => s,
-        Err(e) => return Verdict::no(format!("register BAR {bar}: {}", e.one_line())),
+        Err(e) => return Verdict::no("bar_error", format!("register BAR {bar}: {}", e.one_line())),
     };
     let past = mb.resp + 4 > size || mb.msg + 4 > size || mb.arg + 4 > size;
     if past && asic.file.indirect.is_none() {
-        return Verdict::no(format!(
+        return Verdict::no("bar_too_small", format!(
             "BAR {bar} is {size:#x} bytes; the {} mailbox needs {:#x} and regs/ names no indirect pair to reach past it",
             asic.asic_name(),
             mb.resp.max(mb.msg).max(mb.arg) + 4
@@ -166,7 +173,7 @@ pub fn probe(a: &Analysis) -> Verdict {
         }
         reason.push_str(&format!("; {seen}"));
     }
-    Verdict::yes(reason).with_regs(regs)
+    Verdict::yes("smu_mode2_ready", reason).with_regs(regs)
 }
 
 /// A read-only look at the mailbox (a probe never writes; the BAR is read
@@ -184,7 +191,7 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
     if v == smu::RESP_DEAD {
         return (
             String::new(),
-            Some(Verdict::no(format!(
+            Some(Verdict::no("bar_all_ones", format!(
                 "the register BAR reads all-ones at the SMU response register ({:#x}) with memory decoding on: the device is dead or gone",
                 mb.resp
             ))),
@@ -193,7 +200,7 @@ fn peek(a: &Analysis, asic: &Asic, bar: u8, mb: &ResolvedMailbox) -> (String, Op
     if smu::is_hung_code(asic, v) && !a.force {
         return (
             String::new(),
-            Some(Verdict::no(format!(
+            Some(Verdict::no("smu_unknown_state", format!(
                 "the SMU response register holds {v:#x}, an error amdgpu stops at (unknown code or 0xFB; smu_cmn.c: __smu_cmn_reg2errno → -EREMOTEIO): the SMU is likely hung; --force overrides this refusal and sends anyway"
             ))),
         );

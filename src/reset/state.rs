@@ -12,7 +12,7 @@ use crate::pci::config::{read_width, ConfigAccess};
 use crate::pci::regs::*;
 
 /// One register to restore: offset, width, name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Saved {
     pub name: String,
     pub offset: u16,
@@ -21,14 +21,14 @@ pub struct Saved {
 }
 
 /// The saved state, in the order it is restored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SavedState {
     pub device: String,
     pub regs: Vec<Saved>,
 }
 
 /// A register that did not read back as restored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Mismatch {
     pub name: String,
     pub offset: u16,
@@ -40,7 +40,7 @@ impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}@{:#05x} reads {:#x}, restored {:#x}",
+            "{}@{:#05x} reads {:#x}; want {:#x}, as restored",
             self.name, self.offset, self.found, self.expected
         )
     }

@@ -170,7 +170,7 @@ pub fn is_dirty(root: &Path, bdf: &Bdf) -> bool {
 }
 
 /// One thing the model did, appended to `<root>/model/events.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Event {
     pub t_ms: f64,
     pub device: String,

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Faults the model can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     #[default]
@@ -34,7 +36,7 @@ pub enum Fault {
     Vanish,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Effective {
     pub kernel: bool,
@@ -101,7 +103,7 @@ impl Effective {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmuProfile {
     /// How long mode 2 takes: the response register reads 0 meanwhile.
@@ -138,7 +140,7 @@ impl Default for SmuProfile {
 /// list of segment bases (dwords) per IP by amdgpu's hw_id name, e.g.
 /// `MP1 = [0x16000, 0x16000]`. IPs not named keep the Phoenix values of
 /// [`crate::amd::discovery::BlobSpec::phoenix_like`] (which agree with regs/).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryProfile {
     pub bases: std::collections::BTreeMap<String, Vec<u64>>,
@@ -164,7 +166,7 @@ impl DiscoveryProfile {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
     /// Methods that return a dirty GPU to clean.

@@ -58,7 +58,7 @@ pub fn state_path(root: &Path, vmid: u32) -> PathBuf {
 }
 
 /// How the guest answers an unplug request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Guest {
     /// Ejects the device `ms` after the request (while the VM runs).
@@ -126,7 +126,7 @@ impl Default for VmOptions {
 }
 
 /// One QEMU device passing a host function through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmDevice {
     /// `hostpci0`, `hostpci1.2`, …
     pub id: String,
@@ -183,7 +183,7 @@ pub fn devices_of(root: &Path, cfg: &VmConfig) -> Result<Vec<VmDevice>> {
 }
 
 /// One device as the fake QEMU sees it (in [`VmState`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceState {
     #[serde(flatten)]
     pub device: VmDevice,
@@ -198,7 +198,7 @@ pub struct DeviceState {
 }
 
 /// `<root>/model/vm/<vmid>.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmState {
     pub vmid: u32,
     pub pid: u32,
@@ -218,7 +218,13 @@ pub struct VmState {
 impl VmState {
     pub fn load(root: &Path, vmid: u32) -> Result<VmState> {
         let p = state_path(root, vmid);
-        let text = fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
+        let text = fs::read_to_string(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(
+                "fake QEMU state of VM",
+                format!("{vmid} (never started on this twin: `sim vm DIR {vmid} start`)"),
+            ),
+            _ => Error::io("read", &p, e),
+        })?;
         serde_json::from_str(&text)
             .map_err(|e| Error::parse("fake QEMU state", p.display().to_string(), e.to_string()))
     }

@@ -92,9 +92,16 @@ pub fn sysfs_arg(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The devices of `list --json` (an object with `devices`, or a bare array).
+pub fn devices(list: &serde_json::Value) -> &Vec<serde_json::Value> {
+    list.get("devices")
+        .unwrap_or(list)
+        .as_array()
+        .expect("devices array")
+}
+
 pub fn device<'a>(list: &'a serde_json::Value, bdf: &str) -> &'a serde_json::Value {
-    list.as_array()
-        .expect("array")
+    devices(list)
         .iter()
         .find(|d| d["bdf"] == bdf)
         .unwrap_or_else(|| panic!("{bdf} not in list"))
