@@ -1,12 +1,12 @@
 //! resetlab: reset PCI devices from Linux userspace.
 //!
 //! Layers, top to bottom (data flows down, never back up):
-//! `cli` → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci`; `sim` is the twin.
+//! (the binary's `cli`) → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci`; `sim` is the
+//! twin. The command line (clap, the progress bar, rendering) lives in the binary, src/main.rs.
 
 pub mod amd;
 pub mod bench;
 pub mod cleanup;
-pub mod cli;
 pub mod doctor;
 pub mod error;
 pub mod experiment;

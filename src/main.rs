@@ -1,3 +1,14 @@
+//! The `resetlab` binary: the command line over the library.
+
+mod cli;
+
+// The library's modules, so that `crate::pci`, `crate::reset`, … read the same in
+// the binary's `cli` as in the library.
+use resetlab::{
+    amd, bench, cleanup, doctor, error, experiment, hook, inventory, journal, pci, qmp, report,
+    reset, sim, snapshot, text,
+};
+
 fn main() {
-    std::process::exit(resetlab::cli::main());
+    std::process::exit(cli::main());
 }
