@@ -181,7 +181,7 @@ fn the_checked_in_schemas_are_current() {
         if fs::read_to_string(&p).ok().as_deref() != Some(want.as_str()) {
             if bless {
                 fs::create_dir_all(&dir).unwrap();
-                fs::write(&p, &want).unwrap();
+                fs::write(&p, want).unwrap();
             } else {
                 stale.push(name.to_string());
             }
