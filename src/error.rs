@@ -69,14 +69,6 @@ pub enum Error {
     /// Config space reads back all-ones: the device is gone, powered off or not responding.
     #[error("{bdf}: config space reads all-ones at {offset:#05x} (device absent, in D3cold or not responding)")]
     AllOnes { bdf: String, offset: u16 },
-    /// A capability list that loops or points outside config space.
-    #[error("{bdf}: {kind} capability chain {reason} at {offset:#05x}")]
-    CapChain {
-        bdf: String,
-        kind: &'static str,
-        reason: &'static str,
-        offset: u16,
-    },
     /// An access outside the bounds of a region.
     #[error("{what}: access at {offset:#x} width {width} is outside the {len:#x}-byte region")]
     OutOfBounds {
@@ -84,6 +76,14 @@ pub enum Error {
         offset: u64,
         width: usize,
         len: u64,
+    },
+    /// An access whose offset is not a multiple of its width (the device takes
+    /// naturally aligned accesses only).
+    #[error("{what}: access at {offset:#x} width {width} is not {width}-byte aligned")]
+    Misaligned {
+        what: String,
+        offset: u64,
+        width: usize,
     },
     /// A safety guard refused the operation.
     #[error("refused: {reason}")]
@@ -184,8 +184,8 @@ impl Error {
             Error::Ambiguous { .. } => "ambiguous",
             Error::ConfigTruncated { .. } => "config_truncated",
             Error::AllOnes { .. } => "all_ones",
-            Error::CapChain { .. } => "cap_chain",
             Error::OutOfBounds { .. } => "out_of_bounds",
+            Error::Misaligned { .. } => "misaligned",
             Error::Refused { .. } => "refused",
             Error::Timeout { .. } => "timeout",
             Error::Failed { .. } => "failed",
@@ -210,8 +210,8 @@ impl Error {
             Error::Io { .. }
             | Error::ConfigTruncated { .. }
             | Error::AllOnes { .. }
-            | Error::CapChain { .. }
             | Error::OutOfBounds { .. }
+            | Error::Misaligned { .. }
             | Error::Kernel { .. } => exit::SYSTEM,
         }
     }

@@ -116,12 +116,18 @@ fn numbers_in_every_base_with_underscores() {
     assert_eq!(parse_number("1_000"), Ok(1000));
     assert_eq!(parse_number("0x0400_0000"), Ok(0x0400_0000));
     assert_eq!(parse_number("18446744073709551615"), Ok(u64::MAX));
-    assert!(parse_number("18446744073709551616").is_err());
-    assert!(parse_number("0x").is_err());
-    assert!(parse_number("0x_1").is_err());
-    assert!(parse_number("0b2").is_err());
-    assert!(parse_number("12ab").is_err());
-    assert!(parse_number("").is_err());
+    assert_eq!(
+        parse_number("18446744073709551616"),
+        Err("too large for 64 bits".into())
+    );
+    assert_eq!(parse_number("0x"), Err("no digits".into()));
+    assert_eq!(parse_number("0x_1"), Err("no digits".into()));
+    assert_eq!(parse_number("0b2"), Err("'2' is not a base-2 digit".into()));
+    assert_eq!(
+        parse_number("12ab"),
+        Err("'a' is not a base-10 digit".into())
+    );
+    assert_eq!(parse_number(""), Err("no digits".into()));
 }
 
 #[test]
@@ -129,11 +135,23 @@ fn durations_need_a_unit_and_stay_under_the_limit() {
     assert_eq!(parse_duration("100ms"), Ok(100_000));
     assert_eq!(parse_duration("2s"), Ok(2_000_000));
     assert_eq!(parse_duration("1_500us"), Ok(1500));
-    assert!(parse_duration("100").is_err());
-    assert!(parse_duration("ms").is_err());
-    assert!(parse_duration("5min").is_err());
-    assert!(parse_duration("61s").is_err());
-    assert!(parse_duration("99999999999999999999s").is_err());
+    assert_eq!(
+        parse_duration("100"),
+        Err("a unit (us, ms, s) is needed".into())
+    );
+    assert_eq!(parse_duration("ms"), Err("no digits".into()));
+    assert_eq!(
+        parse_duration("5min"),
+        Err("unknown unit 'min' (use us, ms or s)".into())
+    );
+    assert_eq!(
+        parse_duration("61s"),
+        Err("longer than the limit of 60s".into())
+    );
+    assert_eq!(
+        parse_duration("99999999999999999999s"),
+        Err("too large for 64 bits".into())
+    );
 }
 
 // ---- each step form ---------------------------------------------------------------------------
@@ -608,7 +626,10 @@ fn resolution_errors_name_line_and_column() {
     }
     // A register that the database puts past the BAR is caught too.
     let ctx = phoenix().register("FAR", 0x80000, 4);
-    assert!(resolve(&p("read FAR"), &ctx).is_err());
+    match resolve(&p("read FAR"), &ctx) {
+        Err(Error::FileParse { reason, .. }) => assert!(reason.contains("FAR"), "{reason}"),
+        other => panic!("read FAR past the BAR: {other:?}"),
+    }
 }
 
 // ---- the example files ------------------------------------------------------------------------

@@ -456,17 +456,17 @@ pub fn run(
         .into_iter()
         .chain(plan.methods.iter().cloned().map(twin_vm::Row::Method))
         .collect();
-    let slots = order::schedule(rows.len(), plan.cycles, plan.seed, plan.warmup);
-    let total = slots.len();
+    let turns = order::schedule(rows.len(), plan.cycles, plan.seed, plan.warmup);
+    let total = turns.len();
     rec.meta(&meta)?;
     progress(Progress::Start { total });
     let start = Instant::now();
     let mut inner = Duration::ZERO;
     // Grown as trials come (each is on disk first): never sized up front.
     let mut trials = Vec::new();
-    for slot in slots {
-        let row = &rows[slot.method];
-        let cycle = slot.cycle;
+    for turn in turns {
+        let row = &rows[turn.row];
+        let cycle = turn.cycle;
         let (mut t, spent) = match (&plan.twin_vm, row) {
             (Some(tv), r) => twin_vm::trial(host, regs, plan, tv, r, cycle, trials.len(), start)?,
             (None, twin_vm::Row::Method(m)) => {
@@ -474,7 +474,7 @@ pub fn run(
             }
             (None, twin_vm::Row::Release) => continue,
         };
-        t.warmup = slot.warmup;
+        t.warmup = turn.warmup;
         inner += spent;
         rec.trial(&t)?;
         progress(Progress::Trial(&t));
@@ -485,7 +485,7 @@ pub fn run(
                  stopped after {} of {total} trials",
                 plan.device,
                 t_label(plan, row),
-                if slot.warmup { " (warm-up)" } else { "" },
+                if turn.warmup { " (warm-up)" } else { "" },
                 trials.len()
             ));
             break;

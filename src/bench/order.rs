@@ -8,11 +8,12 @@
 //! the generator is SplitMix64 (Steele, Lea & Flood 2014), fixed here, and
 //! the shuffle is Fisher–Yates.
 
-/// One slot of the schedule.
+/// One turn of the schedule: which row runs, in which cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
-    /// Index into the plan's methods.
-    pub method: usize,
+pub struct Turn {
+    /// Index into the cycle's rows (twin VM cycles: the release row, then the
+    /// methods; otherwise the methods).
+    pub row: usize,
     /// Cycle from 0 (warm-ups: 0, flagged).
     pub cycle: usize,
     pub warmup: bool,
@@ -44,7 +45,7 @@ impl SplitMix64 {
 }
 
 /// The schedule of `methods` methods over `cycles` cycles.
-pub fn schedule(methods: usize, cycles: usize, seed: Option<u64>, warmup: bool) -> Vec<Slot> {
+pub fn schedule(methods: usize, cycles: usize, seed: Option<u64>, warmup: bool) -> Vec<Turn> {
     let mut rng = seed.map(SplitMix64);
     let mut out = Vec::with_capacity(methods * (cycles + usize::from(warmup)));
     let block = |cycle: usize, warm: bool, rng: &mut Option<SplitMix64>| {
@@ -54,8 +55,8 @@ pub fn schedule(methods: usize, cycles: usize, seed: Option<u64>, warmup: bool) 
                 idx.swap(i, r.below(i + 1));
             }
         }
-        idx.into_iter().map(move |m| Slot {
-            method: m,
+        idx.into_iter().map(move |m| Turn {
+            row: m,
             cycle,
             warmup: warm,
         })
@@ -76,8 +77,7 @@ mod tests {
     #[test]
     fn without_a_seed_cycles_interleave_in_order() {
         let s = schedule(3, 2, None, true);
-        let m: Vec<(usize, usize, bool)> =
-            s.iter().map(|x| (x.method, x.cycle, x.warmup)).collect();
+        let m: Vec<(usize, usize, bool)> = s.iter().map(|x| (x.row, x.cycle, x.warmup)).collect();
         assert_eq!(
             m,
             [
@@ -105,7 +105,7 @@ mod tests {
             let mut ms: Vec<usize> = a
                 .iter()
                 .filter(|s| !s.warmup && s.cycle == c)
-                .map(|s| s.method)
+                .map(|s| s.row)
                 .collect();
             ms.sort();
             assert_eq!(ms, [0, 1, 2, 3, 4]);
@@ -126,7 +126,7 @@ mod tests {
         // Over many seeds, each of 3 methods leads a cycle about 1/3 of the time.
         let mut first = [0usize; 3];
         for seed in 0..3000 {
-            first[schedule(3, 1, Some(seed), false)[0].method] += 1;
+            first[schedule(3, 1, Some(seed), false)[0].row] += 1;
         }
         for f in first {
             assert!((850..=1150).contains(&f), "{first:?}");

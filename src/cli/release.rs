@@ -258,7 +258,7 @@ mod tests {
         let s = Target::parse("0000:c5:00").unwrap();
         assert_eq!(s.to_string(), "0000:c5:00");
         assert!(s.matches(&"0000:c5:00.6".parse().unwrap()));
-        assert!(Target::parse("c5").is_err());
+        assert!(matches!(Target::parse("c5"), Err(Error::Parse { .. })));
     }
 
     #[test]
@@ -284,6 +284,9 @@ mod tests {
             socket(&args(Some(7)), Some(Path::new("/tmp/twin/sys"))).unwrap(),
             Path::new("/tmp/twin/var/run/qemu-server/7.qmp")
         );
-        assert!(socket(&args(None), None).is_err());
+        assert!(matches!(
+            socket(&args(None), None),
+            Err(Error::Parse { .. })
+        ));
     }
 }

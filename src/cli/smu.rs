@@ -253,12 +253,13 @@ pub fn execute(
         bar: args.bar,
         ..ResetOptions::default()
     };
-    crate::reset::engine::guards(host, &topo, &dev, &opts).map_err(|e| match e {
-        Error::Refused { reason } if reason.contains("run as root") => Error::refused(
+    // Root first, with the SMU's own reason (guards' would speak of resetting).
+    if !dry && !nix::unistd::geteuid().is_root() {
+        return Err(Error::refused(
             "talking to the SMU writes its mailbox registers: run as root (or use --dry-run)",
-        ),
-        e => e,
-    })?;
+        ));
+    }
+    crate::reset::engine::guards(host, &topo, &dev, &opts)?;
     smu::refuse_if_amdgpu(&dev)?;
     let _lock = if dry {
         None

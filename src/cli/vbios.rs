@@ -509,13 +509,26 @@ mod tests {
     fn clap_definition_holds_and_flags_depend_on_each_other() {
         use clap::{CommandFactory, Parser};
         Cli::command().debug_assert();
-        assert!(Cli::try_parse_from(["t", "dump", "--dry-run"]).is_err());
-        assert!(
-            Cli::try_parse_from(["t", "dump", "--vfct", "x", "--from-rom", "c5:00.0"]).is_err()
+        use clap::error::ErrorKind;
+        let kind = |a: &[&str]| Cli::try_parse_from(a).map(|_| ()).map_err(|e| e.kind());
+        // --dry-run needs --from-rom; --vfct and --from-rom exclude each other.
+        assert_eq!(
+            kind(&["t", "dump", "--dry-run"]),
+            Err(ErrorKind::MissingRequiredArgument)
         );
-        assert!(Cli::try_parse_from(["t", "dump", "--from-rom", "c5:00.0", "--dry-run"]).is_ok());
-        assert!(Cli::try_parse_from(["t", "check", "a.bin", "b.bin"]).is_ok());
-        assert!(Cli::try_parse_from(["t", "check"]).is_err());
+        assert_eq!(
+            kind(&["t", "dump", "--vfct", "x", "--from-rom", "c5:00.0"]),
+            Err(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind(&["t", "dump", "--from-rom", "c5:00.0", "--dry-run"]),
+            Ok(())
+        );
+        assert_eq!(kind(&["t", "check", "a.bin", "b.bin"]), Ok(()));
+        assert_eq!(
+            kind(&["t", "check"]),
+            Err(ErrorKind::MissingRequiredArgument)
+        );
     }
 
     #[test]

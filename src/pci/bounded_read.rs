@@ -135,7 +135,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("big");
         std::fs::write(&p, vec![b'a'; 5000]).unwrap();
-        assert!(read_limited(&p, CONFIG_MAX).is_err());
+        let e = read_limited(&p, CONFIG_MAX).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+        assert!(e.to_string().contains("4096"), "{e}");
         assert_eq!(read_limited(&p, 5000).unwrap().len(), 5000);
         assert!(read_opt(&d.path().join("none"), 1).unwrap().is_none());
     }

@@ -332,8 +332,16 @@ mod tests {
     #[test]
     fn out_of_bounds_is_an_error() {
         let c = MemConfig::image("t", vec![0u8; 256]);
-        assert!(c.read32(254).is_err());
-        assert!(c.read8(255).is_ok());
+        assert!(matches!(
+            c.read32(254),
+            Err(Error::OutOfBounds {
+                offset: 254,
+                width: 4,
+                len: 256,
+                ..
+            })
+        ));
+        assert_eq!(c.read8(255).unwrap(), 0);
     }
 
     #[test]
@@ -345,13 +353,29 @@ mod tests {
 
     #[test]
     fn sysfs_short_read_is_truncation() {
-        // A 4096-byte file of which only 64 bytes can be read is how a non-root
-        // read looks; here the file is simply short while claiming less.
+        // A non-root read of sysfs `config`: the file says 256 bytes (cfg_size),
+        // the kernel gives 64. Here: stat at open says 256, then the file
+        // shrinks to 64, so the read past 64 comes back empty, as the kernel's.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config");
-        std::fs::write(&p, vec![0x11u8; 64]).unwrap();
+        std::fs::write(&p, vec![0x11u8; 256]).unwrap();
         let c = SysfsConfig::open(&p).unwrap();
-        assert_eq!(c.len(), 64);
-        assert!(c.read32(64).is_err());
+        assert_eq!(c.len(), 256);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(64)
+            .unwrap();
+        assert_eq!(c.read32(60).unwrap(), 0x1111_1111);
+        match c.read32(64) {
+            Err(Error::ConfigTruncated { got, wanted, .. }) => {
+                assert_eq!((got, wanted), (64, 68));
+            }
+            other => panic!("a read past the 64 bytes served: {other:?}"),
+        }
+        let e = c.read32(64).unwrap_err().to_string();
+        assert!(e.contains("read 64 of 68 bytes"), "{e}");
+        assert!(e.contains("needs root"), "{e}");
     }
 }

@@ -155,10 +155,12 @@ mod tests {
 
     #[test]
     fn rejects_malformed_lines() {
-        assert!(parse("0x0 0x1").is_err());
-        assert!(parse("0x0 0xzz 0x0").is_err());
-        assert!(parse("10 20 30").is_err());
-        assert!(parse("0x20 0x10 0x200").is_err());
+        for bad in ["0x0 0x1", "0x0 0xzz 0x0", "10 20 30", "0x20 0x10 0x200"] {
+            match parse(bad) {
+                Err(Error::Parse { what, .. }) => assert!(what.contains("resource"), "{what}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 
     proptest! {

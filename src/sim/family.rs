@@ -213,6 +213,9 @@ mod tests {
             .find(|s| s.kind == crate::sim::tree::Kind::Igpu)
             .unwrap();
         assert_eq!(igpu.device, 0x164e);
-        assert!(TwinGpu::for_name(&db, "nosuch").is_err());
+        assert!(matches!(
+            TwinGpu::for_name(&db, "nosuch"),
+            Err(crate::Error::NotFound { .. })
+        ));
     }
 }
