@@ -1314,7 +1314,12 @@ fn bench_in_the_guest_runs_every_method_20_times_within_the_spec_floors(run: &Ru
     let methods = ["flr", "kernel:flr", "pm", "bus", "remove_rescan"];
     assert_eq!(meta.methods, methods);
     assert_eq!(meta.stopped, None);
-    assert_eq!(trials.len(), 20 * methods.len());
+    // One warm-up per method first (not in the statistics), then 20 cycles.
+    assert_eq!(trials.len(), 21 * methods.len());
+    for (i, t) in trials.iter().enumerate() {
+        assert_eq!(t.warmup, i < methods.len(), "trial {i}: warm-ups come first");
+    }
+    assert!(meta.warmup);
     // Spec floors resetlab itself keeps (docs/bench.md): FLR 100 ms, PM two d3hot_delay of 10 ms, SBR
     // 2 ms held + 100 ms after; its sleeps run on the clock the phases are measured with. kernel:flr's
     // 100 ms is the guest kernel's msleep (jiffies), which TCG's tick catch-up can shorten against the
