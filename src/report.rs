@@ -47,6 +47,8 @@ pub struct ReportOptions {
     pub root: PathBuf,
     /// The kernel log (`/dev/kmsg`, or `<root>/dev/kmsg` for a twin).
     pub kmsg: PathBuf,
+    /// Replace an existing `out` (otherwise refused before any work).
+    pub force: bool,
 }
 
 /// One member of the archive.
@@ -184,6 +186,12 @@ pub fn kmsg_lines(path: &Path, max: usize) -> Result<Vec<String>> {
 
 /// Builds the archive. Never sends an SMU message unless `smu_test`.
 pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report> {
+    if !opts.force && fs::symlink_metadata(&opts.out).is_ok() {
+        return Err(Error::refused(format!(
+            "{} exists; choose another --out, or --force to replace it",
+            opts.out.display()
+        )));
+    }
     let work = tempfile::Builder::new()
         .prefix("resetlab-report-")
         .tempdir()
@@ -322,37 +330,54 @@ pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report>
         "kmsg.txt",
     ];
     let tmp = opts.out.with_extension("partial");
-    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut tar = tar::Builder::new(enc);
-    tar.mode(tar::HeaderMode::Deterministic);
-    for name in order {
-        let p = dir.join(name);
-        let mut files = vec![];
-        if p.is_dir() {
-            let mut rd: Vec<PathBuf> = fs::read_dir(&p)
-                .map_err(|e| Error::io("read directory", &p, e))?
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            rd.sort();
-            files.extend(rd);
-        } else {
-            files.push(p);
+    // Created new, never through a link planted at the name.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?
+    };
+    // A failed write leaves no .partial behind (the next run creates it new).
+    let packed = (|| -> Result<()> {
+        let enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(enc);
+        tar.mode(tar::HeaderMode::Deterministic);
+        for name in order {
+            let p = dir.join(name);
+            let mut files = vec![];
+            if p.is_dir() {
+                let mut rd: Vec<PathBuf> = fs::read_dir(&p)
+                    .map_err(|e| Error::io("read directory", &p, e))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect();
+                rd.sort();
+                files.extend(rd);
+            } else {
+                files.push(p);
+            }
+            for f in files {
+                let rel = f.strip_prefix(work.path()).unwrap_or(&f).to_path_buf();
+                let bytes = fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                tar.append_path_with_name(&f, &rel)
+                    .map_err(|e| Error::io("add to archive", &f, e))?;
+                report.members.push(Member {
+                    name: rel.display().to_string(),
+                    bytes,
+                });
+            }
         }
-        for f in files {
-            let rel = f.strip_prefix(work.path()).unwrap_or(&f).to_path_buf();
-            let bytes = fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-            tar.append_path_with_name(&f, &rel)
-                .map_err(|e| Error::io("add to archive", &f, e))?;
-            report.members.push(Member {
-                name: rel.display().to_string(),
-                bytes,
-            });
-        }
+        let enc = tar.into_inner().map_err(|e| Error::io("write", &tmp, e))?;
+        enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
+        Ok(())
+    })();
+    if let Err(e) = packed {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    let enc = tar.into_inner().map_err(|e| Error::io("write", &tmp, e))?;
-    enc.finish().map_err(|e| Error::io("write", &tmp, e))?;
     fs::rename(&tmp, &opts.out).map_err(|e| Error::io("rename", &opts.out, e))?;
     Ok(report)
 }

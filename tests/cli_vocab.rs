@@ -84,3 +84,95 @@ fn usage_errors_keep_clap_suggestions() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("list"), "{err}");
 }
+
+#[test]
+fn timeouts_take_units_on_the_command_line_and_in_the_policy() {
+    // A bound with a unit is the same bound as its milliseconds.
+    let a = json(&[
+        "--sim",
+        "--json",
+        "reset",
+        "c5:00.1",
+        "--dry-run",
+        "--lock-timeout",
+        "2s",
+    ]);
+    let b = json(&[
+        "--sim",
+        "--json",
+        "reset",
+        "c5:00.1",
+        "--dry-run",
+        "--lock-timeout",
+        "2000",
+    ]);
+    assert_eq!(a["device"], b["device"]);
+    let o = run(&[
+        "--sim",
+        "reset",
+        "c5:00.1",
+        "--dry-run",
+        "--lock-timeout",
+        "2h",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown unit 'h'") && err.contains("--lock-timeout"),
+        "{err}"
+    );
+
+    // The policy's *_s keys: seconds, or a string with its unit.
+    let twin = resetlab::sim::Twin::running(resetlab::sim::profile::Profile::default()).unwrap();
+    let root = twin.root().to_path_buf();
+    let pve = root.join("etc/pve");
+    fs::create_dir_all(pve.join("qemu-server")).unwrap();
+    fs::write(
+        pve.join("qemu-server/100.conf"),
+        "hostpci0: 0000:c5:00.0,pcie=1,x-vga=1\nmemory: 8192\n",
+    )
+    .unwrap();
+    let policy = root.join("hook.toml");
+    let sys = sysfs_arg(&twin.sysfs);
+    let status = |text: &str| {
+        fs::write(&policy, text).unwrap();
+        run(&[
+            "--sysfs",
+            &sys,
+            "--json",
+            "hook",
+            "status",
+            "100",
+            "--pve-config",
+            pve.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ])
+    };
+    for (text, want) in [
+        ("release_timeout_s = 15\n", 15.0),
+        ("release_timeout_s = \"500ms\"\n", 0.5),
+        ("release_timeout_s = \"0.25m\"\n", 15.0),
+    ] {
+        let o = status(text);
+        assert_eq!(o.status.code(), Some(0), "{text}: {o:?}");
+        // The pre-stop plan names the release's bound.
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let would = v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["phase"] == "pre-stop")
+            .unwrap()["steps"][0]["would"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            would.contains(&format!("up to {want:.1} s")),
+            "{text}: {would}"
+        );
+    }
+    let o = status("release_timeout_s = \"2h\"\n");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown unit 'h'"));
+}

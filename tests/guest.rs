@@ -1317,7 +1317,11 @@ fn bench_in_the_guest_runs_every_method_20_times_within_the_spec_floors(run: &Ru
     // One warm-up per method first (not in the statistics), then 20 cycles.
     assert_eq!(trials.len(), 21 * methods.len());
     for (i, t) in trials.iter().enumerate() {
-        assert_eq!(t.warmup, i < methods.len(), "trial {i}: warm-ups come first");
+        assert_eq!(
+            t.warmup,
+            i < methods.len(),
+            "trial {i}: warm-ups come first"
+        );
     }
     assert!(meta.warmup);
     // Spec floors resetlab itself keeps (docs/bench.md): FLR 100 ms, PM two d3hot_delay of 10 ms, SBR

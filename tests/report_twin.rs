@@ -45,6 +45,14 @@ fn sim_report_writes_every_member_sends_no_message_and_its_snapshot_replays_as_t
     let out = dir.path().join("r.tar.gz");
     let o = out.display().to_string();
     let text = run_ok(&["--sim", "report", "--out", &o]);
+    // A second report does not replace the first without --force.
+    let before = std::fs::read(&out).unwrap();
+    let again = run(&["--sim", "report", "--out", &o]);
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    assert!(!out.with_extension("partial").exists());
+    run_ok(&["--sim", "report", "--out", &o, "--force"]);
     for m in [
         "summary.md",
         "snapshot.tar.gz",

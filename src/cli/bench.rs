@@ -61,13 +61,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CMD", default_value = "qm guest cmd {vmid} ping")]
     pub check_cmd: String,
     /// VM mode: bound on the guest answering after the start, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 180_000)]
+    #[arg(long, value_name = "MS", default_value_t = 180_000, value_parser = crate::cli::ms)]
     pub guest_timeout: u64,
     /// VM mode: pause between guest checks, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    #[arg(long, value_name = "MS", default_value_t = 1_000, value_parser = crate::cli::ms)]
     pub check_interval: u64,
     /// Bound on each command (dirty, stop, start, one check), in ms.
-    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    #[arg(long, value_name = "MS", default_value_t = 300_000, value_parser = crate::cli::ms)]
     pub cmd_timeout: u64,
     /// VM mode without DEV: the Proxmox config root to find the VM's device in.
     #[arg(long, value_name = "DIR", default_value = crate::hook::pveconf::DEFAULT_PVE_ROOT)]
@@ -76,16 +76,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Bound of the readiness wait after a raw reset, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = crate::cli::ms)]
     pub ready_timeout: u64,
     /// Bound of every other wait (device gone/back, power state), in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub wait_timeout: u64,
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
     /// On the twin's VM cycles: the guest ejects a device this long after QEMU asks, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = crate::cli::ms)]
     pub release_ms: u64,
 }
 

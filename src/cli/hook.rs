@@ -133,13 +133,11 @@ pub struct UninstallArgs {
 }
 
 fn chain_timeout_parser(s: &str) -> std::result::Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
-        return Err(format!("{s} s is out of range (0 < seconds <= 3600)"));
+    let d = crate::text::parse_duration(s, crate::text::BareUnit::Secs)?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("{s} is out of range (0 < duration <= 1 hour)"));
     }
-    Ok(Duration::from_secs_f64(v))
+    Ok(d)
 }
 
 #[derive(clap::Args, Debug)]
@@ -503,10 +501,7 @@ pub fn print_status(r: &StatusReport) {
         println!("  (none managed)");
     }
     for d in &r.devices {
-        let kind = d
-            .kind
-            .map(|k| format!("{k:?}"))
-            .unwrap_or_else(|| "?".into());
+        let kind = d.kind.map_or("?", crate::hook::policy::DeviceKind::name);
         let state = match &d.record {
             Some(rec) => format!(
                 "{} ({}, last method {}, VM {})",

@@ -247,6 +247,12 @@ impl Ctx {
     }
 }
 
+/// A `MS` flag's value: milliseconds, or a duration with its unit (`500ms`,
+/// `2s`, `1.5s`, `2m`).
+pub fn ms(s: &str) -> std::result::Result<u64, String> {
+    crate::text::parse_duration(s, crate::text::BareUnit::Millis).map(|d| d.as_millis() as u64)
+}
+
 /// Whether this run has printed its `--json` output: an error after it (a
 /// refusal once the report is out) is then only the line on stderr, so stdout
 /// stays one JSON document.

@@ -58,7 +58,7 @@ pub enum RegsCmd {
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
         /// Bound of waiting for another resetlab holding the device's lock, in ms.
-        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
         lock_timeout: u64,
     },
 }

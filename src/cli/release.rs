@@ -41,9 +41,9 @@ pub struct ReleaseArgs {
     /// The QEMU device id to unplug instead of looking DEV up (hostpci0); repeatable.
     #[arg(long = "id", value_name = "QEMU_ID")]
     pub id: Vec<String>,
-    /// Bound of the whole release (requests and the wait for the guest), in ms. The field
-    /// report's Windows guest took ~11 s for the 780M's audio function.
-    #[arg(long, value_name = "N", default_value_t = 15_000)]
+    /// Bound of the whole release (requests and the wait for the guest), in ms or with a
+    /// unit (15s). The field report's Windows guest took ~11 s for the 780M's audio function.
+    #[arg(long, value_name = "MS", default_value_t = 15_000, value_parser = crate::cli::ms)]
     pub timeout_ms: u64,
     /// Record the device_del commands (and the trace) and send none.
     #[arg(long)]

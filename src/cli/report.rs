@@ -9,14 +9,17 @@ use crate::error::{exit, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// The archive to write.
+    /// The archive to write (an existing one is kept unless --force).
     #[arg(long, value_name = "FILE", default_value = "resetlab-report.tar.gz")]
     pub out: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Also send TestMessage and GetPmfwVersion to each GPU's SMU (the only messages a report sends).
     #[arg(long)]
     pub smu_test: bool,
     /// Bound of waiting for another resetlab holding a device's lock, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
 }
 
@@ -36,6 +39,7 @@ pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<i32> {
         lock_timeout: Duration::from_millis(args.lock_timeout),
         kmsg: ctx.host.dev.join("kmsg"),
         root,
+        force: args.force,
     };
     let r = crate::report::write(&ctx.host, &ctx.regs, &opts)?;
     if ctx.json {

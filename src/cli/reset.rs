@@ -35,13 +35,13 @@ pub struct ResetArgs {
     #[arg(long = "slot", id = "whole_slot")]
     pub whole_slot: bool,
     /// Bound of the readiness wait after a raw reset, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = crate::cli::ms)]
     pub ready_timeout: u64,
     /// Bound of every other wait (device gone/back, power state), in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub wait_timeout: u64,
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
     /// Vendor methods: the ASIC (regs/ name) when the ids do not say it.
     #[arg(long)]

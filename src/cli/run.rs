@@ -43,7 +43,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub bar: Option<u8>,
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
 }
 

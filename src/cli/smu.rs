@@ -84,7 +84,7 @@ pub struct SmuArgs {
     #[arg(long, value_name = "VERSION")]
     pub mp1: Option<String>,
     /// Bound of each wait for the SMU's answer, in ms (amdgpu: about 2000).
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = crate::cli::ms)]
     pub timeout: u64,
     /// Do not wait for an answer to a previous message before sending, as
     /// amdgpu does for its first message after SMU init.
@@ -94,7 +94,7 @@ pub struct SmuArgs {
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
 }
 

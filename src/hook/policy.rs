@@ -172,6 +172,23 @@ pub enum DeviceKind {
     Other,
 }
 
+impl DeviceKind {
+    /// The name the policy file's `[chains]` and JSON use (`amd_gpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::AmdGpu => "amd_gpu",
+            DeviceKind::AmdGpuAudio => "amd_gpu_audio",
+            DeviceKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// PCI identity of one function, as sysfs shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeviceInfo {
@@ -298,19 +315,38 @@ impl<'de> Deserialize<'de> for VmKey {
     }
 }
 
-/// Seconds, integer or fractional, 0 < s <= 3600.
+/// A `*_s` key: seconds, integer or fractional (`15`, `0.5`), or a string with
+/// its unit (`"500ms"`, `"2s"`, `"1m"`); 0 < duration <= 1 hour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Secs(Duration);
 
 impl<'de> Deserialize<'de> for Secs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let (d, shown) = match Raw::deserialize(d)? {
+            Raw::Number(v) if !(v.is_finite() && v > 0.0 && v <= 3600.0) => {
+                return Err(de::Error::custom(format!(
+                    "{v} seconds is out of range (0 < seconds <= 3600)"
+                )))
+            }
+            Raw::Number(v) => (Duration::from_secs_f64(v), format!("{v}")),
+            Raw::Text(t) => (
+                crate::text::parse_duration(&t, crate::text::BareUnit::Secs)
+                    .map_err(de::Error::custom)?,
+                t,
+            ),
+        };
+        if d.is_zero() || d > Duration::from_secs(3600) {
             return Err(de::Error::custom(format!(
-                "{v} seconds is out of range (0 < seconds <= 3600)"
+                "{shown} is out of range (0 < duration <= 1 hour)"
             )));
         }
-        Ok(Secs(Duration::from_secs_f64(v)))
+        Ok(Secs(d))
     }
 }
 
@@ -568,7 +604,7 @@ impl Policy {
                 .and_then(|v| v.chain.get(kind))
                 .or(g.chain.get(kind))
                 .map_or_else(|| default_chain(kind), names);
-            chains.insert(kind_key(kind), c);
+            chains.insert(DeviceKind::name(kind), c);
         }
         let mut device_chains = BTreeMap::new();
         for (k, d) in &g.device {
@@ -622,14 +658,6 @@ impl Policy {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
-}
-
-fn kind_key(k: DeviceKind) -> &'static str {
-    match k {
-        DeviceKind::AmdGpu => "amd_gpu",
-        DeviceKind::AmdGpuAudio => "amd_gpu_audio",
-        DeviceKind::Other => "other",
-    }
 }
 
 /// Actions and budget of one phase.
@@ -755,7 +783,7 @@ impl VmPolicy {
             return c.clone();
         }
         self.chains
-            .get(kind_key(kind))
+            .get(DeviceKind::name(kind))
             .cloned()
             .unwrap_or_else(|| default_chain(kind))
     }
