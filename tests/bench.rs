@@ -377,6 +377,22 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(row.matches("2/2").count(), 2, "{row}");
     assert!(cmp.join("compare.md").is_file() && cmp.join("compare.html").is_file());
+    // The overlaid plots: A's and B's two trials per method, each a circle; the
+    // figure says it is the twin's; the .md links them, the .html holds them.
+    let lat = fs::read_to_string(cmp.join("compare-latency.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&lat).unwrap();
+    let circles = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    assert_eq!(circles, 4, "2 measured trials in each of A and B");
+    assert!(lat.contains("twin (simulated)") && lat.contains("smu_mode2 · B"));
+    let suc = fs::read_to_string(cmp.join("compare-success.svg")).unwrap();
+    assert!(suc.contains("n = 2") && suc.contains("twin (simulated)"));
+    let md = fs::read_to_string(cmp.join("compare.md")).unwrap();
+    assert!(md.contains("](compare-latency.svg)") && md.contains("](compare-success.svg)"));
+    let html = fs::read_to_string(cmp.join("compare.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2);
 }
 
 #[test]

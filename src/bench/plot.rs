@@ -57,6 +57,38 @@ fn jitter(seq: usize) -> f64 {
 /// and a key naming each mark. A log scale when the values span more than 20×.
 pub fn latency_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<String> {
     let data = latencies(trials, methods);
+    let colors: Vec<RGBColor> = (0..methods.len()).map(color).collect();
+    latency_columns(&data, methods, &colors, title)
+}
+
+/// Two runs overlaid (`compare-latency.svg`): per method, run A's box (blue)
+/// beside run B's (orange), with the marks of [`latency_svg`].
+pub fn compare_latency_svg(
+    a: &[Trial],
+    b: &[Trial],
+    methods: &[String],
+    title: &str,
+) -> Result<String> {
+    let (da, db) = (latencies(a, methods), latencies(b, methods));
+    let mut data = vec![];
+    let mut names = vec![];
+    let mut colors = vec![];
+    for (i, m) in methods.iter().enumerate() {
+        data.push(da[i].clone());
+        data.push(db[i].clone());
+        names.push(format!("{m} · A"));
+        names.push(format!("{m} · B"));
+        colors.extend([color(0), color(1)]);
+    }
+    latency_columns(&data, &names, &colors, title)
+}
+
+fn latency_columns(
+    data: &[Vec<(f64, bool, usize)>],
+    methods: &[String],
+    colors: &[RGBColor],
+    title: &str,
+) -> Result<String> {
     let all: Vec<f64> = data.iter().flatten().map(|x| x.0).collect();
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = all.iter().copied().fold(0.0_f64, f64::max);
@@ -76,13 +108,14 @@ pub fn latency_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
             draw_latency(
                 &root,
                 y.log_scale(),
-                &data,
+                data,
                 methods,
+                colors,
                 title,
                 "ms (log scale)",
             )?;
         } else {
-            draw_latency(&root, 0.0..hi * 1.1, &data, methods, title, "ms")?;
+            draw_latency(&root, 0.0..hi * 1.1, data, methods, colors, title, "ms")?;
         }
         root.present().map_err(perr("latency plot"))?;
     }
@@ -94,6 +127,7 @@ fn draw_latency<Y>(
     y: Y,
     data: &[Vec<(f64, bool, usize)>],
     methods: &[String],
+    colors: &[RGBColor],
     title: &str,
     ylabel: &str,
 ) -> Result<()>
@@ -163,7 +197,7 @@ where
         let (min, q1, med, q3, p95, max) =
             (v[0], q(0.25), q(0.5), q(0.75), q(0.95), v[v.len() - 1]);
         let x = i as f64;
-        let c = color(i);
+        let c = colors[i];
         let line = c.stroke_width(2);
         let mut shapes: Vec<PathElement<(f64, f64)>> = vec![
             PathElement::new(vec![(x, min), (x, q1)], line),
@@ -283,6 +317,100 @@ pub fn success_svg(trials: &[Trial], methods: &[String], title: &str) -> Result<
             .draw()
             .map_err(perr("success plot"))?;
         root.present().map_err(perr("success plot"))?;
+    }
+    Ok(svg)
+}
+
+/// Two runs' success rates overlaid (`compare-success.svg`): per method, run A
+/// (blue, left) and run B (orange, right) at their true rate with the Wilson
+/// 95 % interval as a bar; n under each.
+pub fn compare_success_svg(
+    a: &[Trial],
+    b: &[Trial],
+    methods: &[String],
+    title: &str,
+) -> Result<String> {
+    let n = methods.len().max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr("comparison plot"))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(62)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), -5.0..105.0)
+            .map_err(perr("comparison plot"))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("success % (bar: Wilson 95 % interval)")
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 15))
+            .draw()
+            .map_err(perr("comparison plot"))?;
+        let bottom = chart.y_range().start;
+        let (kx, ky) = chart.backend_coord(&(-0.5, bottom));
+        root.draw(&Text::new(
+            "Key: ● A (blue, left) · ● B (orange, right) · bar = Wilson 95 % interval · n = trials",
+            (kx, ky + 34),
+            ("sans-serif", 13),
+        ))
+        .map_err(perr("comparison plot"))?;
+        let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Top,
+            ),
+        );
+        for (i, m) in methods.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64, bottom));
+            root.draw(&Text::new(m.clone(), (px, py + 8), style.clone()))
+                .map_err(perr("comparison plot"))?;
+            for (side, trials, c) in [(-0.15, a, color(0)), (0.15, b, color(1))] {
+                let ts: Vec<&Trial> = trials.iter().filter(|t| &t.method == m).collect();
+                let x = i as f64 + side;
+                if ts.is_empty() {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            "n = 0",
+                            (x - 0.08, 2.0),
+                            ("sans-serif", 12),
+                        )))
+                        .map_err(perr("comparison plot"))?;
+                    continue;
+                }
+                let k = ts.iter().filter(|t| t.success).count();
+                let (lo, hi) = super::stats::wilson(k, ts.len(), super::stats::Z95);
+                let rate = k as f64 / ts.len() as f64 * 100.0;
+                chart
+                    .draw_series([
+                        PathElement::new(vec![(x, lo * 100.0), (x, hi * 100.0)], c.stroke_width(2)),
+                        PathElement::new(
+                            vec![(x - 0.05, lo * 100.0), (x + 0.05, lo * 100.0)],
+                            c.stroke_width(2),
+                        ),
+                        PathElement::new(
+                            vec![(x - 0.05, hi * 100.0), (x + 0.05, hi * 100.0)],
+                            c.stroke_width(2),
+                        ),
+                    ])
+                    .map_err(perr("comparison plot"))?;
+                chart
+                    .draw_series(std::iter::once(Circle::new((x, rate), 5, c.filled())))
+                    .map_err(perr("comparison plot"))?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("n = {}", ts.len()),
+                        (x - 0.08, -3.0),
+                        ("sans-serif", 12),
+                    )))
+                    .map_err(perr("comparison plot"))?;
+            }
+        }
+        root.present().map_err(perr("comparison plot"))?;
     }
     Ok(svg)
 }

@@ -221,20 +221,26 @@ fn overhead_line(s: &Summary) -> Option<String> {
 }
 
 fn summary_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
+    // In VM cycles what a user waits for is the guest: its columns come first,
+    // the engine's own time after, named as such.
     let vm = s.methods.iter().any(|m| m.vm.is_some());
-    let mut head: Vec<String> = [
-        "method", "trials", "ok", "rate", "95% CI", "min ms", "median", "p95", "max",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let engine: &[&str] = if vm {
+        &["engine min", "engine median", "engine p95", "engine max"]
+    } else {
+        &["min ms", "median", "p95", "max"]
+    };
+    let mut head: Vec<String> = ["method", "trials", "ok", "rate", "95% CI"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
     if vm {
         head.extend(
-            ["started", "guest ok", "ready median", "ready p95"]
+            ["started", "guest ok", "guest ready median", "ready p95"]
                 .iter()
                 .map(|x| x.to_string()),
         );
     }
+    head.extend(engine.iter().map(|x| x.to_string()));
     let rows = s
         .methods
         .iter()
@@ -249,10 +255,6 @@ fn summary_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
                 format!("{}/{}", m.successes, m.trials),
                 pct(m.rate),
                 format!("{:.0}–{:.0} %", m.ci_low * 100.0, m.ci_high * 100.0),
-                f(|d| Some(d.min)),
-                f(|d| Some(d.median)),
-                f(|d| d.p95),
-                f(|d| Some(d.max)),
             ];
             if let Some(v) = &m.vm {
                 r.push(format!("{}/{}", v.start_ok, m.trials));
@@ -273,6 +275,12 @@ fn summary_table(s: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
             } else if vm {
                 r.extend(std::iter::repeat_n("–".to_string(), 4));
             }
+            r.extend([
+                f(|d| Some(d.min)),
+                f(|d| Some(d.median)),
+                f(|d| d.p95),
+                f(|d| Some(d.max)),
+            ]);
             r
         })
         .collect();
@@ -356,9 +364,12 @@ pub fn terminal(meta: &Meta, s: &Summary, dir: Option<&Path>) -> String {
     let mut out = format!("resetlab bench: {}\n\n", headline(meta));
     let (h, r) = summary_table(s);
     out.push_str(&text_table(&h, &r));
-    out.push_str(
-        "\n(total = the method's probe → health time in the engine; 95 % CI: Wilson score)\n",
-    );
+    out.push_str(if s.methods.iter().any(|m| m.vm.is_some()) {
+        "\n(guest ready = the second start issued → the guest's first good check; engine = the \
+         method's probe → health time; 95 % CI: Wilson score)\n"
+    } else {
+        "\n(total = the method's probe → health time in the engine; 95 % CI: Wilson score)\n"
+    });
     for n in &meta.notes {
         let _ = writeln!(out, "note: {n}");
     }
@@ -840,11 +851,42 @@ pub fn signif_table(ta: &[Trial], tb: &[Trial]) -> (Vec<String>, Vec<Vec<String>
     (head, rows)
 }
 
+/// Two runs compared: the text, compare.md, compare.html, and the overlaid
+/// plots (file name, SVG) that the .md links and the .html holds inline.
+pub type Compared = (String, String, String, Vec<(String, String)>);
+
 pub fn compare(
     a: (&Path, &Meta, &Summary, &[Trial]),
     b: (&Path, &Meta, &Summary, &[Trial]),
-) -> (String, String, String) {
+) -> Result<Compared> {
     let (h, r) = compare_table((a.1, a.2), (b.1, b.2));
+    // Figures: the measured trials of both runs, methods in the table's order.
+    let measured =
+        |ts: &[Trial]| -> Vec<Trial> { ts.iter().filter(|t| !t.warmup).cloned().collect() };
+    let (ma, mb) = (measured(a.3), measured(b.3));
+    let mut methods = methods_of(a.3, a.1);
+    for m in methods_of(b.3, b.1) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let twin = if is_twin(a.1) || is_twin(b.1) {
+        " — twin (simulated)"
+    } else {
+        ""
+    };
+    let lat = plot::compare_latency_svg(
+        &ma,
+        &mb,
+        &methods,
+        &format!("engine time per method, A (blue) vs B (orange){twin}"),
+    )?;
+    let suc = plot::compare_success_svg(
+        &ma,
+        &mb,
+        &methods,
+        &format!("success rate per method, A vs B{twin}"),
+    )?;
     let (sh, sr) = signif_table(a.3, b.3);
     let runs = vec![
         vec!["A".into(), a.0.display().to_string(), headline(a.1)],
@@ -867,6 +909,8 @@ pub fn compare(
              distinguish the methods. Δ median = B − A of the engine's probe → health time."
                 .into(),
         ),
+        Block::Svg("compare-latency.svg".into(), lat.clone()),
+        Block::Svg("compare-success.svg".into(), suc.clone()),
         Block::H(2, "Are the differences significant?".into()),
         Block::Table(sh, sr),
         Block::P(
@@ -880,11 +924,15 @@ pub fn compare(
                 .into(),
         ),
     ];
-    (
+    Ok((
         text,
         markdown(&doc),
         html("resetlab bench: comparison", &doc),
-    )
+        vec![
+            ("compare-latency.svg".into(), lat),
+            ("compare-success.svg".into(), suc),
+        ],
+    ))
 }
 
 #[cfg(test)]

@@ -375,10 +375,14 @@ fn report_cmd(dirs: &[PathBuf], out: Option<&Path>, json: bool) -> Result<i32> {
             let (mb, tb) = bench::load(b)?;
             let sa = bench::stats::summarize(&ta, ma.harness_ms);
             let sb = bench::stats::summarize(&tb, mb.harness_ms);
-            let (text, md, html) = report::compare((a, &ma, &sa, &ta), (b, &mb, &sb, &tb));
+            let (text, md, html, plots) = report::compare((a, &ma, &sa, &ta), (b, &mb, &sb, &tb))?;
             if let Some(o) = out {
                 std::fs::create_dir_all(o).map_err(|e| Error::io("create directory", o, e))?;
-                for (name, body) in [("compare.md", &md), ("compare.html", &html)] {
+                let files = [
+                    ("compare.md".to_string(), md),
+                    ("compare.html".to_string(), html),
+                ];
+                for (name, body) in files.iter().chain(plots.iter()) {
                     let p = o.join(name);
                     std::fs::write(&p, body).map_err(|e| Error::io("write", &p, e))?;
                 }

@@ -22,8 +22,10 @@ pub struct RunArgs {
     /// The device (BDF); or -s / -d selectors.
     #[arg(long = "dev", value_name = "DEV")]
     pub dev: Option<String>,
+    /// The device, as lspci -s: [[[domain]:][bus]:][slot][.[func]] (must match exactly one).
     #[arg(short = 's', value_name = "SLOT")]
     pub slot: Option<String>,
+    /// The device, as lspci -d: [vendor]:[device][:class[:prog-if]] (must match exactly one).
     #[arg(short = 'd', value_name = "ID")]
     pub id: Option<String>,
     /// Execute. Without it, a dry run: every register resolved and checked
