@@ -19,6 +19,7 @@ pub mod report;
 pub mod reset;
 pub mod sim;
 pub mod snapshot;
+pub mod sys;
 pub mod text;
 
 pub use error::{Error, Result};

@@ -185,7 +185,7 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
     // Hook mode: Proxmox may close our stdout/stderr mid-phase (its task log
     // going away). A write to them that fails means the reader is gone, never
     // a reason to stop half-way through resetting a VM's devices.
-    crate::cleanup::ignore_sigpipe();
+    crate::sys::ignore_sigpipe();
     let root = cli
         .sysfs
         .clone()

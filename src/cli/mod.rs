@@ -382,14 +382,7 @@ fn version_verbose() -> bool {
 pub fn main() -> i32 {
     // `resetlab list | head` must end quietly, as Unix tools do, not panic in
     // println! on EPIPE: restore SIGPIPE's default action (Rust ignores it).
-    // SAFETY: called first thing on the main thread, before any other thread
-    // exists; SIG_DFL installs no handler code.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    };
+    crate::sys::default_sigpipe();
     // Temp dirs and host-wide settings are undone on SIGINT/SIGTERM/SIGPIPE too.
     crate::cleanup::install();
     let cli = match Cli::try_parse() {
