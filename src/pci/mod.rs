@@ -9,6 +9,7 @@ pub mod caps;
 pub mod config;
 pub mod filter;
 pub mod holders;
+pub mod journal;
 pub mod lock;
 pub mod mmio;
 pub mod names;

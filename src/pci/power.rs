@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::journal::Journal;
+use crate::pci::journal::Journal;
 use crate::pci::sysfs::read_attr;
 use crate::pci::wait;
 use crate::pci::{Bdf, Device, Host};
