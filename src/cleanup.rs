@@ -2,17 +2,18 @@
 //! `--sim` twin, an unpacked snapshot) and host-wide settings changed for the
 //! duration of a method (`bus/pci/drivers_autoprobe`). Normal exits undo them
 //! through `Drop`; this covers SIGINT, SIGTERM, SIGHUP and SIGPIPE. The
-//! handler only writes the signal number to a pipe (async-signal-safe) and
-//! parks its thread; a helper thread does the work, then re-raises the signal
+//! handler (`sys::forward_to_pipe`) only writes the signal number to a pipe
+//! and parks its thread; a helper thread does the work, then re-raises the signal
 //! with its default action so the exit status is what it would have been.
 //! SIGKILL cannot be caught: for that the pending restores are also recorded
 //! on disk (see `reset::autoprobe`).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
-use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+use nix::sys::signal::{self, SigSet, Signal};
 
 #[derive(Default)]
 struct Pending {
@@ -27,7 +28,6 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     restores: Vec::new(),
     next: 0,
 });
-static PIPE_W: OnceLock<OwnedFd> = OnceLock::new();
 
 /// A temp dir to remove if a signal stops the process.
 pub fn register_dir(dir: &Path) {
@@ -73,51 +73,31 @@ pub fn run_pending() {
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    if let Some(w) = PIPE_W.get() {
-        let b = [sig as u8];
-        let _ = nix::unistd::write(w, &b);
-        // Park this thread until the helper has cleaned up and re-raised.
-        loop {
-            nix::unistd::pause();
-        }
-    }
-}
-
 /// The signals covered; SIGPIPE only when it has its default action (the
 /// hook ignores it and keeps going).
 fn signals() -> Vec<Signal> {
     let mut v = vec![Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
-    // SAFETY: reading the current disposition by installing SIG_DFL and
-    // putting the old one straight back; no handler code runs.
-    let old = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-    if let Ok(old) = old {
-        // SAFETY: re-installs the disposition that was there.
-        let _ = unsafe { signal::signal(Signal::SIGPIPE, old) };
-        if old == SigHandler::SigDfl {
-            v.push(Signal::SIGPIPE);
-        }
+    if crate::sys::has_default_action(Signal::SIGPIPE) {
+        v.push(Signal::SIGPIPE);
     }
     v
 }
 
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
 /// Installs the handlers and the helper thread (once per process).
 pub fn install() {
-    if PIPE_W.get().is_some() {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
     }
     let Ok((r, w)) = nix::unistd::pipe() else {
         return;
     };
-    if PIPE_W.set(w).is_err() {
-        return;
-    }
     let sigs = signals();
     let mut mask = SigSet::empty();
     for s in &sigs {
         mask.add(*s);
     }
-    let thread_sigs = sigs.clone();
     let spawned = std::thread::Builder::new()
         .name("resetlab-cleanup".into())
         .spawn(move || {
@@ -133,8 +113,7 @@ pub fn install() {
             }
             run_pending();
             let sig = Signal::try_from(b[0] as i32).unwrap_or(Signal::SIGTERM);
-            // SAFETY: SIG_DFL installs no handler code.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+            crate::sys::default_action(sig);
             let _ = signal::kill(nix::unistd::getpid(), sig);
             // Every other thread blocks it (the parked one is inside its
             // handler): take it here, with its default action.
@@ -147,21 +126,7 @@ pub fn install() {
     if spawned.is_err() {
         return;
     }
-    let action = signal::SigAction::new(
-        SigHandler::Handler(on_signal),
-        signal::SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for s in thread_sigs {
-        // SAFETY: the handler only calls write(2) and pause(2), both
-        // async-signal-safe, and reads a OnceLock set before this point.
-        let _ = unsafe { signal::sigaction(s, &action) };
-    }
-}
-
-/// Ignores SIGPIPE from here on (the hook): a closed stdout/stderr makes
-/// writes fail with EPIPE, which the callers ignore.
-pub fn ignore_sigpipe() {
-    // SAFETY: SIG_IGN installs no handler code.
-    let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    // Each signal writes its number to the pipe and parks its thread; the
+    // helper above does the work.
+    crate::sys::forward_to_pipe(&sigs, w);
 }

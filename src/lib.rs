@@ -12,16 +12,18 @@ pub mod error;
 pub mod experiment;
 pub mod hook;
 pub mod inventory;
-pub mod journal;
 pub mod pci;
 pub mod qmp;
 pub mod report;
 pub mod reset;
 pub mod sim;
 pub mod snapshot;
+pub mod sys;
 pub mod text;
 
 pub use error::{Error, Result};
+/// The journal is the PCI layer's (`pci::journal`); `crate::journal` keeps naming it.
+pub use pci::journal;
 
 /// A JSON Schema for a type serialized as a string (its `Display` form).
 #[macro_export]

@@ -6,7 +6,7 @@ mod cli;
 // the binary's `cli` as in the library.
 use resetlab::{
     amd, bench, cleanup, doctor, error, experiment, hook, inventory, journal, pci, qmp, report,
-    reset, sim, snapshot, text,
+    reset, sim, snapshot, sys, text,
 };
 
 fn main() {

@@ -557,16 +557,20 @@ fn the_hook_survives_its_reader_going_away() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The reader is gone before the hook starts (both read ends closed): every line the hook
+    // writes, from its first, meets EPIPE.
+    let gone = || {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        std::process::Stdio::from(w)
+    };
     let mut child = bin()
         .args(["--sysfs", &s, "hook", "100", "post-stop"])
         .env_remove("RESETLAB_SYSFS")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(gone())
+        .stderr(gone())
         .spawn()
         .unwrap();
-    // The reader goes away at once: every line the hook writes meets EPIPE.
-    drop(child.stdout.take());
-    drop(child.stderr.take());
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -587,6 +591,17 @@ fn the_hook_survives_its_reader_going_away() {
             .join(format!("{f}.json"))
             .exists());
     }
+    // From the very start: a usage error, the first thing a hook can write, is one line that
+    // meets EPIPE and the usage exit code, not death by SIGPIPE.
+    let status = bin()
+        .args(["--sysfs", &s, "hook", "100", "post-stop", "--no-such-flag"])
+        .env_remove("RESETLAB_SYSFS")
+        .stdout(gone())
+        .stderr(gone())
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), None, "{status:?}");
+    assert_eq!(status.code(), Some(2), "{status:?}");
 }
 
 /// Starts `reset DEV -m remove_rescan` on a twin whose rescan takes minutes

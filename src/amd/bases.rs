@@ -381,9 +381,9 @@ pub fn fetch(
     let _lock = if journal.dry_run {
         None
     } else {
-        Some(crate::reset::lock::lock(host, &dev.bdf, opts.lock_timeout)?)
+        Some(crate::pci::lock::lock(host, &dev.bdf, opts.lock_timeout)?)
     };
-    let prev = crate::reset::engine::wake(dev, journal, std::time::Duration::from_secs(5))?;
+    let prev = crate::pci::power::wake(dev, journal, std::time::Duration::from_secs(5))?;
     let woken = Device::load(host, dev.bdf)?;
     let mut r = read(host, &woken, asic, bar, journal);
     if journal.dry_run {
@@ -392,7 +392,7 @@ pub fn fetch(
             discovery::build_phoenix_blob().len() / 4
         ));
     }
-    crate::reset::engine::unwake(host, journal, &dev.bdf, prev)?;
+    crate::pci::power::unwake(host, journal, &dev.bdf, prev)?;
     Ok(r)
 }
 

@@ -3,7 +3,6 @@
 pub mod bases;
 pub mod discovery;
 pub mod family;
-pub mod health;
 pub mod regio;
 pub mod regs;
 pub mod smu;

@@ -180,10 +180,7 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
 /// database only if it resets something, and a live `/sys` or a directory needs no set-up.
 /// `--sim` and snapshot files go through [`Ctx`].
 pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
-    // Hook mode: Proxmox may close our stdout/stderr mid-phase (its task log
-    // going away). A write to them that fails means the reader is gone, never
-    // a reason to stop half-way through resetting a VM's devices.
-    crate::cleanup::ignore_sigpipe();
+    // A phase runs with SIGPIPE ignored from the start (`super::hook_mode`).
     let root = cli
         .sysfs
         .clone()

@@ -385,26 +385,27 @@ fn version_verbose() -> bool {
         .any(|a| a == "-v" || a == "-vv" || a == "--verbose")
 }
 
+/// Whether this is the hook proper (`hook VMID PHASE`, what the shim runs): Proxmox may close
+/// its stdout/stderr mid-phase (the task log going away), and a write that fails then means
+/// the reader is gone, never a reason to stop between a device's remove and its rescan. So it
+/// runs with SIGPIPE ignored; every write it makes ignores the EPIPE.
+fn hook_mode(cli: &Cli) -> bool {
+    matches!(&cli.cmd, Cmd::Hook(a) if a.cmd.is_none())
+}
+
 pub fn main() -> i32 {
-    // `resetlab list | head` must end quietly, as Unix tools do, not panic in
-    // println! on EPIPE: restore SIGPIPE's default action (Rust ignores it).
-    // SAFETY: called first thing on the main thread, before any other thread
-    // exists; SIG_DFL installs no handler code.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    };
-    // Temp dirs and host-wide settings are undone on SIGINT/SIGTERM/SIGPIPE too.
-    crate::cleanup::install();
+    // SIGPIPE stays ignored (as Rust starts us) until the command is known, so that no
+    // signal can end a hook before it is: the usage errors below ignore a failed write.
+    crate::sys::ignore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
+            use std::io::Write as _;
             if e.kind() == ErrorKind::DisplayVersion && version_verbose() {
-                println!("resetlab {}", env!("CARGO_PKG_VERSION"));
-                println!("{}", crate::pci::names::describe_source());
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "resetlab {}", env!("CARGO_PKG_VERSION"));
+                let _ = writeln!(out, "{}", crate::pci::names::describe_source());
                 return exit::OK;
             }
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
@@ -431,7 +432,6 @@ pub fn main() -> i32 {
             } else {
                 format!("{first}; {} (see resetlab --help)", tips.join("; "))
             };
-            use std::io::Write as _;
             if std::env::args().skip(1).any(|a| a == "--json") {
                 let _ = writeln!(std::io::stdout(), "{}", schema::usage_error_out(&line));
             }
@@ -439,6 +439,14 @@ pub fn main() -> i32 {
             return exit::USAGE;
         }
     };
+    if !hook_mode(&cli) {
+        // `resetlab list | head` must end quietly, as Unix tools do, not panic in println!
+        // on EPIPE: SIGPIPE's default action.
+        crate::sys::default_sigpipe();
+    }
+    // Temp dirs and host-wide settings are undone on SIGINT/SIGTERM/SIGHUP, and on SIGPIPE
+    // where it has its default action.
+    crate::cleanup::install();
     let json = cli.json;
     match run(cli) {
         Ok(code) => code,

@@ -60,16 +60,7 @@ pub enum RunCmd {
 }
 
 fn on_sigint() {
-    extern "C" fn handler(_: libc::c_int) {
-        runner::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    let action = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(handler),
-        nix::sys::signal::SaFlags::empty(),
-        nix::sys::signal::SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action) };
+    let _ = crate::sys::flag_on(&[nix::sys::signal::Signal::SIGINT], &runner::INTERRUPTED);
 }
 
 pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {

@@ -319,26 +319,11 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
 
 /// Sets `stop` on SIGTERM/SIGINT.
 fn signal_flag(stop: &Arc<AtomicBool>) -> Result<()> {
-    STOP.get_or_init(|| stop.clone());
-    extern "C" fn on_signal(_: libc::c_int) {
-        if let Some(s) = STOP.get() {
-            s.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let action = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_signal),
-        nix::sys::signal::SaFlags::empty(),
-        nix::sys::signal::SigSet::empty(),
-    );
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { nix::sys::signal::sigaction(sig, &action) }
-            .map_err(|e| Error::io("sigaction", "SIGTERM", e.into()))?;
-    }
-    Ok(())
+    // The handler may run until the process ends: its flag lives as long.
+    let stop: &'static Arc<AtomicBool> = STOP.get_or_init(|| stop.clone());
+    use nix::sys::signal::Signal;
+    crate::sys::flag_on(&[Signal::SIGTERM, Signal::SIGINT], stop)
+        .map_err(|e| Error::io("sigaction", "SIGTERM", e.into()))
 }
 
 static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();

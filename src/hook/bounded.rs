@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
@@ -56,39 +56,11 @@ pub fn write(path: &Path, value: &str, bound: Duration) -> Result<WriteOutcome> 
     // the parent wakes the moment the write is done instead of polling on a timer.
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::io("pipe for", path, e.into()))?;
-    // SAFETY: after fork the child calls only async-signal-safe functions (close, open, write,
-    // _exit) on memory prepared before the fork, so it is sound even if the parent has other
-    // threads (the twin's model thread in tests).
-    let pid = match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => {
-            drop(done_w);
-            child
-        }
-        Ok(ForkResult::Child) => {
-            // SAFETY: see above; `cpath` and `bytes` are valid for the whole child, `_exit` ends
-            // it without running the parent's destructors or flushing its buffers.
-            unsafe {
-                // Keep no descriptor of the parent: not Proxmox's pipes (it reads them until they
-                // close), not a device lock (a stuck write would keep it held).
-                for fd in &fds {
-                    libc::close(*fd);
-                }
-                let fd = libc::open(
-                    cpath.as_ptr(),
-                    libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
-                );
-                if fd < 0 {
-                    libc::_exit(*libc::__errno_location() & 0xff);
-                }
-                let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-                if n < 0 {
-                    libc::_exit(*libc::__errno_location() & 0xff);
-                }
-                libc::_exit(0);
-            }
-        }
-        Err(e) => return Err(Error::io("fork a writer for", path, e.into())),
-    };
+    // The child keeps no descriptor of the parent but this pipe: not Proxmox's pipes (it reads
+    // them until they close), not a device lock (a stuck write would keep it held).
+    let pid = crate::sys::fork_write(&cpath, &bytes, &fds)
+        .map_err(|e| Error::io("fork a writer for", path, e.into()))?;
+    drop(done_w);
     wait_child(pid, &done_r, bound)
 }
 

@@ -878,7 +878,7 @@ impl<'a> PhaseRunner<'a> {
             regs,
             arg: None,
         };
-        let items = crate::amd::health::check(&mut ctx)?;
+        let items = crate::reset::amd_health::check(&mut ctx)?;
         crate::reset::health::Health::from_items(items).failure()
     }
 

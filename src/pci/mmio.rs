@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::journal::Journal;
+use crate::pci::journal::Journal;
 use crate::pci::regs::{Command, PCI_COMMAND};
 use crate::pci::{Device, Host};
 

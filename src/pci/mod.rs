@@ -1,5 +1,7 @@
 //! The vendor-neutral PCI layer: addresses, the sysfs tree, config space,
-//! capabilities, resources, names, and who holds a device.
+//! capabilities, resources, names, and who holds a device; and the floor every
+//! device access stands on: the per-device lock, power control for the access,
+//! and the one bounded wait.
 
 pub mod addr;
 pub mod bounded_read;
@@ -7,11 +9,15 @@ pub mod caps;
 pub mod config;
 pub mod filter;
 pub mod holders;
+pub mod journal;
+pub mod lock;
 pub mod mmio;
 pub mod names;
+pub mod power;
 pub mod regs;
 pub mod resource;
 pub mod sysfs;
+pub mod wait;
 
 pub use addr::Bdf;
 pub use filter::{IdSelector, SlotSelector};

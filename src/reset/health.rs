@@ -55,7 +55,7 @@ impl Health {
 pub type VendorCheck = fn(&mut ResetCtx) -> Option<Vec<HealthItem>>;
 
 /// Vendor checks, tried in order; one row per vendor family.
-pub static VENDOR_CHECKS: &[VendorCheck] = &[crate::amd::health::check];
+pub static VENDOR_CHECKS: &[VendorCheck] = &[super::amd_health::check];
 
 /// The PCI-level checks against the state from before the reset.
 pub fn pci_checks(before: &Device, after: &Device, saved: Option<&SavedState>) -> Vec<HealthItem> {

@@ -16,12 +16,13 @@ use crate::pci::{Bdf, Device, Host, Topology};
 
 pub use crate::journal::{self, Journal};
 
+pub use crate::pci::{lock, wait};
+
+pub mod amd_health;
 pub mod autoprobe;
 pub mod engine;
 pub mod health;
-pub mod lock;
 pub mod state;
-pub mod wait;
 
 pub mod af_flr;
 pub mod bus;

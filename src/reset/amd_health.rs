@@ -9,13 +9,13 @@
 //! the journal. Mailbox checks are skipped while amdgpu is bound: it owns the
 //! mailbox.
 
+use super::health::HealthItem;
+use super::ResetCtx;
 use crate::amd::regio::{Barrier, RegIo};
 use crate::amd::regs::{Asic, HealthCheck, HealthKind};
 use crate::amd::smu::{self, Smu};
 use crate::error::{Error, Result};
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
-use crate::reset::health::HealthItem;
-use crate::reset::ResetCtx;
 
 /// `None` when the device is not an ASIC in the register database (and no
 /// `--asic` names one).
