@@ -20,6 +20,7 @@
 
 pub mod cliout;
 pub mod cmd;
+pub mod compare;
 pub mod order;
 pub mod plot;
 pub mod provenance;
