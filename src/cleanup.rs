@@ -29,11 +29,15 @@ static PENDING: Mutex<Pending> = Mutex::new(Pending {
     next: 0,
 });
 
-/// A temp dir to remove if a signal stops the process.
-pub fn register_dir(dir: &Path) {
-    if let Ok(mut p) = PENDING.lock() {
-        p.dirs.push(dir.to_path_buf());
-    }
+/// Creates a temp dir (`prefix` + random, in the temp directory) already
+/// registered for removal: the pending list's lock is held from before the
+/// `mkdir` until the path is on it, so a signal in between makes the cleanup
+/// thread wait for the registration instead of missing the dir.
+pub fn temp_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    p.dirs.push(dir.path().to_path_buf());
+    Ok(dir)
 }
 
 /// An attribute to write `value` back to if a signal stops the process (and
@@ -69,7 +73,20 @@ pub fn run_pending() {
         }
     }
     for d in p.dirs.drain(..) {
-        let _ = std::fs::remove_dir_all(&d);
+        remove_tree(&d);
+    }
+}
+
+/// Removes `dir` although a twin's model thread may still write into it (a
+/// signal stops only the thread it lands on): remove_dir_all gives up with
+/// ENOTEMPTY when a file appears meanwhile, so it is tried again, at most 50
+/// times (the model writes a handful of files per event).
+fn remove_tree(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(dir).is_ok() || std::fs::symlink_metadata(dir).is_err() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 

@@ -360,11 +360,8 @@ pub fn unpack(file: &Path) -> Result<Unpacked> {
     drop(f);
     let f = crate::pci::bounded_read::open_regular(file)?
         .ok_or_else(|| Error::io("open", file, io::Error::from(io::ErrorKind::NotFound)))?;
-    let dir = tempfile::Builder::new()
-        .prefix("resetlab-snapshot-")
-        .tempdir()
+    let dir = crate::cleanup::temp_dir("resetlab-snapshot-")
         .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
-    crate::cleanup::register_dir(dir.path());
     let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(flate2::read::GzDecoder::new(f))
     } else {

@@ -864,8 +864,7 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             .args([
                 "--sim",
                 "bench",
-                // Device mode: one twin for the run (VM mode boots a fresh twin per trial,
-                // and a signal between its mkdir and its registration would leave it).
+                // Device mode: one twin for the run (VM mode, below, boots one per trial).
                 "-m",
                 "smu_mode2",
                 "-n",
@@ -892,6 +891,44 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             entries(tmp.path()),
             Vec::<String>::new(),
             "{sig:?} left the twin"
+        );
+    }
+    // VM mode boots a fresh twin per trial: a signal at any moment, also between a
+    // twin's mkdir and its registration, leaves none (cleanup::temp_dir).
+    for i in 0..6u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bench-out");
+        let child = bin()
+            .args([
+                "--sim",
+                "bench",
+                "-n",
+                "10000",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut n = 0;
+        while !out.join("trials.jsonl").exists() {
+            n += 1;
+            assert!(n < 4000, "the bench never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Land the signal at a different point of a trial each time.
+        std::thread::sleep(std::time::Duration::from_millis(i * 53));
+        let sig = nix::sys::signal::Signal::SIGTERM;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait_with_output().unwrap().status;
+        assert_eq!(st.signal(), Some(sig as i32), "{st:?}");
+        assert_eq!(
+            entries(tmp.path()),
+            Vec::<String>::new(),
+            "SIGTERM {} ms into a VM-mode bench left a twin",
+            i * 53
         );
     }
     // SIGPIPE: the reader of `list` is gone (its end closed before the

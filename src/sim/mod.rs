@@ -52,11 +52,8 @@ impl Twin {
 
     /// [`Twin::new`] with the GPU as a device of another family (sim/family.rs).
     pub fn new_as(gpu: Option<&family::TwinGpu>) -> Result<Twin> {
-        let dir = tempfile::Builder::new()
-            .prefix("resetlab-twin-")
-            .tempdir()
+        let dir = crate::cleanup::temp_dir("resetlab-twin-")
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
-        crate::cleanup::register_dir(dir.path());
         let sysfs = tree::build(dir.path(), &family::host_specs(gpu))?;
         if let Some(g) = gpu {
             family::record(dir.path(), &g.asic)?;
