@@ -470,4 +470,23 @@ mod tests {
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn only_a_hook_phase_runs_in_hook_mode() {
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("resetlab").chain(args.iter().copied()));
+            hook_mode(&cli.unwrap())
+        };
+        assert!(mode(&["hook", "100", "post-stop"]));
+        assert!(mode(&[
+            "--sysfs",
+            "/x",
+            "hook",
+            "100",
+            "pre-start",
+            "--dry-run"
+        ]));
+        assert!(!mode(&["hook", "status", "100"]));
+        assert!(!mode(&["list"]));
+    }
 }
