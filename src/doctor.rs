@@ -215,7 +215,7 @@ pub struct Target {
 pub struct VmFacts {
     pub cfg: VmConfig,
     /// Functions present under `<sysfs>/bus/pci/devices`, as pveconf names them.
-    pub present: Vec<pveconf::Bdf>,
+    pub present: Vec<Bdf>,
 }
 
 /// Everything the checks read, loaded once. Load faults are kept as text for the check that
@@ -242,10 +242,6 @@ fn read_opt(path: &Path) -> Result<Option<String>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
-}
-
-fn to_pci_bdf(b: &pveconf::Bdf) -> Option<Bdf> {
-    b.to_string().parse().ok()
 }
 
 impl DoctorCtx {
@@ -313,16 +309,13 @@ impl DoctorCtx {
         vm.cfg
             .functions(&vm.present)
             .iter()
-            .filter_map(|f| {
-                let bdf = to_pci_bdf(&f.bdf)?;
-                Some(Target {
-                    bdf,
-                    dev: self.device(&bdf),
-                    hostpci: Some(f.hostpci),
-                    from_slot: f.from_slot,
-                    driver_keep: f.driver_keep,
-                    mdev: f.mdev,
-                })
+            .map(|f| Target {
+                bdf: f.bdf,
+                dev: self.device(&f.bdf),
+                hostpci: Some(f.hostpci),
+                from_slot: f.from_slot,
+                driver_keep: f.driver_keep,
+                mdev: f.mdev,
             })
             .collect()
     }
@@ -1660,7 +1653,7 @@ fn check_host_functions(ctx: &DoctorCtx) -> Vec<Check> {
                 slot = Some(s);
             }
             for f in t.resolve(&vm.present) {
-                let Some(d) = to_pci_bdf(&f).and_then(|b| ctx.device(&b)) else {
+                let Some(d) = ctx.device(&f) else {
                     continue;
                 };
                 match host_need(ctx, &d, matches!(t, PciTarget::Slot(_))) {
@@ -1747,8 +1740,7 @@ fn check_romfile(ctx: &DoctorCtx) -> Vec<Check> {
         let first = hp
             .targets()
             .first()
-            .and_then(|t| t.resolve(&vm.present).first().copied())
-            .and_then(|b| to_pci_bdf(&b));
+            .and_then(|t| t.resolve(&vm.present).first().copied());
         let dev = first.and_then(|b| ctx.device(&b));
         let c = match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Check::fail(
@@ -2076,7 +2068,6 @@ fn check_vga(ctx: &DoctorCtx) -> Vec<Check> {
         hp.targets()
             .first()
             .and_then(|t| t.resolve(&vm.present).first().copied())
-            .and_then(|b| to_pci_bdf(&b))
             .and_then(|b| ctx.device(&b))
     };
     let gpus: Vec<(u8, Device)> = vm

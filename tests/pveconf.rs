@@ -122,7 +122,7 @@ fn whole_slot_resolves_to_present_functions() {
         vec![PciTarget::Slot(Slot {
             domain: 0,
             bus: 0xc5,
-            device: 0
+            dev: 0
         })]
     );
     let f = cfg.functions(&seed_present());

@@ -17,8 +17,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::pveconf::{Bdf, PassedFunction, PciTarget};
+use super::pveconf::{PassedFunction, PciTarget};
 use crate::error::{Error, Result};
+use crate::pci::Bdf;
 
 /// Where the policy lives unless `--policy FILE` says otherwise.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/resetlab/hook.toml";

@@ -21,6 +21,7 @@ use std::str::FromStr;
 use serde::{Serialize, Serializer};
 
 use crate::error::{Error, Result};
+pub use crate::pci::{Bdf, Slot};
 
 /// Default Proxmox cluster filesystem mount point (`--pve-config DIR`).
 pub const DEFAULT_PVE_ROOT: &str = "/etc/pve";
@@ -29,28 +30,8 @@ pub const DEFAULT_PVE_ROOT: &str = "/etc/pve";
 pub const MAX_HOSTPCI_DEVICES: u8 = 16;
 
 // ---------------------------------------------------------------------------------------------
-// PCI addresses
+// PCI addresses (the type is `crate::pci::Bdf`; this is Proxmox's `HOSTPCIID` form)
 // ---------------------------------------------------------------------------------------------
-
-/// A PCI function address `DDDD:BB:DD.F`.
-///
-/// Local type: `crate::pci::Bdf` had not landed on main when this was written; the lead can
-/// swap it in (the text form is the same, lower-case, as sysfs names devices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Bdf {
-    pub domain: u32,
-    pub bus: u8,
-    pub device: u8,
-    pub function: u8,
-}
-
-/// A PCI slot (all functions of one device) `DDDD:BB:DD`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot {
-    pub domain: u32,
-    pub bus: u8,
-    pub device: u8,
-}
 
 /// One `HOSTPCIID` of a `hostpciN` entry or a mapping's `path`: a function, or a whole slot.
 ///
@@ -64,51 +45,6 @@ pub enum PciTarget {
     Slot(Slot),
 }
 
-impl Bdf {
-    pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Self {
-        Bdf {
-            domain,
-            bus,
-            device,
-            function,
-        }
-    }
-
-    pub fn slot(&self) -> Slot {
-        Slot {
-            domain: self.domain,
-            bus: self.bus,
-            device: self.device,
-        }
-    }
-}
-
-impl Slot {
-    pub fn function(&self, function: u8) -> Bdf {
-        Bdf::new(self.domain, self.bus, self.device, function)
-    }
-}
-
-impl fmt::Display for Bdf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{:x}",
-            self.domain, self.bus, self.device, self.function
-        )
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}",
-            self.domain, self.bus, self.device
-        )
-    }
-}
-
 impl fmt::Display for PciTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -118,21 +54,6 @@ impl fmt::Display for PciTarget {
     }
 }
 
-impl Serialize for Bdf {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Bdf {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
-    }
-}
-
-crate::string_schema!(Bdf, "PCI function address, 0000:c5:00.0");
 crate::string_schema!(
     PciTarget,
     "PCI function (0000:c5:00.0) or whole slot (0000:c5:00)"
@@ -181,7 +102,7 @@ impl PciTarget {
         let slot = Slot {
             domain,
             bus,
-            device,
+            dev: device,
         };
         match func {
             None => Ok(PciTarget::Slot(slot)),
@@ -227,21 +148,6 @@ impl FromStr for PciTarget {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         PciTarget::parse(s)
-    }
-}
-
-impl FromStr for Bdf {
-    type Err = Error;
-    /// A single function: `DDDD:BB:DD.F` or `BB:DD.F` (domain 0000).
-    fn from_str(s: &str) -> Result<Self> {
-        match PciTarget::parse(s)? {
-            PciTarget::Function(b) => Ok(b),
-            PciTarget::Slot(_) => Err(Error::parse(
-                "PCI function address",
-                s,
-                "no function number (expected [DDDD:]BB:DD.F)",
-            )),
-        }
     }
 }
 
@@ -1328,7 +1234,7 @@ mod tests {
             PciTarget::Slot(Slot {
                 domain: 0x10000,
                 bus: 1,
-                device: 0x1f
+                dev: 0x1f
             })
         );
         for bad in [

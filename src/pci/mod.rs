@@ -13,6 +13,6 @@ pub mod regs;
 pub mod resource;
 pub mod sysfs;
 
-pub use addr::Bdf;
+pub use addr::{Bdf, Slot};
 pub use filter::{IdSelector, SlotSelector};
 pub use sysfs::{Device, Host, Topology};

@@ -225,7 +225,7 @@ pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Opti
         Some("on") if !suspended => return Ok(None),
         _ => {}
     }
-    let bdf = dev.bdf.to_string();
+    let bdf = dev.bdf;
     journal.sysfs_write(Some(&bdf), &control, "on")?;
     if !journal.dry_run {
         let ps = dev.dir.join("power_state");
@@ -243,7 +243,7 @@ pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Opti
 pub fn unwake(host: &Host, journal: &mut Journal, bdf: &Bdf, prev: Option<String>) -> Result<()> {
     if let Some(prev) = prev {
         let control = host.device_dir(bdf).join("power/control");
-        journal.sysfs_write(Some(&bdf.to_string()), &control, &prev)?;
+        journal.sysfs_write(Some(bdf), &control, &prev)?;
     }
     Ok(())
 }
@@ -391,7 +391,7 @@ fn run_one(
         run.error_kind = Some(error_kind(&e));
         run.error = Some(e.one_line());
     };
-    let bdf = dev.bdf.to_string();
+    let bdf = dev.bdf;
     // Save and disable (pci_dev_save_and_disable) around a raw mechanism.
     let t = Instant::now();
     let saved = if spec.def.managed == Managed::Raw {
@@ -450,7 +450,12 @@ fn run_one(
                 SysfsConfig::open_rw(&dev.config_path())?
             };
             if !opts.dry_run {
-                wait::wait_ready(&cfg, rrs_enabled(topo, dev), opts.ready_timeout, &bdf)?;
+                wait::wait_ready(
+                    &cfg,
+                    rrs_enabled(topo, dev),
+                    opts.ready_timeout,
+                    &bdf.to_string(),
+                )?;
             }
             run.phases.ready_ms = ms(t.elapsed());
             let t2 = Instant::now();
