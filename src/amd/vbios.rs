@@ -1657,10 +1657,12 @@ pub struct DevicePresence {
     pub ids_match: Option<bool>,
 }
 
-fn read_hex_attr(path: &Path) -> Option<u16> {
-    let s = fs::read_to_string(path).ok()?;
-    let s = s.trim();
-    u16::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+/// A 16-bit id attribute of `dir`; None when absent or unreadable.
+fn id_attr(dir: &Path, name: &str) -> Option<u16> {
+    crate::pci::sysfs::opt_hex_attr(dir, name, 0xffff)
+        .ok()
+        .flatten()
+        .map(|v| v as u16)
 }
 
 /// Look up `bdf` under `<sysfs>/bus/pci/devices/` (reads only `vendor` and `device`, which never
@@ -1669,10 +1671,7 @@ pub fn device_presence(sysfs: &Path, bdf: &Bdf, vendor: u16, device: u16) -> Dev
     let path = sysfs.join("bus/pci/devices").join(bdf.to_string());
     let exists = path.exists();
     let (v, d) = if exists {
-        (
-            read_hex_attr(&path.join("vendor")),
-            read_hex_attr(&path.join("device")),
-        )
+        (id_attr(&path, "vendor"), id_attr(&path, "device"))
     } else {
         (None, None)
     };

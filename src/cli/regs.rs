@@ -10,6 +10,7 @@ use crate::amd::discovery::{self, Discovery, Mode};
 use crate::amd::regs::{BaseCheck, RegsDb};
 use crate::error::{exit, Error, Result};
 use crate::journal::Journal;
+use crate::pci::sysfs::hex_attr;
 use crate::pci::{Bdf, Host, Topology};
 
 #[derive(Debug, clap::Args)]
@@ -61,13 +62,6 @@ pub enum RegsCmd {
         #[arg(long, value_name = "MS", default_value_t = 30_000)]
         lock_timeout: u64,
     },
-}
-
-fn read_hex_u16(path: &Path) -> Result<u16> {
-    let s = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::ATTR_MAX)?;
-    let t = s.trim();
-    u16::from_str_radix(t.trim_start_matches("0x"), 16)
-        .map_err(|_| Error::parse("PCI id", format!("{}: {t}", path.display()), "not hex"))
 }
 
 /// One base of the register file as resolved for the device.
@@ -275,8 +269,8 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> R
             let a = match asic {
                 Some(n) => db.asic(n)?,
                 None => {
-                    let v = read_hex_u16(&dev_dir.join("vendor"))?;
-                    let d = read_hex_u16(&dev_dir.join("device"))?;
+                    let v = hex_attr(&dev_dir, "vendor", 0xffff)? as u16;
+                    let d = hex_attr(&dev_dir, "device", 0xffff)? as u16;
                     db.by_pci_id(v, d).ok_or_else(|| {
                         Error::not_found(
                             "register database for PCI id",
