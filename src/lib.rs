@@ -14,6 +14,7 @@ pub mod hook;
 pub mod inventory;
 pub mod journal;
 pub mod pci;
+pub mod pve;
 pub mod qmp;
 pub mod report;
 pub mod reset;

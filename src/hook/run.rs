@@ -17,12 +17,12 @@ use serde::Serialize;
 use super::bounded::{self, WriteOutcome};
 use super::log::{LogLine, Logger};
 use super::policy::{self, Action, DeviceInfo, DeviceKind, Phase, PhasePolicy, Policy, VmPolicy};
-use super::pveconf::{self, PassedFunction, PciMappings, VmConfig};
 use super::state::{DeviceState, StateLookup, StateRecord, StateStore, DEFAULT_STATE_DIR};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Error, Result};
 use crate::pci::sysfs::link_name;
 use crate::pci::{Bdf, Host, Topology};
+use crate::pve::{self, PassedFunction, VmConfig};
 use crate::reset::engine::run_chain;
 use crate::reset::journal::Record;
 use crate::reset::{parse_method, wait, Journal, MethodSpec, ResetOptions};
@@ -121,19 +121,15 @@ impl VmSetup {
             Ok(p) => (p, None),
             Err(e) => (Policy::default(), Some(e.one_line())),
         };
-        let mut config = VmConfig::load(&opts.pve_root, vmid)?;
-        let mut node = opts.node.clone();
-        if config.uses_mappings() {
-            let n = match &node {
-                Some(n) => n.clone(),
-                None => pveconf::local_node_name()?,
-            };
-            let m = PciMappings::load(&opts.pve_root)?;
-            config.resolve_mappings(&m, &n)?;
-            node = Some(n);
-        }
-        let present = pveconf::present_functions(&host.sysfs)?;
-        let functions = config.functions(&present);
+        let present = pve::present_functions(&host.sysfs)?;
+        let pve::PassedThrough {
+            config,
+            node,
+            functions,
+        } = pve::passed_functions(&opts.pve_root, vmid, &present, || match &opts.node {
+            Some(n) => Ok(n.clone()),
+            None => pve::local_node_name(),
+        })?;
         let vm_policy = policy.for_vm(vmid);
         let mut setup = VmSetup {
             config,
@@ -151,7 +147,7 @@ impl VmSetup {
     /// whose functions were all removed stands for function 0 until a rescan brings the slot
     /// back, then for every function of it.
     pub fn refresh(&mut self, host: &Host, store: &StateStore) -> Result<()> {
-        let present = pveconf::present_functions(&host.sysfs)?;
+        let present = pve::present_functions(&host.sysfs)?;
         self.functions = self.config.functions(&present);
         self.add_remembered(store);
         Ok(())
@@ -164,7 +160,7 @@ impl VmSetup {
         let Ok(records) = store.list() else { return };
         for hp in &self.config.hostpci {
             for t in hp.targets() {
-                let pveconf::PciTarget::Slot(slot) = t else {
+                let pve::PciTarget::Slot(slot) = t else {
                     continue;
                 };
                 for (bdf, lookup) in &records {
@@ -211,10 +207,10 @@ impl VmSetup {
     }
 }
 
-fn matches_target(t: &pveconf::PciTarget, bdf: Bdf) -> bool {
+fn matches_target(t: &pve::PciTarget, bdf: Bdf) -> bool {
     match t {
-        pveconf::PciTarget::Function(b) => *b == bdf,
-        pveconf::PciTarget::Slot(s) => bdf.slot() == *s,
+        pve::PciTarget::Function(b) => *b == bdf,
+        pve::PciTarget::Slot(s) => bdf.slot() == *s,
     }
 }
 
@@ -247,18 +243,18 @@ pub fn plan_devices(
     let mut infos = Vec::new();
     for f in managed {
         if is_present(host, f.bdf) {
-            if let Ok(i) = DeviceInfo::read(&host.sysfs, f.bdf) {
+            if let Ok(i) = DeviceInfo::read(host, f.bdf) {
                 infos.push(i);
             }
         }
     }
     // Functions sharing a slot with a managed one tell an AMD GPU's audio from other audio.
     let mut others = Vec::new();
-    if let Ok(present) = pveconf::present_functions(&host.sysfs) {
+    if let Ok(present) = pve::present_functions(&host.sysfs) {
         for b in present {
             let same_slot = managed.iter().any(|f| f.bdf.slot() == b.slot());
             if same_slot && !managed.iter().any(|f| f.bdf == b) {
-                if let Ok(i) = DeviceInfo::read(&host.sysfs, b) {
+                if let Ok(i) = DeviceInfo::read(host, b) {
                     others.push(i);
                 }
             }

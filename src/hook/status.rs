@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::policy::{Action, DeviceKind, Phase, PhasePolicy};
-use super::pveconf::StorageConfig;
 use super::run::{
     is_present, method_options, plan_devices, resolve_chain, HookOptions, PlannedDevice, VmSetup,
 };
@@ -15,6 +14,7 @@ use super::state::{StateLookup, StateRecord, StateStore};
 use crate::error::Result;
 use crate::pci::sysfs::link_name;
 use crate::pci::{Bdf, Host};
+use crate::pve::StorageConfig;
 
 /// The shim's marker line: a file in a snippets directory with it is resetlab's.
 pub const SHIM_MARKER: &str = "resetlab hookscript shim";

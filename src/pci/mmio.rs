@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(j.writes().count(), 1);
         assert_eq!(
             j.records[0].to_string(),
-            "mmio t resource5+0x10 <- 0x11223344"
+            "mmio 0000:c5:00.0 resource5+0x10 <- 0x11223344"
         );
     }
 

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::hook::pveconf::{self, VmConfig};
 use crate::pci::Bdf;
+use crate::pve::{self, VmConfig};
 use crate::sim::model;
 
 /// `<root>/var/run/qemu-server/<vmid>.qmp`: where qemu-server puts a VM's QMP socket.
@@ -149,7 +149,7 @@ fn read_trim(p: &Path) -> String {
 /// twin's bus.
 pub fn devices_of(root: &Path, cfg: &VmConfig) -> Result<Vec<VmDevice>> {
     let sysfs = root.join("sys");
-    let present = pveconf::present_functions(&sysfs)?;
+    let present = pve::present_functions(&sysfs)?;
     let functions = cfg.functions(&present);
     let mut out = Vec::new();
     for hp in &cfg.hostpci {
