@@ -261,19 +261,6 @@ impl<'de> Deserialize<'de> for TargetKey {
     }
 }
 
-/// A function address as a TOML key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct BdfKey(Bdf);
-
-impl<'de> Deserialize<'de> for BdfKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse::<Bdf>()
-            .map(BdfKey)
-            .map_err(|e| de::Error::custom(e.to_string()))
-    }
-}
-
 /// A VM id as a TOML key (pve-common `PVE/JSONSchema.pm` standard option `pve-vmid`:
 /// 100..=999999999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -379,7 +366,8 @@ struct VmSection {
     #[serde(default)]
     chain: ChainTable,
     #[serde(default)]
-    device: BTreeMap<BdfKey, DeviceSection>,
+    /// Keyed by function address (`pci::Bdf`'s serde form).
+    device: BTreeMap<Bdf, DeviceSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -400,7 +388,8 @@ struct PolicyFile {
     #[serde(default)]
     chain: ChainTable,
     #[serde(default)]
-    device: BTreeMap<BdfKey, DeviceSection>,
+    /// Keyed by function address (`pci::Bdf`'s serde form).
+    device: BTreeMap<Bdf, DeviceSection>,
     #[serde(default)]
     vm: BTreeMap<VmKey, VmSection>,
 }
@@ -566,13 +555,13 @@ impl Policy {
         let mut device_chains = BTreeMap::new();
         for (k, d) in &g.device {
             if let Some(c) = &d.chain {
-                device_chains.insert(k.0, names(c));
+                device_chains.insert(*k, names(c));
             }
         }
         if let Some(v) = vm {
             for (k, d) in &v.device {
                 if let Some(c) = &d.chain {
-                    device_chains.insert(k.0, names(c));
+                    device_chains.insert(*k, names(c));
                 }
             }
         }
