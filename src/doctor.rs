@@ -58,9 +58,9 @@ use serde::Serialize;
 use crate::amd::vbios;
 use crate::hook::chain::HookRecord;
 use crate::hook::install::{shim_kind, ShimKind};
-use crate::hook::pveconf::{self, PciTarget, StorageConfig, VmConfig};
 use crate::pci::sysfs::read_attr;
 use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pve::{self, PciTarget, StorageConfig, VmConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -193,7 +193,7 @@ impl DoctorOptions {
     pub fn pve_root(&self) -> PathBuf {
         self.pve_root
             .clone()
-            .unwrap_or_else(|| self.under_root(pveconf::DEFAULT_PVE_ROOT))
+            .unwrap_or_else(|| self.under_root(pve::DEFAULT_PVE_ROOT))
     }
 }
 
@@ -214,8 +214,8 @@ pub struct Target {
 #[derive(Debug)]
 pub struct VmFacts {
     pub cfg: VmConfig,
-    /// Functions present under `<sysfs>/bus/pci/devices`, as pveconf names them.
-    pub present: Vec<pveconf::Bdf>,
+    /// Functions present under `<sysfs>/bus/pci/devices`, as pve names them.
+    pub present: Vec<Bdf>,
 }
 
 /// Everything the checks read, loaded once. Load faults are kept as text for the check that
@@ -242,10 +242,6 @@ fn read_opt(path: &Path) -> Result<Option<String>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
-}
-
-fn to_pci_bdf(b: &pveconf::Bdf) -> Option<Bdf> {
-    b.to_string().parse().ok()
 }
 
 impl DoctorCtx {
@@ -289,7 +285,7 @@ impl DoctorCtx {
     }
 
     fn load_vm(&self, vmid: u32) -> Result<VmFacts, String> {
-        let present = pveconf::present_functions(&self.opts.sysfs).map_err(|e| e.one_line())?;
+        let present = pve::present_functions(&self.opts.sysfs).map_err(|e| e.one_line())?;
         let pve_root = self.opts.pve_root();
         let node = match &self.opts.node {
             Some(n) => n.clone(),
@@ -297,11 +293,12 @@ impl DoctorCtx {
                 let p = self.opts.under_root("/proc/sys/kernel/hostname");
                 let raw = read_opt(&p)?.unwrap_or_default();
                 // Only mappings need the node; a missing host name fails there, not here.
-                pveconf::node_name_from_hostname(&raw).unwrap_or_default()
+                pve::node_name_from_hostname(&raw).unwrap_or_default()
             }
         };
-        let (cfg, _) =
-            VmConfig::load_resolved(&pve_root, vmid, &node, &present).map_err(|e| e.one_line())?;
+        let cfg = pve::passed_functions(&pve_root, vmid, &present, || Ok(node))
+            .map_err(|e| e.one_line())?
+            .config;
         Ok(VmFacts { cfg, present })
     }
 
@@ -313,16 +310,13 @@ impl DoctorCtx {
         vm.cfg
             .functions(&vm.present)
             .iter()
-            .filter_map(|f| {
-                let bdf = to_pci_bdf(&f.bdf)?;
-                Some(Target {
-                    bdf,
-                    dev: self.device(&bdf),
-                    hostpci: Some(f.hostpci),
-                    from_slot: f.from_slot,
-                    driver_keep: f.driver_keep,
-                    mdev: f.mdev,
-                })
+            .map(|f| Target {
+                bdf: f.bdf,
+                dev: self.device(&f.bdf),
+                hostpci: Some(f.hostpci),
+                from_slot: f.from_slot,
+                driver_keep: f.driver_keep,
+                mdev: f.mdev,
             })
             .collect()
     }
@@ -1660,7 +1654,7 @@ fn check_host_functions(ctx: &DoctorCtx) -> Vec<Check> {
                 slot = Some(s);
             }
             for f in t.resolve(&vm.present) {
-                let Some(d) = to_pci_bdf(&f).and_then(|b| ctx.device(&b)) else {
+                let Some(d) = ctx.device(&f) else {
                     continue;
                 };
                 match host_need(ctx, &d, matches!(t, PciTarget::Slot(_))) {
@@ -1747,8 +1741,7 @@ fn check_romfile(ctx: &DoctorCtx) -> Vec<Check> {
         let first = hp
             .targets()
             .first()
-            .and_then(|t| t.resolve(&vm.present).first().copied())
-            .and_then(|b| to_pci_bdf(&b));
+            .and_then(|t| t.resolve(&vm.present).first().copied());
         let dev = first.and_then(|b| ctx.device(&b));
         let c = match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Check::fail(
@@ -1770,7 +1763,7 @@ fn check_romfile(ctx: &DoctorCtx) -> Vec<Check> {
 
 fn rom_verdict(
     ctx: &DoctorCtx,
-    hp: &pveconf::HostPci,
+    hp: &pve::HostPci,
     name: &str,
     rom: &str,
     bytes: &[u8],
@@ -2072,11 +2065,10 @@ fn check_vga(ctx: &DoctorCtx) -> Vec<Check> {
         .clone()
         .unwrap_or_else(|| "unset (default std)".into());
     // Each entry's first function: the one x-vga and romfile apply to.
-    let first = |hp: &pveconf::HostPci| {
+    let first = |hp: &pve::HostPci| {
         hp.targets()
             .first()
             .and_then(|t| t.resolve(&vm.present).first().copied())
-            .and_then(|b| to_pci_bdf(&b))
             .and_then(|b| ctx.device(&b))
     };
     let gpus: Vec<(u8, Device)> = vm
@@ -2086,7 +2078,7 @@ fn check_vga(ctx: &DoctorCtx) -> Vec<Check> {
         .filter_map(|hp| Some((hp.index, first(hp)?)))
         .filter(|(_, d)| base_class(d) == BASE_CLASS_DISPLAY)
         .collect();
-    let xvga: Vec<&pveconf::HostPci> = vm.cfg.hostpci.iter().filter(|h| h.x_vga()).collect();
+    let xvga: Vec<&pve::HostPci> = vm.cfg.hostpci.iter().filter(|h| h.x_vga()).collect();
     let c = if let Some(hp) = xvga
         .iter()
         .find(|h| first(h).is_some_and(|d| base_class(&d) != BASE_CLASS_DISPLAY))

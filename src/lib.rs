@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod hook;
 pub mod inventory;
 pub mod pci;
+pub mod pve;
 pub mod qmp;
 pub mod report;
 pub mod reset;

@@ -506,7 +506,7 @@ fn gpu(
     let saved = mmio::enable_memory(&woken, journal)?;
     let r = (|| -> Result<()> {
         let map = BarMap::open(&woken, bar, Access::ReadWrite, &SystemFiles::for_host(host))?;
-        let io = RegIo::for_asic(&resolved_asic, map, bdf.clone())?
+        let io = RegIo::for_asic(&resolved_asic, map, dev.bdf)?
             .with_barrier(Barrier::for_sysfs(&host.sysfs));
         let mut smu = crate::amd::smu::Smu::with_io(&resolved_asic, mp1.as_deref(), io)?;
         g.mailbox_path = Some(smu.path());

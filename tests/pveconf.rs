@@ -7,10 +7,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use resetlab::error::Error;
 use resetlab::hook::policy::{Action, DeviceInfo, DeviceKind, Phase, Policy};
-use resetlab::hook::pveconf::{
+use resetlab::hook::state::{DeviceState, StateLookup, StateRecord, StateStore};
+use resetlab::pve::{
     present_functions, Bdf, HostPciSource, PciMappings, PciTarget, Slot, StorageConfig, VmConfig,
 };
-use resetlab::hook::state::{DeviceState, StateLookup, StateRecord, StateStore};
 
 /// `qm config 100` from the field report (seed), which is the `<vmid>.conf` format.
 const SEED_QM_CONFIG_100: &str = resetlab::sim::seed::VM_100_CONF;
@@ -122,7 +122,7 @@ fn whole_slot_resolves_to_present_functions() {
         vec![PciTarget::Slot(Slot {
             domain: 0,
             bus: 0xc5,
-            device: 0
+            dev: 0
         })]
     );
     let f = cfg.functions(&seed_present());

@@ -32,7 +32,7 @@ fn drive(d: &discovery::Discovery) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let Ok(mut smu) = Smu::new(&a, None, bar(&dir), "0000:c5:00.0") else {
+    let Ok(mut smu) = Smu::new(&a, None, bar(&dir), resetlab::pci::Bdf::new(0, 0xc5, 0, 0)) else {
         return;
     };
     smu.timeouts.prewait = std::time::Duration::ZERO;
@@ -80,7 +80,7 @@ proptest! {
         dry in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut io = RegIo::new(bar(&dir), "x", Some(IndirectPair { index, data }));
+        let mut io = RegIo::new(bar(&dir), resetlab::pci::Bdf::new(0, 0xc5, 0, 0), Some(IndirectPair { index, data }));
         let mut j = Journal::new(dry);
         let _ = io.read(&mut j, off);
         let _ = io.write(&mut j, off, v);

@@ -68,7 +68,13 @@ impl Drop for Server {
 
 fn client<'a>(db: &'a RegsDb, path: &Path, bound_ms: u64) -> Smu<'a> {
     let bar = BarMap::open_file(path, BAR5, Access::ReadWrite).unwrap();
-    let mut smu = Smu::new(db.asic("phoenix").unwrap(), None, bar, IGPU).unwrap();
+    let mut smu = Smu::new(
+        db.asic("phoenix").unwrap(),
+        None,
+        bar,
+        IGPU.parse().unwrap(),
+    )
+    .unwrap();
     smu.timeouts.prewait = Duration::from_millis(bound_ms);
     smu.timeouts.answer = Duration::from_millis(bound_ms);
     smu

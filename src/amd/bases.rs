@@ -229,7 +229,7 @@ pub fn read_vram_table(io: &mut RegIo, asic: &Asic, journal: &mut Journal) -> Re
     let index_hi = asic.resolve(&loc.index_hi)?.bar_offset;
     let data = asic.resolve(&loc.data)?.bar_offset;
     let saved = (io.read_direct(index)?, io.read_direct(index_hi)?);
-    let dev = io.device().to_string();
+    let dev = *io.device();
     let mut hi_now: Option<u32> = None;
     let mut read = |io: &mut RegIo, journal: &mut Journal, at: u64| -> Result<u32> {
         io.bar_mut().write32(
@@ -429,8 +429,8 @@ fn read_now(
     let saved = mmio::enable_memory(dev, journal)?;
     let r = (|| {
         let map = BarMap::open(dev, bar, Access::ReadWrite, &SystemFiles::for_host(host))?;
-        let mut io = RegIo::for_asic(asic, map, dev.bdf.to_string())?
-            .with_barrier(Barrier::for_sysfs(&host.sysfs));
+        let mut io =
+            RegIo::for_asic(asic, map, dev.bdf)?.with_barrier(Barrier::for_sysfs(&host.sysfs));
         read_vram_table(&mut io, asic, journal)
     })();
     let restored = match saved {
@@ -483,7 +483,10 @@ mod tests {
             )
             .unwrap();
         }
-        (dir, RegIo::new(bar, "0000:c5:00.0", None))
+        (
+            dir,
+            RegIo::new(bar, crate::pci::Bdf::new(0, 0xc5, 0, 0), None),
+        )
     }
 
     #[test]

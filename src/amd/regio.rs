@@ -40,6 +40,7 @@ use crate::amd::regs::Asic;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::pci::mmio::{Access, BarMap};
+use crate::pci::Bdf;
 
 /// How a register is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -143,7 +144,7 @@ impl Barrier {
 /// Register access over one device's register BAR.
 pub struct RegIo {
     bar: BarMap,
-    device: String,
+    device: Bdf,
     indirect: Option<IndirectPair>,
     barrier: Barrier,
 }
@@ -161,17 +162,17 @@ impl std::fmt::Debug for RegIo {
 impl RegIo {
     /// Access through `bar`; `device` names the device in journal records;
     /// `indirect` is the index/data pair (None: beyond-BAR offsets are errors).
-    pub fn new(bar: BarMap, device: impl Into<String>, indirect: Option<IndirectPair>) -> RegIo {
+    pub fn new(bar: BarMap, device: Bdf, indirect: Option<IndirectPair>) -> RegIo {
         RegIo {
             bar,
-            device: device.into(),
+            device,
             indirect,
             barrier: Barrier::None,
         }
     }
 
     /// [`RegIo::new`] with the pair `asic`'s regs/ `[indirect]` names.
-    pub fn for_asic(asic: &Asic, bar: BarMap, device: impl Into<String>) -> Result<RegIo> {
+    pub fn for_asic(asic: &Asic, bar: BarMap, device: Bdf) -> Result<RegIo> {
         let pair = IndirectPair::of(asic)?;
         if let Some(p) = pair {
             for off in [p.index, p.data] {
@@ -213,7 +214,7 @@ impl RegIo {
         self.bar
     }
 
-    pub fn device(&self) -> &str {
+    pub fn device(&self) -> &Bdf {
         &self.device
     }
 
@@ -288,7 +289,7 @@ impl RegIo {
     pub fn write(&mut self, journal: &mut Journal, off: u64, value: u32) -> Result<()> {
         match self.check(off)? {
             RegPath::Direct => {
-                let dev = self.device.clone();
+                let dev = self.device;
                 self.bar.write32(journal, &dev, off, value)
             }
             RegPath::Indirect => self.smn_write(journal, Self::smn_address(off)?, value),
@@ -306,7 +307,7 @@ impl RegIo {
     fn select(&mut self, journal: &mut Journal, address: u32) -> Result<(IndirectPair, u32)> {
         let p = self.pair()?;
         let old = self.bar.read32(p.index)?;
-        let dev = self.device.clone();
+        let dev = self.device;
         self.bar.write32(journal, &dev, p.index, address)?;
         if !journal.dry_run {
             let settled = self.bar.read32(p.index).and_then(|_| self.barrier.wait());
@@ -321,7 +322,7 @@ impl RegIo {
 
     /// Puts PCIE_INDEX2 back (journalled).
     fn restore(&mut self, journal: &mut Journal, p: IndirectPair, old: u32) -> Result<()> {
-        let dev = self.device.clone();
+        let dev = self.device;
         self.bar.write32(journal, &dev, p.index, old)?;
         if !journal.dry_run {
             let _ = self.bar.read32(p.index)?;
@@ -348,7 +349,7 @@ impl RegIo {
     /// data, read back), index restored after.
     pub fn smn_write(&mut self, journal: &mut Journal, address: u32, value: u32) -> Result<()> {
         let (p, old) = self.select(journal, address)?;
-        let dev = self.device.clone();
+        let dev = self.device;
         let w = self
             .bar
             .write32(journal, &dev, p.data, value)
@@ -420,7 +421,7 @@ mod tests {
             index: 0x38,
             data: 0x3c,
         };
-        (dir, RegIo::new(bar, "0000:c5:00.0", Some(pair)))
+        (dir, RegIo::new(bar, Bdf::new(0, 0xc5, 0, 0), Some(pair)))
     }
 
     #[test]
@@ -468,7 +469,7 @@ mod tests {
         let p = dir.path().join("bar");
         std::fs::File::create(&p).unwrap().set_len(0x1000).unwrap();
         let bar = BarMap::open_file(&p, 0x1000, Access::ReadWrite).unwrap();
-        let mut r = RegIo::new(bar, "x", None);
+        let mut r = RegIo::new(bar, Bdf::new(0, 0xc5, 0, 0), None);
         let mut j = Journal::new(false);
         let e = r.read(&mut j, 0x1000).unwrap_err().to_string();
         assert!(e.contains("indirect pair"), "{e}");

@@ -37,7 +37,7 @@ use crate::amd::regs::{Asic, RegsDb, ResolvedMailbox};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::pci::mmio::BarMap;
-use crate::pci::Device;
+use crate::pci::{Bdf, Device};
 
 /// amdgpu's bound on each poll of the response register: `usec_timeout * 20`
 /// iterations of `udelay(1)` with AMDGPU_MAX_USEC_TIMEOUT = 100000
@@ -210,7 +210,7 @@ pub fn refuse_if_amdgpu(dev: &Device) -> Result<()> {
 /// that could not map it, e.g. not root): the same records `send` makes.
 pub fn record_send(
     journal: &mut Journal,
-    device: &str,
+    device: &Bdf,
     region: &str,
     mailbox: &ResolvedMailbox,
     id: u32,
@@ -257,25 +257,25 @@ pub fn poll_nonzero(
 
 /// Devices whose SMU answered with a code outside the response table in this
 /// process: nothing more is sent to them (see [`Smu::send_id`]).
-static HUNG: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+static HUNG: std::sync::Mutex<Vec<(Bdf, u32)>> = std::sync::Mutex::new(Vec::new());
 
 /// The unknown code a device's SMU answered with earlier in this run, if any.
-pub fn hung_code(device: &str) -> Option<u32> {
+pub fn hung_code(device: &Bdf) -> Option<u32> {
     HUNG.lock()
         .ok()
         .and_then(|h| h.iter().find(|(d, _)| d == device).map(|(_, c)| *c))
 }
 
-fn latch_hung(device: &str, code: u32) {
+fn latch_hung(device: &Bdf, code: u32) {
     if let Ok(mut h) = HUNG.lock() {
         if !h.iter().any(|(d, _)| d == device) {
-            h.push((device.to_string(), code));
+            h.push((*device, code));
         }
     }
 }
 
 /// Forgets the latch (tests that run several twins in one process).
-pub fn clear_hung(device: &str) {
+pub fn clear_hung(device: &Bdf) {
     if let Ok(mut h) = HUNG.lock() {
         h.retain(|(d, _)| d != device);
     }
@@ -307,12 +307,7 @@ pub struct Smu<'a> {
 impl<'a> Smu<'a> {
     /// A client of `asic`'s mailbox for MP1 version `mp1` (the first listed
     /// when None) on `bar`. `device` names the device in journal records.
-    pub fn new(
-        asic: &'a Asic,
-        mp1: Option<&str>,
-        bar: BarMap,
-        device: impl Into<String>,
-    ) -> Result<Smu<'a>> {
+    pub fn new(asic: &'a Asic, mp1: Option<&str>, bar: BarMap, device: Bdf) -> Result<Smu<'a>> {
         Smu::with_io(asic, mp1, RegIo::for_asic(asic, bar, device)?)
     }
 
@@ -365,7 +360,7 @@ impl<'a> Smu<'a> {
         &mut self.io
     }
 
-    pub fn device(&self) -> &str {
+    pub fn device(&self) -> &Bdf {
         self.io.device()
     }
 
@@ -773,7 +768,7 @@ mod tests {
         let p = dir.path().join("resource5");
         std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
         let bar = BarMap::open_file(&p, 0x80000, Access::ReadOnly).unwrap();
-        let mut smu = Smu::new(a, None, bar, "0000:c5:00.0").unwrap();
+        let mut smu = Smu::new(a, None, bar, Bdf::new(0, 0xc5, 0, 0)).unwrap();
         let mut j = Journal::new(true);
         let r = smu.send(&mut j, "GfxDeviceDriverReset", 2).unwrap();
         assert!(!r.sent && r.response.is_none());
@@ -803,9 +798,10 @@ mod tests {
         std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
         let mut bar = BarMap::open_file(&p, 0x80000, Access::ReadWrite).unwrap();
         bar.device_write32(0x58a68, RESP_DEBUG_END).unwrap();
-        let dev = "test:debug-end";
+        // A domain of its own: the latch is per process, shared with the other tests.
+        let dev = &Bdf::new(0xdeb0, 0xfb, 0, 0);
         clear_hung(dev);
-        let mut smu = Smu::new(a, None, bar, dev).unwrap();
+        let mut smu = Smu::new(a, None, bar, *dev).unwrap();
         let mut j = Journal::new(false);
         let e = smu.test(&mut j).unwrap_err().to_string();
         assert!(e.contains("0xfb") && e.contains("nothing was sent"), "{e}");
@@ -842,7 +838,7 @@ mod tests {
         let p = dir.path().join("resource5");
         std::fs::File::create(&p).unwrap().set_len(0x80000).unwrap();
         let bar = BarMap::open_file(&p, 0x80000, Access::ReadOnly).unwrap();
-        let mut smu = Smu::new(&a, None, bar, "0000:c5:00.0").unwrap();
+        let mut smu = Smu::new(&a, None, bar, Bdf::new(0, 0xc5, 0, 0)).unwrap();
         assert_eq!(smu.path(), RegPath::Indirect);
         assert!(smu.mailbox.base_confirmed);
         let mut j = Journal::new(true);

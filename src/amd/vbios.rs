@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::pci::Bdf;
 
 /// Length of the ACPI table header.
 pub const ACPI_HEADER_LEN: usize = 36;
@@ -299,6 +300,19 @@ impl VfctImage {
             "0000:{:02x}:{:02x}.{:x}",
             self.pci_bus, self.pci_device, self.pci_function
         )
+    }
+
+    /// [`VfctImage::bdf`] as an address; None when a field is out of range (a problem of the
+    /// image, see [`VfctImage::all_problems`]).
+    pub fn address(&self) -> Option<Bdf> {
+        let (Ok(bus), Ok(dev), Ok(func)) = (
+            u8::try_from(self.pci_bus),
+            u8::try_from(self.pci_device),
+            u8::try_from(self.pci_function),
+        ) else {
+            return None;
+        };
+        (dev <= 0x1f && func <= 7).then_some(Bdf::new(0, bus, dev, func))
     }
 
     /// `vbios_<vendor>_<device>.bin`, lowercase hex, as the seed's `vbios.c` names them.
@@ -1643,22 +1657,21 @@ pub struct DevicePresence {
     pub ids_match: Option<bool>,
 }
 
-fn read_hex_attr(path: &Path) -> Option<u16> {
-    let s = fs::read_to_string(path).ok()?;
-    let s = s.trim();
-    u16::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+/// A 16-bit id attribute of `dir`; None when absent or unreadable.
+fn id_attr(dir: &Path, name: &str) -> Option<u16> {
+    crate::pci::sysfs::opt_hex_attr(dir, name, 0xffff)
+        .ok()
+        .flatten()
+        .map(|v| v as u16)
 }
 
 /// Look up `bdf` under `<sysfs>/bus/pci/devices/` (reads only `vendor` and `device`, which never
 /// touch the hardware).
-pub fn device_presence(sysfs: &Path, bdf: &str, vendor: u16, device: u16) -> DevicePresence {
-    let path = sysfs.join("bus/pci/devices").join(bdf);
+pub fn device_presence(sysfs: &Path, bdf: &Bdf, vendor: u16, device: u16) -> DevicePresence {
+    let path = sysfs.join("bus/pci/devices").join(bdf.to_string());
     let exists = path.exists();
     let (v, d) = if exists {
-        (
-            read_hex_attr(&path.join("vendor")),
-            read_hex_attr(&path.join("device")),
-        )
+        (id_attr(&path, "vendor"), id_attr(&path, "device"))
     } else {
         (None, None)
     };
@@ -1761,7 +1774,17 @@ pub fn dump_vfct(
             bdf: img.bdf(),
             vendor_id: img.vendor_id,
             device_id: img.device_id,
-            device: device_presence(sysfs, &img.bdf(), img.vendor_id, img.device_id),
+            device: match img.address() {
+                Some(b) => device_presence(sysfs, &b, img.vendor_id, img.device_id),
+                // Not an address (a problem already): no such device.
+                None => DevicePresence {
+                    path: sysfs.join("bus/pci/devices").join(img.bdf()),
+                    exists: false,
+                    vendor_id: None,
+                    device_id: None,
+                    ids_match: None,
+                },
+            },
             file,
             problems,
         });
@@ -1771,41 +1794,6 @@ pub fn dump_vfct(
 
 // ---------------------------------------------------------------------------------------------
 // A device's ROM through its sysfs `rom` attribute.
-
-/// Normalise a PCI address `[DDDD:]BB:DD.F` to `dddd:bb:dd.f`.
-pub fn parse_bdf(s: &str) -> Result<String> {
-    let bad = |r: &str| Error::parse("PCI address", s, r);
-    let (seg, rest) = match s.matches(':').count() {
-        1 => ("0000", s),
-        2 => s
-            .split_once(':')
-            .ok_or_else(|| bad("expected [DDDD:]BB:DD.F"))?,
-        _ => return Err(bad("expected [DDDD:]BB:DD.F")),
-    };
-    let (bus, df) = rest
-        .split_once(':')
-        .ok_or_else(|| bad("expected [DDDD:]BB:DD.F"))?;
-    let (dev, func) = df
-        .split_once('.')
-        .ok_or_else(|| bad("expected a '.' before the function"))?;
-    let num = |t: &str, digits: usize, max: u32, name: &str| -> Result<u32> {
-        if t.is_empty() || t.len() > digits || !t.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad(&format!(
-                "{name} '{t}' is not {digits} hex digit(s) at most"
-            )));
-        }
-        let v = u32::from_str_radix(t, 16).map_err(|_| bad(&format!("{name} '{t}'")))?;
-        if v > max {
-            return Err(bad(&format!("{name} {v:#x} is above {max:#x}")));
-        }
-        Ok(v)
-    };
-    let seg = num(seg, 4, 0xffff, "segment")?;
-    let bus = num(bus, 2, 0xff, "bus")?;
-    let dev = num(dev, 2, 0x1f, "device")?;
-    let func = num(func, 1, 7, "function")?;
-    Ok(format!("{seg:04x}:{bus:02x}:{dev:02x}.{func:x}"))
-}
 
 /// The `rom` attribute of a device: enable with a write, read, disable with a write.
 pub trait RomAttr {
@@ -1820,9 +1808,12 @@ pub struct SysfsRomAttr {
 }
 
 impl SysfsRomAttr {
-    pub fn new(sysfs: &Path, bdf: &str) -> Self {
+    pub fn new(sysfs: &Path, bdf: &Bdf) -> Self {
         SysfsRomAttr {
-            path: sysfs.join("bus/pci/devices").join(bdf).join("rom"),
+            path: sysfs
+                .join("bus/pci/devices")
+                .join(bdf.to_string())
+                .join("rom"),
         }
     }
 }
@@ -2021,17 +2012,6 @@ mod tests {
             "{:?}",
             info.problems
         );
-    }
-
-    #[test]
-    fn parse_bdf_forms() {
-        assert_eq!(parse_bdf("c5:00.0").unwrap(), "0000:c5:00.0");
-        assert_eq!(parse_bdf("0000:C5:00.6").unwrap(), "0000:c5:00.6");
-        assert!(parse_bdf("c5:20.0").is_err());
-        assert!(parse_bdf("c5:00.8").is_err());
-        assert!(parse_bdf("c5:00").is_err());
-        assert!(parse_bdf("../c5:00.0").is_err());
-        assert!(parse_bdf("1:2:3:4.0").is_err());
     }
 
     #[test]

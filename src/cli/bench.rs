@@ -70,7 +70,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 300_000, value_parser = crate::cli::ms)]
     pub cmd_timeout: u64,
     /// VM mode without DEV: the Proxmox config root to find the VM's device in.
-    #[arg(long, value_name = "DIR", default_value = crate::hook::pveconf::DEFAULT_PVE_ROOT)]
+    #[arg(long, value_name = "DIR", default_value = crate::pve::DEFAULT_PVE_ROOT)]
     pub pve_config: PathBuf,
     /// Append every write of every trial as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
@@ -170,7 +170,7 @@ fn device(ctx: &Ctx, args: &BenchArgs, topo: &Topology) -> Result<Bdf> {
 /// function, else its first function. A twin or unpacked snapshot keeps its
 /// `etc/pve` beside `sys/`, and that is read unless `--pve-config` says otherwise.
 fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result<Bdf> {
-    use crate::hook::pveconf;
+    use crate::pve;
     let id: u32 = vmid.parse().map_err(|_| {
         Error::parse(
             "VM id",
@@ -179,22 +179,17 @@ fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result
         )
     })?;
     let mut root = args.pve_config.clone();
-    if root == Path::new(pveconf::DEFAULT_PVE_ROOT) && !ctx.host.is_live() {
+    if root == Path::new(pve::DEFAULT_PVE_ROOT) && !ctx.host.is_live() {
         if let Some(base) = ctx.host.sysfs.parent() {
             root = base.join("etc/pve");
         }
     }
-    let mut cfg = pveconf::VmConfig::load(&root, id)?;
-    if cfg.uses_mappings() {
-        let m = pveconf::PciMappings::load(&root)?;
-        cfg.resolve_mappings(&m, &pveconf::local_node_name()?)?;
-    }
-    let present = pveconf::present_functions(&ctx.host.sysfs)?;
-    let bdfs: Vec<Bdf> = cfg
-        .functions(&present)
+    let present = pve::present_functions(&ctx.host.sysfs)?;
+    let bdfs: Vec<Bdf> = pve::passed_functions(&root, id, &present, pve::local_node_name)?
+        .functions
         .iter()
         .filter(|f| f.present)
-        .filter_map(|f| f.bdf.to_string().parse().ok())
+        .map(|f| f.bdf)
         .collect();
     let display = bdfs
         .iter()

@@ -15,10 +15,10 @@ use crate::hook::install::{
 };
 use crate::hook::log::Logger;
 use crate::hook::policy::{Phase, DEFAULT_POLICY_PATH};
-use crate::hook::pveconf::DEFAULT_PVE_ROOT;
 use crate::hook::run::{HookOptions, PhaseRunner};
 use crate::hook::status::{status, StatusReport};
 use crate::pci::Host;
+use crate::pve::DEFAULT_PVE_ROOT;
 
 /// How long past the phase's budget the watchdog lets the hook run before it gives up on it.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
@@ -383,7 +383,7 @@ fn run_chained(
         );
     }
     let root = (!host.is_live()).then(|| beside(host, "/"));
-    let path = crate::hook::pveconf::StorageConfig::load(pve_root)
+    let path = crate::pve::StorageConfig::load(pve_root)
         .and_then(|s| s.snippet_path(volid))
         .map(|p| crate::hook::install::beneath(root.as_deref(), p));
     let path = match path {

@@ -349,11 +349,7 @@ pub fn execute(
         None => Ok(()),
     };
     let r3 = match restore_control {
-        Some(prev) => journal.sysfs_write(
-            Some(&dev.bdf.to_string()),
-            &dev.dir.join("power/control"),
-            &prev,
-        ),
+        Some(prev) => journal.sysfs_write(Some(&dev.bdf), &dev.dir.join("power/control"), &prev),
         None => Ok(()),
     };
     r?;
@@ -381,7 +377,7 @@ fn act(
     journal: &mut Journal,
     report: &mut SmuReport,
 ) -> Result<()> {
-    let bdf = dev.bdf.to_string();
+    let bdf = dev.bdf;
     let access = if journal.dry_run {
         Access::ReadOnly
     } else {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::amd::vbios::{
-    compare_roms, dump_vfct, inspect_rom, parse_bdf, read_device_rom_journalled, rom_file_name,
-    write_atomic, AtomInfo, DeviceRom, DumpReport, RomDiff, RomInfo, SysfsRomAttr, VfctOptions,
+    compare_roms, dump_vfct, inspect_rom, read_device_rom_journalled, rom_file_name, write_atomic,
+    AtomInfo, DeviceRom, DumpReport, RomDiff, RomInfo, SysfsRomAttr, VfctOptions,
 };
 use crate::error::{exit, Error, Result};
 
@@ -92,7 +92,7 @@ pub struct DumpOut<'a> {
 /// `vbios dump --from-rom DEV --json`.
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct RomOut<'a> {
-    bdf: &'a str,
+    bdf: &'a crate::pci::Bdf,
     device_rom: &'a DeviceRom,
     rom: &'a Option<RomInfo>,
     file: &'a Option<PathBuf>,
@@ -278,7 +278,7 @@ fn print_atom(a: &AtomInfo, ind: &str) {
 }
 
 fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: bool) -> Result<i32> {
-    let bdf = parse_bdf(dev)?;
+    let bdf: crate::pci::Bdf = dev.parse()?;
     let mut attr = SysfsRomAttr::new(sysfs, &bdf);
     let path = crate::amd::vbios::RomAttr::path(&attr).to_path_buf();
     if !path.exists() {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pci::caps::Caps;
 use crate::pci::config::{read_width, ConfigAccess, SysfsConfig};
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
-use crate::pci::{Device, Host, Topology};
+use crate::pci::{Bdf, Device, Host, Topology};
 use crate::reset::engine::{guards, run_chain};
 use crate::reset::lock::lock;
 use crate::reset::{parse_chain, parse_method, Journal, ResetOptions};
@@ -173,7 +173,7 @@ struct Runner<'a> {
     bar: Option<BarMap>,
     smu: Option<Smu<'a>>,
     opts: &'a RunOptions,
-    name: String,
+    name: Bdf,
 }
 
 impl<'a> Runner<'a> {
@@ -200,7 +200,7 @@ impl<'a> Runner<'a> {
                 ))
             })?;
             let bar = self.map()?;
-            self.smu = Some(Smu::new(asic, None, bar, self.name.clone())?);
+            self.smu = Some(Smu::new(asic, None, bar, self.name)?);
         }
         self.smu
             .as_mut()
@@ -214,7 +214,7 @@ impl<'a> Runner<'a> {
 
     fn write(&mut self, journal: &mut Journal, r: &BarReg, v: u32) -> Result<()> {
         check_width(r)?;
-        let name = self.name.clone();
+        let name = self.name;
         self.bar()?.write32(journal, &name, r.offset, v)
     }
 
@@ -403,7 +403,7 @@ impl<'a> Runner<'a> {
                     // poll times the answer).
                     let smu = self.smu()?;
                     let m = smu.mailbox.clone();
-                    let dev = self.name.clone();
+                    let dev = self.name;
                     let bar = self.smu()?.bar_mut();
                     bar.write32(journal, &dev, m.resp, 0)?;
                     bar.write32(journal, &dev, m.arg, *arg)?;
@@ -494,7 +494,7 @@ pub fn run(
     let _lock = lock(host, &dev.bdf, opts.lock_timeout)?;
     // Again with the lock held: a VM may have opened the group meanwhile.
     guards(host, &topo, &Device::load(host, dev.bdf)?, &reset_opts)?;
-    let name = dev.bdf.to_string();
+    let name = dev.bdf;
     journal.method = format!("run {}", plan.path.display());
     // MMIO of a suspended device, or one with memory decoding off, reads
     // all-ones: awake and decoding for the run, both put back after.
@@ -513,7 +513,7 @@ pub fn run(
         bar: None,
         smu: None,
         opts,
-        name: name.clone(),
+        name,
     };
     let mut steps = Vec::new();
     let mut interrupted = false;
@@ -576,7 +576,7 @@ pub fn run(
     }
     crate::reset::engine::unwake(host, journal, &dev.bdf, woken)?;
     Ok(RunReport {
-        device: name,
+        device: name.to_string(),
         committed: true,
         completed,
         interrupted,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::pveconf::{PciMappings, Storage, VmConfig};
+use crate::pve::{PciMappings, Storage, VmConfig};
 
 /// pve-storage `PVE/Storage/Plugin.pm` `@SHARED_STORAGE`: types that are shared without a
 /// `shared` flag (`parse_config` sets `shared` for them; glusterfs until PVE 8).

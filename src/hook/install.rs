@@ -13,10 +13,10 @@ use serde::Serialize;
 use super::chain::HookRecord;
 use super::cluster::{self, ClusterInfo};
 use super::policy::Policy;
-use super::pveconf::{PciMappings, StorageConfig, VmConfig};
 use super::run::HookOptions;
 use super::status::SHIM_MARKER;
 use crate::error::{Error, Result};
+use crate::pve::{PciMappings, StorageConfig, VmConfig};
 
 /// The shim Proxmox runs: it execs `resetlab hook "$1" "$2"`.
 pub const SHIM: &str = include_str!("../../tools/pve-hookscript.sh");

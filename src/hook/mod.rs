@@ -6,7 +6,6 @@ pub mod cluster;
 pub mod install;
 pub mod log;
 pub mod policy;
-pub mod pveconf;
 pub mod run;
 pub mod state;
 pub mod status;

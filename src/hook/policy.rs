@@ -17,8 +17,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::pveconf::{Bdf, PassedFunction, PciTarget};
 use crate::error::{Error, Result};
+use crate::pci::{Bdf, Device, Host};
+use crate::pve::{PassedFunction, PciTarget};
 
 /// Where the policy lives unless `--policy FILE` says otherwise.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/resetlab/hook.toml";
@@ -203,27 +204,19 @@ const PCI_VENDOR_ID_ATI: u16 = 0x1002; // include/linux/pci_ids.h PCI_VENDOR_ID_
 const PCI_BASE_CLASS_DISPLAY: u32 = 0x03; // include/linux/pci_ids.h PCI_BASE_CLASS_DISPLAY
 const PCI_CLASS_MULTIMEDIA_HD_AUDIO: u32 = 0x0403; // include/linux/pci_ids.h
 
-fn read_hex(path: &Path) -> Result<u32> {
-    let s = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
-    let t = s.trim();
-    let digits = t.strip_prefix("0x").unwrap_or(t);
-    u32::from_str_radix(digits, 16).map_err(|e| Error::parse("sysfs hex value", t, e.to_string()))
-}
-
 impl DeviceInfo {
-    /// Read `vendor`, `device`, `class` of `bdf` under `<sysfs_root>/bus/pci/devices/`.
-    pub fn read(sysfs_root: &Path, bdf: Bdf) -> Result<DeviceInfo> {
-        let dir = sysfs_root.join("bus/pci/devices").join(bdf.to_string());
-        let id = |name: &str| -> Result<u16> {
-            let v = read_hex(&dir.join(name))?;
-            u16::try_from(v).map_err(|_| Error::parse("PCI id", format!("{v:#x}"), "above 0xffff"))
-        };
-        Ok(DeviceInfo {
-            bdf,
-            vendor: id("vendor")?,
-            device: id("device")?,
-            class: read_hex(&dir.join("class"))? & 0xff_ffff,
-        })
+    /// `vendor`, `device`, `class` of `bdf`, as the PCI layer reads a device ([`Device::load`]).
+    pub fn read(host: &Host, bdf: Bdf) -> Result<DeviceInfo> {
+        Ok(DeviceInfo::of(&Device::load(host, bdf)?))
+    }
+
+    pub fn of(d: &Device) -> DeviceInfo {
+        DeviceInfo {
+            bdf: d.bdf,
+            vendor: d.vendor,
+            device: d.device,
+            class: d.class,
+        }
     }
 
     fn is_amd_gpu(&self) -> bool {
@@ -281,19 +274,6 @@ impl<'de> Deserialize<'de> for TargetKey {
         let s = String::deserialize(d)?;
         PciTarget::parse(&s)
             .map(TargetKey)
-            .map_err(|e| de::Error::custom(e.to_string()))
-    }
-}
-
-/// A function address as a TOML key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct BdfKey(Bdf);
-
-impl<'de> Deserialize<'de> for BdfKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse::<Bdf>()
-            .map(BdfKey)
             .map_err(|e| de::Error::custom(e.to_string()))
     }
 }
@@ -422,7 +402,8 @@ struct VmSection {
     #[serde(default)]
     chain: ChainTable,
     #[serde(default)]
-    device: BTreeMap<BdfKey, DeviceSection>,
+    /// Keyed by function address (`pci::Bdf`'s serde form).
+    device: BTreeMap<Bdf, DeviceSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -443,7 +424,8 @@ struct PolicyFile {
     #[serde(default)]
     chain: ChainTable,
     #[serde(default)]
-    device: BTreeMap<BdfKey, DeviceSection>,
+    /// Keyed by function address (`pci::Bdf`'s serde form).
+    device: BTreeMap<Bdf, DeviceSection>,
     #[serde(default)]
     vm: BTreeMap<VmKey, VmSection>,
 }
@@ -609,13 +591,13 @@ impl Policy {
         let mut device_chains = BTreeMap::new();
         for (k, d) in &g.device {
             if let Some(c) = &d.chain {
-                device_chains.insert(k.0, names(c));
+                device_chains.insert(*k, names(c));
             }
         }
         if let Some(v) = vm {
             for (k, d) in &v.device {
                 if let Some(c) = &d.chain {
-                    device_chains.insert(k.0, names(c));
+                    device_chains.insert(*k, names(c));
                 }
             }
         }

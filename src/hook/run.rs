@@ -17,12 +17,12 @@ use serde::Serialize;
 use super::bounded::{self, WriteOutcome};
 use super::log::{LogLine, Logger};
 use super::policy::{self, Action, DeviceInfo, DeviceKind, Phase, PhasePolicy, Policy, VmPolicy};
-use super::pveconf::{self, PassedFunction, PciMappings, VmConfig};
 use super::state::{DeviceState, StateLookup, StateRecord, StateStore, DEFAULT_STATE_DIR};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Error, Result};
 use crate::pci::sysfs::link_name;
-use crate::pci::{Host, Topology};
+use crate::pci::{Bdf, Host, Topology};
+use crate::pve::{self, PassedFunction, VmConfig};
 use crate::reset::engine::run_chain;
 use crate::reset::journal::Record;
 use crate::reset::{parse_method, wait, Journal, MethodSpec, ResetOptions};
@@ -97,11 +97,6 @@ impl HookOptions {
     }
 }
 
-/// The engine's address of a function named in a Proxmox config (same fields, same text).
-pub fn to_pci(b: pveconf::Bdf) -> crate::pci::Bdf {
-    crate::pci::Bdf::new(b.domain, b.bus, b.device, b.function)
-}
-
 /// Everything read from files for one VM.
 #[derive(Debug)]
 pub struct VmSetup {
@@ -126,19 +121,15 @@ impl VmSetup {
             Ok(p) => (p, None),
             Err(e) => (Policy::default(), Some(e.one_line())),
         };
-        let mut config = VmConfig::load(&opts.pve_root, vmid)?;
-        let mut node = opts.node.clone();
-        if config.uses_mappings() {
-            let n = match &node {
-                Some(n) => n.clone(),
-                None => pveconf::local_node_name()?,
-            };
-            let m = PciMappings::load(&opts.pve_root)?;
-            config.resolve_mappings(&m, &n)?;
-            node = Some(n);
-        }
-        let present = pveconf::present_functions(&host.sysfs)?;
-        let functions = config.functions(&present);
+        let present = pve::present_functions(&host.sysfs)?;
+        let pve::PassedThrough {
+            config,
+            node,
+            functions,
+        } = pve::passed_functions(&opts.pve_root, vmid, &present, || match &opts.node {
+            Some(n) => Ok(n.clone()),
+            None => pve::local_node_name(),
+        })?;
         let vm_policy = policy.for_vm(vmid);
         let mut setup = VmSetup {
             config,
@@ -156,7 +147,7 @@ impl VmSetup {
     /// whose functions were all removed stands for function 0 until a rescan brings the slot
     /// back, then for every function of it.
     pub fn refresh(&mut self, host: &Host, store: &StateStore) -> Result<()> {
-        let present = pveconf::present_functions(&host.sysfs)?;
+        let present = pve::present_functions(&host.sysfs)?;
         self.functions = self.config.functions(&present);
         self.add_remembered(store);
         Ok(())
@@ -169,7 +160,7 @@ impl VmSetup {
         let Ok(records) = store.list() else { return };
         for hp in &self.config.hostpci {
             for t in hp.targets() {
-                let pveconf::PciTarget::Slot(slot) = t else {
+                let pve::PciTarget::Slot(slot) = t else {
                     continue;
                 };
                 for (bdf, lookup) in &records {
@@ -216,23 +207,23 @@ impl VmSetup {
     }
 }
 
-fn matches_target(t: &pveconf::PciTarget, bdf: pveconf::Bdf) -> bool {
+fn matches_target(t: &pve::PciTarget, bdf: Bdf) -> bool {
     match t {
-        pveconf::PciTarget::Function(b) => *b == bdf,
-        pveconf::PciTarget::Slot(s) => bdf.slot() == *s,
+        pve::PciTarget::Function(b) => *b == bdf,
+        pve::PciTarget::Slot(s) => bdf.slot() == *s,
     }
 }
 
 /// Whether a function is on the bus (its `vendor` attribute is there: the kernel creates the
 /// attributes before it links the device into `bus/pci/devices`).
-pub fn is_present(host: &Host, bdf: pveconf::Bdf) -> bool {
-    host.device_dir(&to_pci(bdf)).join("vendor").exists()
+pub fn is_present(host: &Host, bdf: Bdf) -> bool {
+    host.device_dir(&bdf).join("vendor").exists()
 }
 
 /// One managed function as a phase sees it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlannedDevice {
-    pub bdf: pveconf::Bdf,
+    pub bdf: Bdf,
     pub hostpci: u8,
     /// `None` while the function is not on the bus (its identity cannot be read).
     pub kind: Option<DeviceKind>,
@@ -252,25 +243,25 @@ pub fn plan_devices(
     let mut infos = Vec::new();
     for f in managed {
         if is_present(host, f.bdf) {
-            if let Ok(i) = DeviceInfo::read(&host.sysfs, f.bdf) {
+            if let Ok(i) = DeviceInfo::read(host, f.bdf) {
                 infos.push(i);
             }
         }
     }
     // Functions sharing a slot with a managed one tell an AMD GPU's audio from other audio.
     let mut others = Vec::new();
-    if let Ok(present) = pveconf::present_functions(&host.sysfs) {
+    if let Ok(present) = pve::present_functions(&host.sysfs) {
         for b in present {
             let same_slot = managed.iter().any(|f| f.bdf.slot() == b.slot());
             if same_slot && !managed.iter().any(|f| f.bdf == b) {
-                if let Ok(i) = DeviceInfo::read(&host.sysfs, b) {
+                if let Ok(i) = DeviceInfo::read(host, b) {
                     others.push(i);
                 }
             }
         }
     }
     let plan = vm_policy.plan(phase, &infos, &others);
-    let hostpci = |b: pveconf::Bdf| managed.iter().find(|f| f.bdf == b).map_or(0, |f| f.hostpci);
+    let hostpci = |b: Bdf| managed.iter().find(|f| f.bdf == b).map_or(0, |f| f.hostpci);
     let mut out: Vec<PlannedDevice> = plan
         .devices
         .iter()
@@ -316,7 +307,7 @@ impl ResolvedChain {
 pub fn resolve_chain(
     names: &[String],
     kind: Option<DeviceKind>,
-    bdf: pveconf::Bdf,
+    bdf: Bdf,
     policy_path: Option<&Path>,
 ) -> Result<ResolvedChain> {
     let builtin = kind.is_some_and(|k| names == policy::default_chain(k).as_slice());
@@ -372,7 +363,7 @@ pub enum ActionResult {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ActionRecord {
     pub action: Action,
-    pub device: pveconf::Bdf,
+    pub device: Bdf,
     pub result: ActionResult,
     /// In words (the log line without its prefix).
     pub detail: String,
@@ -387,7 +378,7 @@ pub struct ActionRecord {
 /// One managed device at the end of the phase.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceSummary {
-    pub bdf: pveconf::Bdf,
+    pub bdf: Bdf,
     pub hostpci: u8,
     pub kind: Option<DeviceKind>,
     pub chain: Vec<String>,
@@ -526,7 +517,7 @@ impl<'a> PhaseRunner<'a> {
         self.actions.push(rec);
     }
 
-    fn mark(&mut self, bdf: pveconf::Bdf, state: DeviceState, method: Option<&str>) {
+    fn mark(&mut self, bdf: Bdf, state: DeviceState, method: Option<&str>) {
         if let Err(e) = self.store.mark(bdf, state, method, Some(self.vmid)) {
             let msg = format!("{bdf}: cannot record its state: {}", e.one_line());
             self.log.err(&msg);
@@ -568,8 +559,7 @@ impl<'a> PhaseRunner<'a> {
         let present_timeout = vm_policy.present_timeout;
         let remove_timeout = vm_policy.remove_timeout;
         let mut devices = plan_devices(self.host, &vm_policy, self.phase, &managed);
-        let present_before: Vec<(pveconf::Bdf, bool)> =
-            devices.iter().map(|d| (d.bdf, d.present)).collect();
+        let present_before: Vec<(Bdf, bool)> = devices.iter().map(|d| (d.bdf, d.present)).collect();
         let names: Vec<String> = devices.iter().map(|d| d.bdf.to_string()).collect();
         let acts: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
         let migrated = self
@@ -631,7 +621,7 @@ impl<'a> PhaseRunner<'a> {
         policy_path: Option<PathBuf>,
         planned: Vec<Action>,
         devices: Vec<PlannedDevice>,
-        present_before: Vec<(pveconf::Bdf, bool)>,
+        present_before: Vec<(Bdf, bool)>,
     ) -> PhaseReport {
         let elapsed = self.start.elapsed();
         let ok = self.errors.is_empty();
@@ -660,7 +650,7 @@ impl<'a> PhaseRunner<'a> {
         let summaries = devices
             .iter()
             .map(|d| {
-                let dir = self.host.device_dir(&to_pci(d.bdf));
+                let dir = self.host.device_dir(&d.bdf);
                 DeviceSummary {
                     bdf: d.bdf,
                     hostpci: d.hostpci,
@@ -723,7 +713,7 @@ impl<'a> PhaseRunner<'a> {
 
     /// The rescan attribute of the bus a missing function belongs on: the bridge whose
     /// secondary bus it is (`<bridge>/pci_bus/<dddd:bb>/rescan`), else the global one.
-    fn rescan_attr_for(&self, topo: Option<&Topology>, bdf: pveconf::Bdf) -> PathBuf {
+    fn rescan_attr_for(&self, topo: Option<&Topology>, bdf: Bdf) -> PathBuf {
         let bus = format!("{:04x}:{:02x}", bdf.domain, bdf.bus);
         if let Some(topo) = topo {
             for dev in topo.devices.values() {
@@ -809,7 +799,7 @@ impl<'a> PhaseRunner<'a> {
         }
         let host = self.host;
         let left = bound.saturating_sub(t0.elapsed());
-        let want: Vec<pveconf::Bdf> = missing_ok.iter().map(|d| d.bdf).collect();
+        let want: Vec<Bdf> = missing_ok.iter().map(|d| d.bdf).collect();
         self.set_progress(format!("waiting for {} device(s) to appear", want.len()));
         let _ = wait::poll(
             "the devices to appear",
@@ -867,7 +857,7 @@ impl<'a> PhaseRunner<'a> {
         }
         let regs = self.regs.as_ref()?;
         let topo = Topology::scan(self.host).ok()?;
-        let dev = topo.get(&to_pci(d.bdf))?;
+        let dev = topo.get(&d.bdf)?;
         let opts = ResetOptions::default();
         let mut ctx = crate::reset::ResetCtx {
             host: self.host,
@@ -970,7 +960,7 @@ impl<'a> PhaseRunner<'a> {
                 }
             }
         }
-        let pci = to_pci(d.bdf);
+        let pci = d.bdf;
         let mut tried: Vec<String> = chain
             .unavailable
             .iter()
@@ -1081,7 +1071,7 @@ impl<'a> PhaseRunner<'a> {
             return;
         }
         let bound = remove_timeout.min(self.remaining());
-        let pci = to_pci(d.bdf);
+        let pci = d.bdf;
         self.set_progress(format!("remove of {}", d.bdf));
         // Two hooks never work on one device at once (the engine's per-device lock).
         let lock = match crate::reset::lock::lock(self.host, &pci, bound / 2) {
@@ -1104,7 +1094,7 @@ impl<'a> PhaseRunner<'a> {
         let left = bound.saturating_sub(t0.elapsed());
         let r = self
             .journal
-            .sysfs_announce(Some(&d.bdf.to_string()), &attr, "1")
+            .sysfs_announce(Some(&d.bdf), &attr, "1")
             .and_then(|make| match make {
                 true => bounded::write(&attr, "1", left),
                 false => Ok(WriteOutcome::Done),
@@ -1244,7 +1234,7 @@ impl<'a> PhaseRunner<'a> {
         let mut ids: Vec<String> = Vec::new();
         let mut by_id: Vec<(String, PlannedDevice)> = Vec::new();
         for d in &targets {
-            let pci = to_pci(d.bdf);
+            let pci = d.bdf;
             match found.iter().find(|p| p.host == Some(pci)) {
                 Some(p) => {
                     ids.push(p.id.clone());

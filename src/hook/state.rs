@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::pveconf::Bdf;
 use crate::error::{Error, Result};
+use crate::pci::Bdf;
 
 /// Where state records live unless `--state-dir DIR` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/run/resetlab";

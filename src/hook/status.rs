@@ -7,15 +7,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::policy::{Action, DeviceKind, Phase, PhasePolicy};
-use super::pveconf::{self, StorageConfig};
 use super::run::{
-    is_present, method_options, plan_devices, resolve_chain, to_pci, HookOptions, PlannedDevice,
-    VmSetup,
+    is_present, method_options, plan_devices, resolve_chain, HookOptions, PlannedDevice, VmSetup,
 };
 use super::state::{StateLookup, StateRecord, StateStore};
 use crate::error::Result;
 use crate::pci::sysfs::link_name;
-use crate::pci::Host;
+use crate::pci::{Bdf, Host};
+use crate::pve::StorageConfig;
 
 /// The shim's marker line: a file in a snippets directory with it is resetlab's.
 pub const SHIM_MARKER: &str = "resetlab hookscript shim";
@@ -34,7 +33,7 @@ pub struct HookscriptStatus {
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeviceStatus {
-    pub bdf: pveconf::Bdf,
+    pub bdf: Bdf,
     pub hostpci: u8,
     pub present: bool,
     pub kind: Option<DeviceKind>,
@@ -52,7 +51,7 @@ pub struct DeviceStatus {
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Unmanaged {
-    pub bdf: pveconf::Bdf,
+    pub bdf: Bdf,
     pub hostpci: u8,
     pub why: &'static str,
 }
@@ -60,7 +59,7 @@ pub struct Unmanaged {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Step {
     pub action: Action,
-    pub device: pveconf::Bdf,
+    pub device: Bdf,
     pub would: String,
 }
 
@@ -216,7 +215,7 @@ pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport
                 hostpci: d.hostpci,
                 present: d.present,
                 kind: d.kind,
-                driver: link_name(&host.device_dir(&to_pci(d.bdf)).join("driver"))
+                driver: link_name(&host.device_dir(&d.bdf).join("driver"))
                     .ok()
                     .flatten(),
                 chain,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -28,13 +28,44 @@ impl Bdf {
     }
 
     /// The slot this function sits in (`0000:c5:00`).
-    pub fn slot(&self) -> (u32, u8, u8) {
-        (self.domain, self.bus, self.dev)
+    pub fn slot(&self) -> Slot {
+        Slot {
+            domain: self.domain,
+            bus: self.bus,
+            dev: self.dev,
+        }
     }
 
     /// Short form as lspci prints it without `-D` (`c5:00.0`).
     pub fn short(&self) -> String {
         format!("{:02x}:{:02x}.{:x}", self.bus, self.dev, self.func)
+    }
+}
+
+/// A PCI slot: every function of one device (`0000:c5:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub domain: u32,
+    pub bus: u8,
+    pub dev: u8,
+}
+
+impl Slot {
+    /// Function `func` of this slot.
+    pub const fn function(&self, func: u8) -> Bdf {
+        Bdf::new(self.domain, self.bus, self.dev, func)
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:02x}:{:02x}", self.domain, self.bus, self.dev)
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -56,6 +87,14 @@ crate::string_schema!(
 impl Serialize for Bdf {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bdf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
     }
 }
 
@@ -125,10 +164,32 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "0000:c5:00.0");
         assert_eq!(a.short(), "c5:00.0");
+        assert_eq!(a.slot().to_string(), "0000:c5:00");
+        assert_eq!(a.slot().function(1), Bdf::new(0, 0xc5, 0, 1));
         assert_eq!(
             "0001:00:1f.7".parse::<Bdf>().unwrap(),
             Bdf::new(1, 0, 0x1f, 7)
         );
+    }
+
+    /// The forms `vbios --from-rom DEV` and `regs bases DEV` accepted with their own parsers
+    /// (moved here when those went): upper case, no domain, no path tricks.
+    #[test]
+    fn forms_of_vbios_and_regs_arguments() {
+        let p = |s: &str| s.parse::<Bdf>().map(|b| b.to_string());
+        assert_eq!(p("c5:00.0").unwrap(), "0000:c5:00.0");
+        assert_eq!(p("0000:C5:00.6").unwrap(), "0000:c5:00.6");
+        for bad in [
+            "c5:20.0",
+            "c5:00.8",
+            "c5:00",
+            "../c5:00.0",
+            "1:2:3:4.0",
+            "../../x",
+        ] {
+            let e = bad.parse::<Bdf>().unwrap_err();
+            assert!(e.to_string().contains("invalid PCI address"), "{bad}: {e}");
+        }
     }
 
     #[test]

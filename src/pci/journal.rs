@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::pci::config::{write_width, ConfigAccess};
+use crate::pci::Bdf;
 
 /// What kind of write a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -195,18 +196,26 @@ impl Journal {
         }
     }
 
-    /// Records a note (a wait, a decision): no write.
-    pub fn note(&mut self, device: Option<&str>, text: impl Into<String>) -> Result<()> {
+    /// Records a note (a wait, a decision) about a PCI function: no write.
+    pub fn note(&mut self, device: Option<&Bdf>, text: impl Into<String>) -> Result<()> {
         let mut r = self.base(Target::Note);
-        r.device = device.map(str::to_string);
+        r.device = device.map(Bdf::to_string);
+        r.note = Some(text.into());
+        self.record(r)
+    }
+
+    /// Records a note about a QEMU device (its `id`, as in [`Journal::qmp_command`]): no write.
+    pub fn qmp_note(&mut self, device_id: Option<&str>, text: impl Into<String>) -> Result<()> {
+        let mut r = self.base(Target::Note);
+        r.device = device_id.map(str::to_string);
         r.note = Some(text.into());
         self.record(r)
     }
 
     /// Records, then (unless dry-run) writes `value` to a sysfs attribute.
-    pub fn sysfs_write(&mut self, device: Option<&str>, path: &Path, value: &str) -> Result<()> {
+    pub fn sysfs_write(&mut self, device: Option<&Bdf>, path: &Path, value: &str) -> Result<()> {
         let mut r = self.base(Target::Sysfs);
-        r.device = device.map(str::to_string);
+        r.device = device.map(Bdf::to_string);
         r.path = Some(path.display().to_string());
         r.value = Some(value.to_string());
         self.record(r)?;
@@ -220,12 +229,12 @@ impl Journal {
     /// may block in the kernel from a child process, to bound them). Returns whether to make it.
     pub fn sysfs_announce(
         &mut self,
-        device: Option<&str>,
+        device: Option<&Bdf>,
         path: &Path,
         value: &str,
     ) -> Result<bool> {
         let mut r = self.base(Target::Sysfs);
-        r.device = device.map(str::to_string);
+        r.device = device.map(Bdf::to_string);
         r.path = Some(path.display().to_string());
         r.value = Some(value.to_string());
         self.record(r)?;
@@ -235,7 +244,7 @@ impl Journal {
     /// Records, then (unless dry-run) writes a config register of `width` bytes.
     pub fn config_write(
         &mut self,
-        device: &str,
+        device: &Bdf,
         cfg: &mut dyn ConfigAccess,
         offset: u16,
         width: usize,
@@ -257,7 +266,7 @@ impl Journal {
     /// Returns whether to make it.
     pub fn mmio_write(
         &mut self,
-        device: &str,
+        device: &Bdf,
         region: &str,
         offset: u64,
         value: u32,
@@ -337,10 +346,10 @@ mod tests {
         let attr = dir.path().join("remove");
         std::fs::write(&attr, "").unwrap();
         let mut j = Journal::new(true);
-        j.sysfs_write(Some("0000:01:00.0"), &attr, "1").unwrap();
+        let bdf = Bdf::new(0, 1, 0, 0);
+        j.sysfs_write(Some(&bdf), &attr, "1").unwrap();
         let mut cfg = MemConfig::open("t", vec![0; 256]);
-        j.config_write("0000:01:00.0", &mut cfg, 4, 2, 0x400)
-            .unwrap();
+        j.config_write(&bdf, &mut cfg, 4, 2, 0x400).unwrap();
         assert_eq!(std::fs::read_to_string(&attr).unwrap(), "");
         assert_eq!(cfg.data[4], 0);
         assert_eq!(j.writes().count(), 2);
@@ -380,7 +389,7 @@ mod tests {
         std::fs::write(&attr, "").unwrap();
         let mut j = Journal::new(false).with_trace(&trace).unwrap();
         j.method = "kernel".into();
-        j.sysfs_write(Some("x"), &attr, "1").unwrap();
+        j.sysfs_write(None, &attr, "1").unwrap();
         let text = std::fs::read_to_string(&trace).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["method"], "kernel");

@@ -28,7 +28,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::pci::journal::Journal;
 use crate::pci::regs::{Command, PCI_COMMAND};
-use crate::pci::{Device, Host};
+use crate::pci::{Bdf, Device, Host};
 
 /// Read-only or read-write mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,9 +199,8 @@ pub fn enable_memory(dev: &Device, journal: &mut Journal) -> Result<Option<Saved
         return Ok(None);
     }
     let mut cfg = open_config_for(dev, journal)?;
-    let bdf = dev.bdf.to_string();
     journal.config_write(
-        &bdf,
+        &dev.bdf,
         &mut cfg,
         PCI_COMMAND,
         2,
@@ -213,13 +212,7 @@ pub fn enable_memory(dev: &Device, journal: &mut Journal) -> Result<Option<Saved
 /// Puts COMMAND back as [`enable_memory`] found it.
 pub fn restore_command(dev: &Device, journal: &mut Journal, saved: SavedCommand) -> Result<()> {
     let mut cfg = open_config_for(dev, journal)?;
-    journal.config_write(
-        &dev.bdf.to_string(),
-        &mut cfg,
-        PCI_COMMAND,
-        2,
-        u32::from(saved.0),
-    )
+    journal.config_write(&dev.bdf, &mut cfg, PCI_COMMAND, 2, u32::from(saved.0))
 }
 
 fn open_config_for(dev: &Device, journal: &Journal) -> Result<crate::pci::config::SysfsConfig> {
@@ -399,7 +392,7 @@ impl BarMap {
     pub fn write32(
         &mut self,
         journal: &mut Journal,
-        device: &str,
+        device: &Bdf,
         offset: u64,
         value: u32,
     ) -> Result<()> {
@@ -457,7 +450,8 @@ mod tests {
         let (_d, p) = bar_file(0x1000);
         let mut m = BarMap::open_file(&p, 0x1000, Access::ReadWrite).unwrap();
         let mut j = Journal::new(false);
-        m.write32(&mut j, "t", 0x10, 0x1122_3344).unwrap();
+        m.write32(&mut j, &Bdf::new(0, 0xc5, 0, 0), 0x10, 0x1122_3344)
+            .unwrap();
         assert_eq!(m.read32(0x10).unwrap(), 0x1122_3344);
         let mut f = File::open(&p).unwrap();
         f.seek(SeekFrom::Start(0x10)).unwrap();
@@ -467,7 +461,7 @@ mod tests {
         assert_eq!(j.writes().count(), 1);
         assert_eq!(
             j.records[0].to_string(),
-            "mmio t resource5+0x10 <- 0x11223344"
+            "mmio 0000:c5:00.0 resource5+0x10 <- 0x11223344"
         );
     }
 
@@ -476,7 +470,8 @@ mod tests {
         let (_d, p) = bar_file(0x1000);
         let mut m = BarMap::open_file(&p, 0x1000, Access::ReadOnly).unwrap();
         let mut j = Journal::new(true);
-        m.write32(&mut j, "t", 0x20, 7).unwrap();
+        m.write32(&mut j, &Bdf::new(0, 0xc5, 0, 0), 0x20, 7)
+            .unwrap();
         assert_eq!(m.read32(0x20).unwrap(), 0);
         assert_eq!(j.writes().count(), 1);
         assert!(std::fs::read(&p).unwrap().iter().all(|b| *b == 0));
@@ -501,11 +496,11 @@ mod tests {
             Err(Error::OutOfBounds { .. })
         ));
         assert!(matches!(
-            m.write32(&mut j, "t", 0x1000, 1),
+            m.write32(&mut j, &Bdf::new(0, 0xc5, 0, 0), 0x1000, 1),
             Err(Error::OutOfBounds { offset: 0x1000, .. })
         ));
         assert!(matches!(
-            m.write32(&mut j, "t", 2, 1),
+            m.write32(&mut j, &Bdf::new(0, 0xc5, 0, 0), 2, 1),
             Err(Error::Misaligned { offset: 2, .. })
         ));
         assert_eq!(j.records.len(), 0, "a refused write is not recorded");
@@ -518,7 +513,7 @@ mod tests {
         let mut m = BarMap::open_file(&p, 0x1000, Access::ReadOnly).unwrap();
         let mut j = Journal::new(false);
         assert!(matches!(
-            m.write32(&mut j, "t", 0, 1),
+            m.write32(&mut j, &Bdf::new(0, 0xc5, 0, 0), 0, 1),
             Err(Error::Refused { .. })
         ));
         assert!(matches!(m.device_write32(0, 1), Err(Error::Refused { .. })));

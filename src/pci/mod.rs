@@ -19,6 +19,6 @@ pub mod resource;
 pub mod sysfs;
 pub mod wait;
 
-pub use addr::Bdf;
+pub use addr::{Bdf, Slot};
 pub use filter::{IdSelector, SlotSelector};
 pub use sysfs::{Device, Host, Topology};

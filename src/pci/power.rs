@@ -27,7 +27,7 @@ pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Opti
         Some("on") if !suspended => return Ok(None),
         _ => {}
     }
-    let bdf = dev.bdf.to_string();
+    let bdf = dev.bdf;
     journal.sysfs_write(Some(&bdf), &control, "on")?;
     if !journal.dry_run {
         let ps = dev.dir.join("power_state");
@@ -45,7 +45,7 @@ pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Opti
 pub fn unwake(host: &Host, journal: &mut Journal, bdf: &Bdf, prev: Option<String>) -> Result<()> {
     if let Some(prev) = prev {
         let control = host.device_dir(bdf).join("power/control");
-        journal.sysfs_write(Some(&bdf.to_string()), &control, &prev)?;
+        journal.sysfs_write(Some(bdf), &control, &prev)?;
     }
     Ok(())
 }

@@ -183,7 +183,7 @@ fn required(dir: &Path, name: &str) -> Result<String> {
     read_attr(&p)?.ok_or_else(|| Error::io("read", &p, io::Error::from(io::ErrorKind::NotFound)))
 }
 
-/// Parses a `0x1002`-style attribute.
+/// Parses a `0x1002`-style attribute (`vendor`, `device`, `class`, `revision`, …).
 pub fn parse_hex_attr(path: &Path, text: &str, max: u64) -> Result<u64> {
     let digits = text.strip_prefix("0x").unwrap_or(text);
     match u64::from_str_radix(digits, 16) {
@@ -196,12 +196,15 @@ pub fn parse_hex_attr(path: &Path, text: &str, max: u64) -> Result<u64> {
     }
 }
 
-fn hex_attr(dir: &Path, name: &str, max: u64) -> Result<u64> {
+/// The one reader of a device's hex attributes: `<dir>/<name>`, read bounded
+/// ([`read_attr`]), parsed by [`parse_hex_attr`] up to `max`; a missing attribute is an error.
+pub fn hex_attr(dir: &Path, name: &str, max: u64) -> Result<u64> {
     let text = required(dir, name)?;
     parse_hex_attr(&dir.join(name), &text, max)
 }
 
-fn opt_hex_attr(dir: &Path, name: &str, max: u64) -> Result<Option<u64>> {
+/// [`hex_attr`] for an attribute that may be absent (`revision`, `subsystem_vendor`).
+pub fn opt_hex_attr(dir: &Path, name: &str, max: u64) -> Result<Option<u64>> {
     match read_attr(&dir.join(name))? {
         Some(t) => parse_hex_attr(&dir.join(name), &t, max).map(Some),
         None => Ok(None),
@@ -215,6 +218,26 @@ pub fn link_name(path: &Path) -> Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("readlink", path, e)),
     }
+}
+
+/// The PCI functions under `<sysfs>/bus/pci/devices`, sorted. Entries whose names are not PCI
+/// addresses are skipped; an unreadable directory is an error.
+pub fn functions(sysfs: &Path) -> Result<Vec<Bdf>> {
+    let dir = sysfs.join("bus/pci/devices");
+    let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+        if let Some(b) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Bdf>().ok())
+        {
+            out.push(b);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn bdf_children(dir: &Path) -> Vec<Bdf> {
@@ -392,17 +415,10 @@ impl Topology {
     /// remove-rescanning a function): a device that vanishes or cannot be
     /// read is recorded in `skipped` and the rest goes on.
     pub fn scan(host: &Host) -> Result<Topology> {
-        let dir = host.devices_dir();
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         let mut devices = BTreeMap::new();
         let mut skipped = BTreeMap::new();
         let mut parents = BTreeMap::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
-            let name = entry.file_name();
-            let Some(bdf) = name.to_str().and_then(|n| n.parse::<Bdf>().ok()) else {
-                continue;
-            };
+        for bdf in functions(&host.sysfs)? {
             match Device::load_cached(host, bdf, &mut parents) {
                 Ok(d) => {
                     devices.insert(bdf, d);

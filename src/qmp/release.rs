@@ -209,7 +209,7 @@ pub fn release(
             }) => {
                 if desc.contains("already in the process of unplug") {
                     // An earlier request (another resetlab, Proxmox) is being served: wait for it.
-                    journal.note(Some(via), format!("device_del: {desc}; waiting for it"))?;
+                    journal.qmp_note(Some(via), format!("device_del: {desc}; waiting for it"))?;
                     sent.insert(via.clone(), at);
                 } else {
                     set(Outcome::Refused { class, desc });
@@ -277,7 +277,7 @@ pub fn release(
             Outcome::Refused { class, desc } => format!("QEMU refused: {class}: {desc}"),
             Outcome::DryRun => format!("dry run: device_del {} not sent", d.via),
         };
-        journal.note(Some(&d.id), d.message.clone())?;
+        journal.qmp_note(Some(&d.id), d.message.clone())?;
     }
     let mut r = ReleaseReport {
         socket: client.socket().display().to_string(),

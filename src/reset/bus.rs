@@ -114,17 +114,16 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     for b in &others {
         let Some(d) = ctx.topo.get(b) else { continue };
         let cfg = d.open_config()?;
-        saved.push((d, SavedState::save(&b.to_string(), &cfg)?));
+        saved.push((d, SavedState::save(b, &cfg)?));
     }
     let mut bcfg = if ctx.opts.dry_run {
         bridge_dev.open_config()?
     } else {
         SysfsConfig::open_rw(&bridge_dev.config_path())?
     };
-    let bname = bridge.to_string();
     let ctrl = bcfg.read16(PCI_BRIDGE_CONTROL)?;
     ctx.journal.config_write(
-        &bname,
+        &bridge,
         &mut bcfg,
         PCI_BRIDGE_CONTROL,
         2,
@@ -132,7 +131,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     )?;
     ctx.spec_delay("secondary bus reset held", SBR_HOLD)?;
     ctx.journal.config_write(
-        &bname,
+        &bridge,
         &mut bcfg,
         PCI_BRIDGE_CONTROL,
         2,

@@ -354,7 +354,7 @@ fn run_one(
         run.error_kind = Some(error_kind(&e));
         run.error = Some(e.one_line());
     };
-    let bdf = dev.bdf.to_string();
+    let bdf = dev.bdf;
     // Save and disable (pci_dev_save_and_disable) around a raw mechanism.
     let t = Instant::now();
     let saved = if spec.def.managed == Managed::Raw {
@@ -413,7 +413,12 @@ fn run_one(
                 SysfsConfig::open_rw(&dev.config_path())?
             };
             if !opts.dry_run {
-                wait::wait_ready(&cfg, rrs_enabled(topo, dev), opts.ready_timeout, &bdf)?;
+                wait::wait_ready(
+                    &cfg,
+                    rrs_enabled(topo, dev),
+                    opts.ready_timeout,
+                    &bdf.to_string(),
+                )?;
             }
             run.phases.ready_ms = ms(t.elapsed());
             let t2 = Instant::now();

@@ -308,8 +308,8 @@ pub struct ResetCtx<'a> {
 }
 
 impl ResetCtx<'_> {
-    pub fn bdf(&self) -> String {
-        self.dev.bdf.to_string()
+    pub fn bdf(&self) -> Bdf {
+        self.dev.bdf
     }
 
     /// Opens the device's config space for writing (reads are fine in dry-run).

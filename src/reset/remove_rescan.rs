@@ -132,10 +132,10 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     for b in &targets {
         let name = b.to_string();
         ctx.journal
-            .sysfs_write(Some(&name), &ctx.host.device_dir(b).join("remove"), "1")?;
+            .sysfs_write(Some(b), &ctx.host.device_dir(b).join("remove"), "1")?;
         if ctx.opts.dry_run {
             ctx.journal.note(
-                Some(&name),
+                Some(b),
                 format!(
                     "would wait for {name} to disappear (bound {} ms)",
                     bound.as_millis()
@@ -237,14 +237,14 @@ fn rebind(ctx: &mut ResetCtx, bd: &Binding) -> Result<Option<String>> {
     let ov_path = dir.join("driver_override");
     let had_override = read_attr(&ov_path)?;
     if std::fs::symlink_metadata(&ov_path).is_ok() {
-        ctx.journal.sysfs_write(Some(&name), &ov_path, &want)?;
+        ctx.journal.sysfs_write(Some(&bd.bdf), &ov_path, &want)?;
     }
     if let Some(cur) = current_driver(&dir)? {
         let unbind = ctx.host.drivers_dir().join(&cur).join("unbind");
-        ctx.journal.sysfs_write(Some(&name), &unbind, &name)?;
+        ctx.journal.sysfs_write(Some(&bd.bdf), &unbind, &name)?;
     }
     let bind = ctx.host.drivers_dir().join(&want).join("bind");
-    ctx.journal.sysfs_write(Some(&name), &bind, &name)?;
+    ctx.journal.sysfs_write(Some(&bd.bdf), &bind, &name)?;
     let bound = ctx.opts.wait_timeout;
     wait::poll(
         &format!("{name} to bind to {want}"),
@@ -261,7 +261,7 @@ fn rebind(ctx: &mut ResetCtx, bd: &Binding) -> Result<Option<String>> {
             before
         };
         if std::fs::symlink_metadata(&ov_path).is_ok() && restore.trim() != want {
-            ctx.journal.sysfs_write(Some(&name), &ov_path, &restore)?;
+            ctx.journal.sysfs_write(Some(&bd.bdf), &ov_path, &restore)?;
         }
     }
     Ok(Some(format!("{name} bound back to {want}")))

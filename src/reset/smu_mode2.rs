@@ -300,7 +300,7 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
         }
         Err(e) => return Err(e),
     };
-    let io = crate::amd::regio::RegIo::for_asic(asic, map, bdf.clone())?
+    let io = crate::amd::regio::RegIo::for_asic(asic, map, bdf)?
         .with_barrier(crate::amd::regio::Barrier::for_sysfs(&ctx.host.sysfs));
     let mut smu = Smu::with_io(asic, mp1, io)?;
     smu.ignore_hung = ctx.opts.force;

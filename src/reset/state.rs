@@ -10,6 +10,7 @@ use crate::journal::Journal;
 use crate::pci::caps::Caps;
 use crate::pci::config::{read_width, ConfigAccess};
 use crate::pci::regs::*;
+use crate::pci::Bdf;
 
 /// One register to restore: offset, width, name.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -23,7 +24,7 @@ pub struct Saved {
 /// The saved state, in the order it is restored.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SavedState {
-    pub device: String,
+    pub device: Bdf,
     pub regs: Vec<Saved>,
 }
 
@@ -61,7 +62,7 @@ fn reg(
 }
 
 impl SavedState {
-    pub fn save(device: &str, cfg: &dyn ConfigAccess) -> Result<SavedState> {
+    pub fn save(device: &Bdf, cfg: &dyn ConfigAccess) -> Result<SavedState> {
         let caps = Caps::walk(cfg);
         let header = cfg.read8(PCI_HEADER_TYPE)? & PCI_HEADER_TYPE_MASK;
         let mut regs = Vec::new();
@@ -115,7 +116,7 @@ impl SavedState {
         }
         regs.push(reg(cfg, "COMMAND", PCI_COMMAND, 2)?);
         Ok(SavedState {
-            device: device.to_string(),
+            device: *device,
             regs,
         })
     }
@@ -171,7 +172,7 @@ mod tests {
             writable,
             w1c,
         };
-        let saved = SavedState::save("0000:c5:00.0", &cfg).unwrap();
+        let saved = SavedState::save(&Bdf::new(0, 0xc5, 0, 0), &cfg).unwrap();
         assert_eq!(saved.get("BAR0"), Some(0x0000_000c));
         // A reset clears the writable bits of BARs and COMMAND (the type bits stay).
         for o in (0x10..0x28).chain(4..6) {

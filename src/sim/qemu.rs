@@ -35,9 +35,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::hook::pveconf::Bdf;
-use crate::hook::pveconf::{self, VmConfig};
-use crate::hook::run::to_pci;
+use crate::pci::Bdf;
+use crate::pve::{self, VmConfig};
 use crate::sim::model;
 
 /// `<root>/var/run/qemu-server/<vmid>.qmp`: where qemu-server puts a VM's QMP socket.
@@ -150,7 +149,7 @@ fn read_trim(p: &Path) -> String {
 /// twin's bus.
 pub fn devices_of(root: &Path, cfg: &VmConfig) -> Result<Vec<VmDevice>> {
     let sysfs = root.join("sys");
-    let present = pveconf::present_functions(&sysfs)?;
+    let present = pve::present_functions(&sysfs)?;
     let functions = cfg.functions(&present);
     let mut out = Vec::new();
     for hp in &cfg.hostpci {
@@ -357,7 +356,7 @@ impl Inner {
             let dirty = self
                 .devs
                 .iter()
-                .any(|d| d.st.device.gpu && model::is_dirty(&self.root, &to_pci(d.st.device.bdf)));
+                .any(|d| d.st.device.gpu && model::is_dirty(&self.root, &d.st.device.bdf));
             self.gpu_ok = Some(!dirty);
             for d in self.devs.iter_mut().filter(|d| !d.st.released) {
                 d.st.driven = true;
@@ -459,7 +458,7 @@ impl Inner {
         }
         for d in &mut self.devs {
             if d.st.driven && d.st.device.gpu {
-                let _ = model::mark_dirty(&self.root, &to_pci(d.st.device.bdf));
+                let _ = model::mark_dirty(&self.root, &d.st.device.bdf);
                 self.left_dirty.push(d.st.device.bdf);
                 // What the report's host logged at such a stop.
                 kmsg(
@@ -985,7 +984,7 @@ pub fn after_crash(root: &Path, vmid: u32) -> Result<VmState> {
     if st.exit.is_none() {
         for d in &st.devices {
             if d.driven && d.device.gpu {
-                model::mark_dirty(root, &to_pci(d.device.bdf))?;
+                model::mark_dirty(root, &d.device.bdf)?;
                 st.left_dirty.push(d.device.bdf);
             }
         }
