@@ -31,6 +31,9 @@ pub fn parse_duration(s: &str, bare: BareUnit) -> Result<std::time::Duration, St
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("'{s}' is not a duration (like 500ms, 2s or 1.5s)"));
+    }
     let scale = match (unit.trim(), bare) {
         ("", BareUnit::Millis) | ("ms", _) => 1e-3,
         ("", BareUnit::Secs) | ("s", _) => 1.0,
