@@ -6,6 +6,7 @@ pub mod family;
 pub mod model;
 pub mod profile;
 pub mod qemu;
+pub mod rom;
 pub mod seed;
 pub mod smu;
 pub mod tree;

@@ -1094,7 +1094,7 @@ pub fn build(root: &Path, specs: &[FnSpec]) -> Result<PathBuf> {
     // The ACPI VFCT table the firmware leaves for amdgpu, with the iGPU's VBIOS.
     let tables = sysfs.join("firmware/acpi/tables");
     mkdir(&tables)?;
-    let vfct = crate::amd::vbios::build_vfct(&[crate::amd::vbios::SyntheticImage::seed_igpu()]);
+    let vfct = crate::sim::rom::build_vfct(&[crate::sim::rom::SyntheticImage::seed_igpu()]);
     write(&tables.join("VFCT"), vfct)?;
     let vfio = root.join("dev/vfio");
     mkdir(&vfio)?;
@@ -1152,11 +1152,11 @@ fn host_files(root: &Path, sysfs: &Path) -> Result<()> {
     mkdir(&kvm)?;
     write(
         &kvm.join("vbios_1002_1900.bin"),
-        crate::amd::vbios::build_rom(0x1002, 0x1900, false),
+        crate::sim::rom::build_rom(0x1002, 0x1900, false),
     )?;
     write(
         &kvm.join("AMDGopDriver_8845hs.rom"),
-        crate::amd::vbios::build_rom(0x1002, 0x1900, true),
+        crate::sim::rom::build_rom(0x1002, 0x1900, true),
     )?;
     for m in ["vfio", "vfio_iommu_type1", "vfio_pci"] {
         mkdir(&sysfs.join("module").join(m))?;
