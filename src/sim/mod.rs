@@ -2,6 +2,7 @@
 //! the device model that answers it.
 
 pub mod config;
+pub mod discovery_blob;
 pub mod family;
 pub mod model;
 pub mod profile;
