@@ -14,6 +14,7 @@ use resetlab::doctor::{
     self, glob_match, kconfig_value, parse_lockdown, parse_modules_alias, parse_vfio_ids, Check,
     Cmdline, DoctorOptions, ModprobeConf, Status,
 };
+use resetlab::sim::rom::build_rom;
 use resetlab::sim::Twin;
 
 const RELEASE: &str = "6.8.12-4-pve";
@@ -118,7 +119,7 @@ impl Fake {
         // A GOP driver ROM (legacy + EFI image) for the GPU, set on the audio function.
         f.put(
             "usr/share/kvm/AMDGopDriver_8845hs.rom",
-            vbios::build_rom(0x1002, 0x1900, true),
+            build_rom(0x1002, 0x1900, true),
         );
         f.put("etc/pve/qemu-server/100.conf", SEED_VM_100);
         f.put("etc/pve/storage.cfg", SEED_STORAGE_CFG);
@@ -632,7 +633,7 @@ fn romfile_missing_corrupt_or_for_another_device() {
     );
 
     // Corrupt: the seed ROM with its checksum byte changed.
-    let mut bad = vbios::build_rom(0x1002, 0x1900, false);
+    let mut bad = build_rom(0x1002, 0x1900, false);
     bad[0x21] ^= 0xff;
     f.put("usr/share/kvm/vbios_1002_1900.bin", &bad);
     let c = f.run(Some(100));
@@ -644,7 +645,7 @@ fn romfile_missing_corrupt_or_for_another_device() {
     // A valid VBIOS for the Phoenix1 780M (1002:15bf) on a 1002:1900: the wrong one.
     f.put(
         "usr/share/kvm/vbios_1002_1900.bin",
-        vbios::build_rom(0x1002, 0x15bf, false),
+        build_rom(0x1002, 0x15bf, false),
     );
     let c = f.run(Some(100));
     let c = one(&c, "romfile", Some("hostpci0"));
@@ -664,7 +665,7 @@ fn romfile_missing_corrupt_or_for_another_device() {
 fn an_efi_only_rom_for_another_device_warns() {
     let f = Fake::seed();
     // The EFI image alone (the second 1 KiB of a legacy+EFI ROM), for a device the VM lacks.
-    let rom = vbios::build_rom(0x1002, 0x15bf, true);
+    let rom = build_rom(0x1002, 0x15bf, true);
     let efi = rom[1024..].to_vec();
     assert!(vbios::check_rom(&efi).is_ok());
     f.put("usr/share/kvm/AMDGopDriver_8845hs.rom", efi);

@@ -5,12 +5,13 @@
 
 use proptest::prelude::*;
 
-use resetlab::amd::discovery::{self, BlobSpec, Mode};
+use resetlab::amd::discovery::{self, Mode};
 use resetlab::amd::regio::{IndirectPair, RegIo};
 use resetlab::amd::regs::RegsDb;
 use resetlab::amd::smu::Smu;
 use resetlab::journal::Journal;
 use resetlab::pci::mmio::{Access, BarMap};
+use resetlab::sim::discovery_blob::{self, BlobSpec};
 
 const BAR5: u64 = 0x80000;
 
@@ -66,7 +67,7 @@ proptest! {
         let spec = BlobSpec::phoenix_like()
             .with_bases([("MP1", &mp1[..]), ("NBIF", &nbif[..]), ("GC", &gc[..])])
             .unwrap();
-        let d = discovery::parse(&discovery::build_discovery_blob(&spec), Mode::Strict).unwrap();
+        let d = discovery::parse(&discovery_blob::build_discovery_blob(&spec), Mode::Strict).unwrap();
         drive(&d);
     }
 

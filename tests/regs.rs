@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use resetlab::amd::discovery::{self, BlobSpec, IpSpec, Mode};
+use resetlab::amd::discovery::{self, Mode};
 use resetlab::amd::regs::{RegsDb, EMBEDDED};
+use resetlab::sim::discovery_blob::{self, BlobSpec, IpSpec};
 use resetlab::Error;
 
 fn embedded_files() -> Vec<(PathBuf, String)> {
@@ -386,7 +387,7 @@ fn regs_embedded_count() -> usize {
 
 #[test]
 fn discovery_overlay_confirms_the_bases() {
-    let d = discovery::parse(&discovery::build_phoenix_blob(), Mode::Strict).unwrap();
+    let d = discovery::parse(&discovery_blob::build_phoenix_blob(), Mode::Strict).unwrap();
     let o = discovery::overlay_from_bases("phoenix", &d, "ip discovery on 0000:c5:00.0");
     let db = with_overlay(&o).unwrap();
     let a = db.asic("phoenix").unwrap();
@@ -395,10 +396,10 @@ fn discovery_overlay_confirms_the_bases() {
     assert!(checks.iter().all(|c| c.device.is_some()));
     // A table with MP1 segment 0 moved to 0x16200 (renoir_ip_offset.h's value): the
     // guess differs, segment 1 agrees.
-    let moved = discovery::BlobSpec::phoenix_like()
+    let moved = BlobSpec::phoenix_like()
         .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
         .unwrap();
-    let d = discovery::parse(&discovery::build_discovery_blob(&moved), Mode::Strict).unwrap();
+    let d = discovery::parse(&discovery_blob::build_discovery_blob(&moved), Mode::Strict).unwrap();
     let before = RegsDb::embedded().unwrap();
     let c0 = before.asic("phoenix").unwrap().check_bases(&d);
     let mp1_0 = c0
@@ -458,7 +459,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
     ) {
-        let mut blob = discovery::build_phoenix_blob();
+        let mut blob = discovery_blob::build_phoenix_blob();
         for (i, v) in edits {
             let at = i.index(blob.len());
             blob[at] = v;
@@ -472,7 +473,7 @@ proptest! {
 
     #[test]
     fn built_blobs_parse_back_to_their_spec(spec in arb_spec()) {
-        let d = discovery::parse(&discovery::build_discovery_blob(&spec), Mode::Strict).unwrap();
+        let d = discovery::parse(&discovery_blob::build_discovery_blob(&spec), Mode::Strict).unwrap();
         prop_assert!(d.warnings.is_empty(), "{:?}", d.warnings);
         prop_assert_eq!(d.dies.len(), spec.dies.len());
         for (die, want) in d.dies.iter().zip(&spec.dies) {

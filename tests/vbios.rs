@@ -6,6 +6,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use resetlab::amd::vbios::*;
+use resetlab::sim::rom::{build_rom, build_vfct, fix_acpi_checksum, SyntheticImage};
 use resetlab::Error;
 
 /// The table offsets of the first image in a table from [`build_vfct`].

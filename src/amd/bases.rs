@@ -389,7 +389,7 @@ pub fn fetch(
     if journal.dry_run {
         r.notes.push(format!(
             "dry run: reading the table makes one MM_INDEX write per dword (about {} for a Phoenix table) and MM_INDEX_HI once, then puts both back",
-            discovery::build_phoenix_blob().len() / 4
+            crate::sim::discovery_blob::build_phoenix_blob().len() / 4
         ));
     }
     crate::pci::power::unwake(host, journal, &dev.bdf, prev)?;

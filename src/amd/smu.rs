@@ -818,14 +818,14 @@ mod tests {
     #[test]
     fn a_mailbox_past_the_bar_is_reached_through_the_indirect_pair() {
         let db = phoenix();
-        let mut spec = crate::amd::discovery::BlobSpec::phoenix_like();
+        let mut spec = crate::sim::discovery_blob::BlobSpec::phoenix_like();
         for ip in &mut spec.dies[0] {
             if ip.hw_id == 1 {
                 ip.bases[1] = 0x30000; // (0x30000 + 0x282) * 4 = 0xc0a08, past 0x80000
             }
         }
         let d = crate::amd::discovery::parse(
-            &crate::amd::discovery::build_discovery_blob(&spec),
+            &crate::sim::discovery_blob::build_discovery_blob(&spec),
             crate::amd::discovery::Mode::Strict,
         )
         .unwrap();

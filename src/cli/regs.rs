@@ -471,11 +471,15 @@ mod tests {
         fs::create_dir_all(&dev).unwrap();
         fs::write(dev.join("vendor"), "0x1002\n").unwrap();
         fs::write(dev.join("device"), "0x1900\n").unwrap();
-        let spec = discovery::BlobSpec::phoenix_like()
+        let spec = crate::sim::discovery_blob::BlobSpec::phoenix_like()
             .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
             .unwrap();
-        let d = discovery::parse(&discovery::build_discovery_blob(&spec), Mode::Strict).unwrap();
-        discovery::write_sysfs(&dev, &d).unwrap();
+        let d = discovery::parse(
+            &crate::sim::discovery_blob::build_discovery_blob(&spec),
+            Mode::Strict,
+        )
+        .unwrap();
+        crate::sim::discovery_blob::write_sysfs(&dev, &d).unwrap();
         let out = root.path().join("overlay");
         let args = RegsArgs {
             cmd: RegsCmd::Bases {

@@ -461,7 +461,7 @@ fn print_diff(d: &RomDiff) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amd::vbios::{build_rom, build_vfct, SyntheticImage};
+    use crate::sim::rom::{build_rom, build_vfct, SyntheticImage};
     use std::fs;
 
     fn dump_args(vfct: Option<PathBuf>, out: &Path) -> DumpArgs {

@@ -12,9 +12,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::amd::discovery::{hw_id_by_name, BlobSpec};
+use crate::amd::discovery::hw_id_by_name;
 use crate::amd::regs::{Asic, RegsDb};
 use crate::error::{Error, Result};
+use crate::sim::discovery_blob::BlobSpec;
 use crate::sim::tree::FnSpec;
 
 /// What replaces the 780M in the twin's tree.
@@ -174,7 +175,8 @@ pub fn blob_spec(asic: &Asic, mp1: Option<&str>) -> Result<BlobSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amd::discovery::{build_discovery_blob, parse, Mode};
+    use crate::amd::discovery::{parse, Mode};
+    use crate::sim::discovery_blob::build_discovery_blob;
 
     #[test]
     fn every_family_but_raven_gets_a_table_with_its_mp1_and_bases() {

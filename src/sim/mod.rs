@@ -2,10 +2,12 @@
 //! the device model that answers it.
 
 pub mod config;
+pub mod discovery_blob;
 pub mod family;
 pub mod model;
 pub mod profile;
 pub mod qemu;
+pub mod rom;
 pub mod seed;
 pub mod smu;
 pub mod tree;

@@ -139,7 +139,7 @@ impl Default for SmuProfile {
 /// register bases resetlab reads from the device): `[discovery.bases]`, one
 /// list of segment bases (dwords) per IP by amdgpu's hw_id name, e.g.
 /// `MP1 = [0x16000, 0x16000]`. IPs not named keep the Phoenix values of
-/// [`crate::amd::discovery::BlobSpec::phoenix_like`] (which agree with regs/).
+/// [`crate::sim::discovery_blob::BlobSpec::phoenix_like`] (which agree with regs/).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryProfile {
@@ -148,21 +148,23 @@ pub struct DiscoveryProfile {
 
 impl DiscoveryProfile {
     /// The table spec: Phoenix's with the named IPs' bases replaced.
-    pub fn spec(&self) -> Result<crate::amd::discovery::BlobSpec> {
-        crate::amd::discovery::BlobSpec::phoenix_like()
+    pub fn spec(&self) -> Result<crate::sim::discovery_blob::BlobSpec> {
+        crate::sim::discovery_blob::BlobSpec::phoenix_like()
             .with_bases(self.bases.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
     }
 
     /// The table as the VRAM model holds it.
     pub fn blob(&self) -> Result<Vec<u8>> {
-        Ok(crate::amd::discovery::build_discovery_blob(&self.spec()?))
+        Ok(crate::sim::discovery_blob::build_discovery_blob(
+            &self.spec()?,
+        ))
     }
 
     /// [`DiscoveryProfile::blob`] on another base table (a family's twin GPU,
     /// sim/family.rs): the named IPs' bases replaced in `base`.
-    pub fn blob_on(&self, base: crate::amd::discovery::BlobSpec) -> Result<Vec<u8>> {
+    pub fn blob_on(&self, base: crate::sim::discovery_blob::BlobSpec) -> Result<Vec<u8>> {
         let spec = base.with_bases(self.bases.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-        Ok(crate::amd::discovery::build_discovery_blob(&spec))
+        Ok(crate::sim::discovery_blob::build_discovery_blob(&spec))
     }
 }
 

@@ -279,7 +279,7 @@ impl SmuModel {
             asic,
             mp1,
             profile,
-            crate::amd::discovery::build_phoenix_blob(),
+            crate::sim::discovery_blob::build_phoenix_blob(),
         )
     }
 
@@ -829,7 +829,7 @@ mod tests {
         let t = Instant::now();
         m.step(&mut bar, t);
         let pos = crate::amd::discovery::vram_position(MEMSIZE_MIB).unwrap();
-        let blob = crate::amd::discovery::build_phoenix_blob();
+        let blob = crate::sim::discovery_blob::build_phoenix_blob();
         let mut got = Vec::new();
         for at in (0..blob.len() as u64).step_by(4) {
             let p = pos + at;
@@ -846,10 +846,10 @@ mod tests {
     #[test]
     fn a_mailbox_past_the_bar_answers_through_the_smn_window() {
         let db = RegsDb::embedded().unwrap();
-        let spec = crate::amd::discovery::BlobSpec::phoenix_like()
+        let spec = crate::sim::discovery_blob::BlobSpec::phoenix_like()
             .with_bases([("MP1", &[0x16000u64, 0x30000][..])])
             .unwrap();
-        let blob = crate::amd::discovery::build_discovery_blob(&spec);
+        let blob = crate::sim::discovery_blob::build_discovery_blob(&spec);
         let d = crate::amd::discovery::parse(&blob, crate::amd::discovery::Mode::Strict).unwrap();
         let a = db
             .asic("phoenix")
