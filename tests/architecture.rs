@@ -38,7 +38,8 @@ fn rel(p: &Path) -> String {
 /// The text before the file's `#[cfg(test)] mod …` (its code, not its unit tests; a
 /// `#[cfg(test)]` item above it, such as a re-export for tests, is code).
 fn code_part(text: &str) -> &str {
-    text.find("\n#[cfg(test)]\nmod ").map_or(text, |i| &text[..i])
+    text.find("\n#[cfg(test)]\nmod ")
+        .map_or(text, |i| &text[..i])
 }
 
 /// Lines that are code (not `//` comments), so a comment that names a thing is no use of it.
