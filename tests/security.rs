@@ -854,24 +854,21 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             .filter(|n| n.starts_with("resetlab-"))
             .collect::<Vec<_>>()
     };
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
+    use nix::sys::signal::Signal;
+    // Device mode (`-m smu_mode2`): one twin for the run, SIGTERM and SIGINT. VM mode
+    // boots a fresh twin per trial: SIGTERM at six points of a trial, also between a
+    // twin's mkdir and its registration, leaves none (cleanup::temp_dir).
+    let device: &[&str] = &["-m", "smu_mode2"];
+    let cases = [(device, Signal::SIGTERM, 0u64), (device, Signal::SIGINT, 0)]
+        .into_iter()
+        .chain((0..6u64).map(|i| (&[][..], Signal::SIGTERM, i * 53)));
+    for (mode, sig, delay_ms) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("bench-out");
         let child = bin()
-            .args([
-                "--sim",
-                "bench",
-                // Device mode: one twin for the run (VM mode, below, boots one per trial).
-                "-m",
-                "smu_mode2",
-                "-n",
-                "10000",
-                "--out",
-                out.to_str().unwrap(),
-            ])
+            .args(["--sim", "bench"])
+            .args(mode)
+            .args(["-n", "10000", "--out", out.to_str().unwrap()])
             .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -883,52 +880,18 @@ fn sim_temp_dirs_are_removed_on_sigterm_sigint_and_sigpipe() {
             assert!(n < 4000, "the bench never started");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(entries(tmp.path()).len(), 1, "{:?}", entries(tmp.path()));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-        let st = child.wait_with_output().unwrap().status;
-        assert_eq!(st.signal(), Some(sig as i32), "{st:?}");
-        assert_eq!(
-            entries(tmp.path()),
-            Vec::<String>::new(),
-            "{sig:?} left the twin"
-        );
-    }
-    // VM mode boots a fresh twin per trial: a signal at any moment, also between a
-    // twin's mkdir and its registration, leaves none (cleanup::temp_dir).
-    for i in 0..6u64 {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("bench-out");
-        let child = bin()
-            .args([
-                "--sim",
-                "bench",
-                "-n",
-                "10000",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .env("TMPDIR", tmp.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = 0;
-        while !out.join("trials.jsonl").exists() {
-            n += 1;
-            assert!(n < 4000, "the bench never started");
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        if mode == device {
+            assert_eq!(entries(tmp.path()).len(), 1, "{:?}", entries(tmp.path()));
         }
         // Land the signal at a different point of a trial each time.
-        std::thread::sleep(std::time::Duration::from_millis(i * 53));
-        let sig = nix::sys::signal::Signal::SIGTERM;
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
         let st = child.wait_with_output().unwrap().status;
         assert_eq!(st.signal(), Some(sig as i32), "{st:?}");
         assert_eq!(
             entries(tmp.path()),
             Vec::<String>::new(),
-            "SIGTERM {} ms into a VM-mode bench left a twin",
-            i * 53
+            "{sig:?} {delay_ms} ms into a bench ({mode:?}) left a twin"
         );
     }
     // SIGPIPE: the reader of `list` is gone (its end closed before the
