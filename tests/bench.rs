@@ -376,6 +376,11 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
         .find(|l| l.starts_with("smu_mode2"))
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(row.matches("2/2").count(), 2, "{row}");
+    // A twin's smu_mode2 result keeps its label in the comparison too.
+    assert!(
+        text.contains("hypothesis, unconfirmed on hardware"),
+        "{text}"
+    );
     assert!(cmp.join("compare.md").is_file() && cmp.join("compare.html").is_file());
     // The overlaid plots: A's and B's two trials per method, each a circle; the
     // figure says it is the twin's; the .md links them, the .html holds them.
@@ -393,6 +398,7 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
     assert!(md.contains("](compare-latency.svg)") && md.contains("](compare-success.svg)"));
     let html = fs::read_to_string(cmp.join("compare.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains("hypothesis, unconfirmed on hardware"));
 }
 
 #[test]

@@ -208,18 +208,27 @@ pub fn compare(
         vec!["A".into(), a.0.display().to_string(), headline(a.1)],
         vec!["B".into(), b.0.display().to_string(), headline(b.1)],
     ];
+    // What a reader must know of either run (a twin result resting on a hypothesis), once.
+    let mut notes: Vec<&String> = a.1.notes.iter().collect();
+    notes.extend(b.1.notes.iter().filter(|n| !a.1.notes.contains(n)));
     let mut text = String::new();
     for r in &runs {
         let _ = writeln!(text, "{}: {} — {}", r[0], r[1], r[2]);
     }
     text.push('\n');
     text.push_str(&text_table(&h, &r));
+    for n in &notes {
+        let _ = writeln!(text, "note: {n}");
+    }
     text.push_str("\nare the differences significant (two-sided, α = 0.05, uncorrected):\n");
     text.push_str(&text_table(&sh, &sr));
-    let doc = vec![
+    let mut doc = vec![
         Block::H(1, "resetlab bench: two runs side by side".into()),
         Block::Table(vec!["run".into(), "directory".into(), "what".into()], runs),
         Block::Table(h, r),
+    ];
+    doc.extend(notes.iter().map(|n| Block::P(format!("Note: {n}"))));
+    doc.extend([
         Block::P(
             "Rates with Wilson 95 % intervals; overlapping intervals mean the runs do not \
              distinguish the methods. Δ median = B − A of the engine's probe → health time."
@@ -239,7 +248,7 @@ pub fn compare(
              real."
                 .into(),
         ),
-    ];
+    ]);
     Ok((
         text,
         markdown(&doc),
