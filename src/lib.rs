@@ -12,6 +12,7 @@ pub mod error;
 pub mod experiment;
 pub mod hook;
 pub mod inventory;
+pub mod machine;
 pub mod pci;
 pub mod pve;
 pub mod qmp;

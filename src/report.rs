@@ -43,10 +43,6 @@ pub struct ReportOptions {
     pub smu_test: bool,
     /// Bound of waiting for another resetlab holding a device's lock.
     pub lock_timeout: Duration,
-    /// Root for `/proc`, `/etc` (doctor, kernel version): `/` live, beside the tree otherwise.
-    pub root: PathBuf,
-    /// The kernel log (`/dev/kmsg`, or `<root>/dev/kmsg` for a twin).
-    pub kmsg: PathBuf,
     /// Replace an existing `out` (otherwise refused before any work).
     pub force: bool,
 }
@@ -258,7 +254,7 @@ pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report>
         }
     }
 
-    let checks = crate::doctor::doctor(crate::doctor::DoctorOptions::new(&host.sysfs, &opts.root));
+    let checks = crate::doctor::doctor(crate::doctor::DoctorOptions::on(host.clone()));
     put("doctor.json", &json(&checks))?;
     put("doctor.txt", crate::doctor::render(&checks).as_bytes())?;
     let doctor_failures: Vec<String> = checks
@@ -278,7 +274,7 @@ pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report>
         .collect();
 
     let versions = Versions {
-        kernel: read_trim(&opts.root.join("proc/sys/kernel/osrelease")),
+        kernel: host.kernel_release(),
         resetlab: env!("CARGO_PKG_VERSION").to_string(),
         resetlab_commit: crate::bench::provenance::commit(),
         pmfw,
@@ -286,7 +282,7 @@ pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report>
     };
     put("versions.json", &json(&versions))?;
 
-    let kmsg = match kmsg_lines(&opts.kmsg, 100_000) {
+    let kmsg = match kmsg_lines(&host.kmsg(), 100_000) {
         Ok(l) => l,
         Err(e) => {
             notes.push(format!("kernel log not read: {}", e.one_line()));

@@ -291,7 +291,7 @@ fn capture_to<W: Write>(sysfs: &Path, w: W) -> Result<(W, Summary)> {
         "tool": "resetlab",
         "version": env!("CARGO_PKG_VERSION"),
         "sysfs": sysfs.display().to_string(),
-        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "kernel": crate::machine::Machine::new(sysfs).kernel_release().unwrap_or_default(),
         "summary": &c.summary,
     });
     let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();

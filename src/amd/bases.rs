@@ -116,15 +116,12 @@ impl DeviceBases {
     }
 }
 
-/// This boot's id: `/proc/sys/kernel/random/boot_id`, beneath the twin's or
-/// snapshot's root for a sysfs root other than `/sys`.
+/// This boot's id (`Machine::boot_id_path`; a twin's or snapshot's beside its tree).
 pub fn boot_id(host: &Host) -> Option<String> {
-    let p = if host.is_live() {
-        PathBuf::from("/proc/sys/kernel/random/boot_id")
-    } else {
-        host.sysfs.parent()?.join("proc/sys/kernel/random/boot_id")
-    };
-    let id = fs::read_to_string(p).ok()?.trim().to_string();
+    let id = fs::read_to_string(host.boot_id_path())
+        .ok()?
+        .trim()
+        .to_string();
     let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     ok.then_some(id)
 }
@@ -133,8 +130,8 @@ pub fn boot_id(host: &Host) -> Option<String> {
 pub fn cache_path(host: &Host, dev: &Device) -> Option<PathBuf> {
     let id = boot_id(host)?;
     Some(
-        host.run
-            .join("resetlab/bases")
+        host.state_dir()
+            .join("bases")
             .join(format!("{}.{id}.bin", dev.bdf)),
     )
 }
@@ -147,8 +144,12 @@ fn load_cache(host: &Host, dev: &Device) -> Option<(PathBuf, Vec<u8>, Discovery)
 }
 
 fn store_cache(host: &Host, dev: &Device, raw: &[u8]) -> Result<PathBuf> {
-    let p = cache_path(host, dev)
-        .ok_or_else(|| Error::not_found("boot id", "/proc/sys/kernel/random/boot_id (no cache)"))?;
+    let p = cache_path(host, dev).ok_or_else(|| {
+        Error::not_found(
+            "boot id",
+            format!("{} (no cache)", host.boot_id_path().display()),
+        )
+    })?;
     let dir = p.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let tmp = p.with_extension("tmp");

@@ -101,7 +101,7 @@ impl Barrier {
     /// The twin's barrier when `sysfs` is a twin's root whose model runs
     /// (its clock file exists), else none. Never a barrier for `/sys`.
     pub fn for_sysfs(sysfs: &Path) -> Barrier {
-        if sysfs == Path::new(crate::pci::sysfs::SYSFS_DEFAULT) {
+        if sysfs == Path::new(crate::machine::SYSFS) {
             return Barrier::None;
         }
         match twin_clock_path(sysfs) {

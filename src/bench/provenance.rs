@@ -48,9 +48,10 @@ pub fn firmware(host: &Host, dev: &Bdf) -> Firmware {
     }
 }
 
-/// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> String {
-    read_trim(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_else(|| UNKNOWN.into())
+/// The kernel release of the machine the trials ran on (`uname -r`; a twin's is the one
+/// beside its tree).
+pub fn kernel_release(host: &Host) -> String {
+    host.kernel_release().unwrap_or_else(|| UNKNOWN.into())
 }
 
 /// The commit resetlab was built from (build.rs: `<hash>` or `<hash>, dirty`); None

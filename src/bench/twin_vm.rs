@@ -70,13 +70,7 @@ impl Row {
 }
 
 fn hook_opts(tv: &TwinVm) -> HookOptions {
-    let mut o = HookOptions::new(
-        tv.root.join("etc/pve"),
-        tv.root.join("etc/resetlab/hook.toml"),
-    );
-    o.state_dir = Some(tv.root.join("run/resetlab"));
-    o.qmp_dir = tv.root.join("var/run/qemu-server");
-    o
+    HookOptions::on(&crate::machine::Machine::new(tv.root.join("sys")))
 }
 
 /// A freshly booted twin: no GPU left dirty, no hook records (`/run` is a tmpfs).
@@ -86,7 +80,7 @@ fn reboot(tv: &TwinVm) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let _ = std::fs::remove_dir_all(tv.root.join("run/resetlab"));
+    let _ = std::fs::remove_dir_all(crate::machine::Machine::new(tv.root.join("sys")).state_dir());
 }
 
 fn start(tv: &TwinVm) -> (Option<FakeQemu>, Step) {

@@ -70,8 +70,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 300_000, value_parser = crate::cli::ms)]
     pub cmd_timeout: u64,
     /// VM mode without DEV: the Proxmox config root to find the VM's device in.
-    #[arg(long, value_name = "DIR", default_value = crate::pve::DEFAULT_PVE_ROOT)]
-    pub pve_config: PathBuf,
+    /// (default: /etc/pve, or the one beside a twin's or snapshot's tree).
+    #[arg(long, value_name = "DIR")]
+    pub pve_config: Option<PathBuf>,
     /// Append every write of every trial as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
@@ -178,14 +179,12 @@ fn vm_device(ctx: &Ctx, args: &BenchArgs, vmid: &str, topo: &Topology) -> Result
             "without DEV, --vm must be a Proxmox VM number; name the device (DEV) for other VMs",
         )
     })?;
-    let mut root = args.pve_config.clone();
-    if root == Path::new(pve::DEFAULT_PVE_ROOT) && !ctx.host.is_live() {
-        if let Some(base) = ctx.host.sysfs.parent() {
-            root = base.join("etc/pve");
-        }
-    }
+    let root = args
+        .pve_config
+        .clone()
+        .unwrap_or_else(|| ctx.host.pve_etc());
     let present = pve::present_functions(&ctx.host.sysfs)?;
-    let bdfs: Vec<Bdf> = pve::passed_functions(&root, id, &present, pve::local_node_name)?
+    let bdfs: Vec<Bdf> = pve::passed_functions(&root, id, &present, || pve::node_name(&ctx.host))?
         .functions
         .iter()
         .filter(|f| f.present)
@@ -527,7 +526,7 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
         argv: std::env::args().collect(),
         started: bench::provenance::iso8601(started),
         ended: None,
-        kernel: bench::provenance::kernel_release(),
+        kernel: bench::provenance::kernel_release(&ctx.host),
         commit: bench::provenance::commit(),
         host: if ctx.host.is_live() { "live" } else { "twin" }.into(),
         firmware: Some(bench::provenance::firmware(&ctx.host, &bdf)),

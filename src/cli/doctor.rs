@@ -2,7 +2,9 @@
 //! host against the field report's recipe. Read-only.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use super::Ctx;
 
 use crate::doctor::{self, DoctorOptions};
 use crate::error::{exit, Error, Result};
@@ -12,9 +14,10 @@ pub struct DoctorArgs {
     /// Also check this VM's passthrough setup (its hostpci functions, ROM files, hookscript, vga)
     #[arg(long, value_name = "N")]
     pub vmid: Option<u32>,
-    /// Root for /proc, /etc, /boot, /lib/modules and /usr/share/kvm (a copy of a host's files)
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
+    /// Root for /proc, /etc, /boot, /lib/modules and /usr/share/kvm, a copy of a host's files
+    /// (default: /, or beside the tree of --sim or a snapshot)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Proxmox configuration directory (default: <root>/etc/pve)
     #[arg(long = "pve-config", value_name = "DIR")]
     pub pve_config: Option<PathBuf>,
@@ -23,10 +26,15 @@ pub struct DoctorArgs {
     pub node: Option<String>,
 }
 
-/// Run `doctor`. `sysfs` is the sysfs root (`/sys`, or a twin's tree). Exit code 0 when no
-/// check fails, 1 (`exit::FAILED`) when one does.
-pub fn run(args: &DoctorArgs, sysfs: &Path, json: bool) -> Result<i32> {
-    let mut opts = DoctorOptions::new(sysfs, &args.root);
+/// Run `doctor` on `machine` (the live one, a twin or a snapshot). Exit code 0 when no check
+/// fails, 1 (`exit::FAILED`) when one does.
+pub fn run(ctx: &Ctx, args: &DoctorArgs) -> Result<i32> {
+    let json = ctx.json;
+    let mut machine = ctx.host.clone();
+    if let Some(r) = &args.root {
+        machine = machine.with_root(r);
+    }
+    let mut opts = DoctorOptions::on(machine);
     opts.pve_root = args.pve_config.clone();
     opts.vmid = args.vmid;
     opts.node = args.node.clone();

@@ -14,11 +14,10 @@ use crate::hook::install::{
     DEFAULT_SHIM_NAME,
 };
 use crate::hook::log::Logger;
-use crate::hook::policy::{Phase, DEFAULT_POLICY_PATH};
+use crate::hook::policy::Phase;
 use crate::hook::run::{HookOptions, PhaseRunner};
 use crate::hook::status::{status, StatusReport};
 use crate::pci::Host;
-use crate::pve::DEFAULT_PVE_ROOT;
 
 /// How long past the phase's budget the watchdog lets the hook run before it gives up on it.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
@@ -146,34 +145,23 @@ pub struct StatusArgs {
     pub vmid: u32,
 }
 
-/// `/etc/...` on the live machine; beside the tree for a twin or snapshot (`<sysfs>/../etc/...`,
-/// as for `/dev` and `/run`), so that a twin never reads the machine's own Proxmox config.
-fn beside(host: &Host, abs: &str) -> PathBuf {
-    if host.is_live() {
-        return PathBuf::from(abs);
-    }
-    let base = host.sysfs.parent().unwrap_or(&host.sysfs);
-    base.join(abs.trim_start_matches('/'))
-}
-
+/// The machine's paths (a twin's beside its tree, so it never reads this machine's Proxmox
+/// config), with what the flags name instead.
 fn options(host: &Host, p: &HookPaths) -> HookOptions {
-    HookOptions {
-        pve_root: p
-            .pve_config
-            .clone()
-            .unwrap_or_else(|| beside(host, DEFAULT_PVE_ROOT)),
-        policy: p
-            .policy
-            .clone()
-            .unwrap_or_else(|| beside(host, DEFAULT_POLICY_PATH)),
-        state_dir: p.state_dir.clone(),
-        node: p.node.clone(),
-        migrated_from: std::env::var("PVE_MIGRATED_FROM")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        stderr: true,
-        qmp_dir: beside(host, crate::hook::run::QMP_DIR),
+    let mut o = HookOptions::on(host);
+    if let Some(d) = &p.pve_config {
+        o.pve_root = d.clone();
     }
+    if let Some(f) = &p.policy {
+        o.policy = f.clone();
+    }
+    o.state_dir = p.state_dir.clone();
+    o.node = p.node.clone();
+    o.migrated_from = std::env::var("PVE_MIGRATED_FROM")
+        .ok()
+        .filter(|s| !s.is_empty());
+    o.stderr = true;
+    o
 }
 
 /// Runs `hook` without the common context when it can: a hook phase loads the register
@@ -181,10 +169,8 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
 /// `--sim` and snapshot files go through [`Ctx`].
 pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
     // A phase runs with SIGPIPE ignored from the start (`super::hook_mode`).
-    let root = cli
-        .sysfs
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
+    let host = Host::from_flag(cli.sysfs.as_deref());
+    let root = &host.sysfs;
     if cli.sim || root.is_file() {
         let ctx = Ctx::new(cli)?;
         super::check_writable(&ctx.host, &cli.cmd)?;
@@ -193,11 +179,10 @@ pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
     if !root.is_dir() {
         return Err(crate::error::Error::io(
             "open sysfs root",
-            &root,
+            root,
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    let host = Host::new(root);
     super::check_writable(&host, &cli.cmd)?;
     run(&host, &cli.regs, cli.json, args)
 }
@@ -288,7 +273,7 @@ fn run_phase(
 ) -> Result<i32> {
     let opts = options(host, paths);
     let pve_root = opts.pve_root.clone();
-    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let etc = host.resetlab_etc();
     let record = HookRecord::load(&etc, vmid);
     let chained = match &record {
         Ok(Some(r)) if r.chain => r.previous.clone().map(|p| (p, r.timeout())),
@@ -382,10 +367,10 @@ fn run_chained(
             false,
         );
     }
-    let root = (!host.is_live()).then(|| beside(host, "/"));
+    let root = host.moved_root();
     let path = crate::pve::StorageConfig::load(pve_root)
         .and_then(|s| s.snippet_path(volid))
-        .map(|p| crate::hook::install::beneath(root.as_deref(), p));
+        .map(|p| crate::hook::install::beneath(root, p));
     let path = match path {
         Ok(p) => p,
         Err(e) => {
@@ -568,8 +553,8 @@ fn qm_to_run(host: &Host, a: &QmArgs) -> Option<PathBuf> {
 fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
     let qm = qm_to_run(host, &a.qm);
     // A twin's snippets directories live beneath its root, never on this machine.
-    let root = (!host.is_live()).then(|| beside(host, "/"));
-    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let root = host.moved_root();
+    let etc = host.resetlab_etc();
     let chain = match (a.chain, a.no_chain) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -586,7 +571,7 @@ fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> R
             chain_timeout: a.chain_timeout,
             print_only: a.qm.print_only,
             qm: qm.as_deref(),
-            root: root.as_deref(),
+            root,
             etc_dir: &etc,
         },
     )?;
@@ -699,14 +684,14 @@ fn print_install(r: &InstallReport) {
 
 fn run_uninstall(host: &Host, json: bool, paths: &HookPaths, a: &UninstallArgs) -> Result<i32> {
     let qm = qm_to_run(host, &a.qm);
-    let root = (!host.is_live()).then(|| beside(host, "/"));
-    let etc = beside(host, chain::DEFAULT_ETC_DIR);
+    let root = host.moved_root();
+    let etc = host.resetlab_etc();
     let r = uninstall(
         &options(host, paths),
         a.vmid,
         a.qm.print_only,
         qm.as_deref(),
-        root.as_deref(),
+        root,
         &etc,
     )?;
     if json {

@@ -215,10 +215,7 @@ impl Ctx {
                 _snapshot: None,
             });
         }
-        let path = cli
-            .sysfs
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::pci::sysfs::SYSFS_DEFAULT));
+        let path = Host::from_flag(cli.sysfs.as_deref()).sysfs;
         let meta = std::fs::metadata(&path).map_err(|e| Error::io("open sysfs root", &path, e))?;
         if meta.is_file() {
             let un = crate::snapshot::unpack(&path)?;
@@ -345,7 +342,7 @@ fn run(cli: Cli) -> Result<i32> {
                 "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
             ));
         }
-        return release::run(a, cli.sysfs.as_deref(), cli.json);
+        return release::run(a, &Host::from_flag(cli.sysfs.as_deref()), cli.json);
     }
     let ctx = Ctx::new(&cli)?;
     check_writable(&ctx.host, &cli.cmd)?;
@@ -354,16 +351,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Probe(a) => list::probe(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Reset(a) => reset::run(&ctx, a),
-        Cmd::Doctor(a) => {
-            // A twin or unpacked snapshot keeps its /proc and /etc beside sys/.
-            let mut a = a.clone();
-            if a.root == std::path::Path::new("/") && !ctx.host.is_live() {
-                if let Some(base) = ctx.host.sysfs.parent() {
-                    a.root = base.to_path_buf();
-                }
-            }
-            doctor::run(&a, &ctx.host.sysfs, ctx.json)
-        }
+        Cmd::Doctor(a) => doctor::run(&ctx, a),
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
@@ -372,7 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
-        Cmd::Release(a) => release::run(a, Some(&ctx.host.sysfs), ctx.json),
+        Cmd::Release(a) => release::run(a, &ctx.host, ctx.json),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Schema { name } => schema::run(name.as_deref()),
     }

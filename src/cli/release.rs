@@ -3,12 +3,13 @@
 //! (the one recipe the field report saw work, FACTS.md), by QMP `device_del` and the wait for
 //! `DEVICE_DELETED`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::print_json;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::machine::Machine;
 use crate::pci::Bdf;
 use crate::qmp::{self, Client, Outcome, ReleaseReport};
 
@@ -92,12 +93,9 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// qemu-server's socket of a running VM (`PVE::QemuServer::Helpers::qmp_socket`).
-pub const PVE_QMP_DIR: &str = "/var/run/qemu-server";
-
-/// The monitor socket: `--qmp`, or the VM's Proxmox socket, beside a sysfs root that is not
-/// the live `/sys` (a twin's tree), so that a twin's VM is never confused with the machine's.
-fn socket(args: &ReleaseArgs, sysfs: Option<&Path>) -> Result<PathBuf> {
+/// The monitor socket: `--qmp`, or the VM's Proxmox socket on `machine` (a twin's beside its
+/// tree, so that a twin's VM is never confused with the machine's).
+fn socket(args: &ReleaseArgs, machine: &Machine) -> Result<PathBuf> {
     if let Some(q) = &args.qmp {
         return Ok(q.clone());
     }
@@ -108,20 +106,12 @@ fn socket(args: &ReleaseArgs, sysfs: Option<&Path>) -> Result<PathBuf> {
             "name the VM's monitor: --qmp SOCKET or --vmid N",
         ));
     };
-    let file = format!("{vmid}.qmp");
-    Ok(match sysfs {
-        Some(s) if s != Path::new(crate::pci::sysfs::SYSFS_DEFAULT) => s
-            .parent()
-            .unwrap_or(s)
-            .join(PVE_QMP_DIR.trim_start_matches('/'))
-            .join(file),
-        _ => Path::new(PVE_QMP_DIR).join(file),
-    })
+    Ok(machine.qmp_socket(vmid))
 }
 
-pub fn run(args: &ReleaseArgs, sysfs: Option<&Path>, json: bool) -> Result<i32> {
+pub fn run(args: &ReleaseArgs, machine: &Machine, json: bool) -> Result<i32> {
     let target = args.dev.as_deref().map(Target::parse).transpose()?;
-    let socket = socket(args, sysfs)?;
+    let socket = socket(args, machine)?;
     if !args.dry_run && !nix::unistd::geteuid().is_root() {
         return Err(Error::refused(
             "releasing a device unplugs it from a running VM: run as root (or use --dry-run)",
@@ -249,6 +239,7 @@ fn print_report(r: &ReleaseReport, journal: &Journal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn dev_is_a_function_or_a_slot() {
@@ -273,19 +264,15 @@ mod tests {
             trace: None,
         };
         assert_eq!(
-            socket(&args(Some(100)), None).unwrap(),
+            socket(&args(Some(100)), &Machine::live()).unwrap(),
             Path::new("/var/run/qemu-server/100.qmp")
         );
         assert_eq!(
-            socket(&args(Some(100)), Some(Path::new("/sys"))).unwrap(),
-            Path::new("/var/run/qemu-server/100.qmp")
-        );
-        assert_eq!(
-            socket(&args(Some(7)), Some(Path::new("/tmp/twin/sys"))).unwrap(),
+            socket(&args(Some(7)), &Machine::new("/tmp/twin/sys")).unwrap(),
             Path::new("/tmp/twin/var/run/qemu-server/7.qmp")
         );
         assert!(matches!(
-            socket(&args(None), None),
+            socket(&args(None), &Machine::live()),
             Err(Error::Parse { .. })
         ));
     }

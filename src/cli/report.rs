@@ -24,21 +24,11 @@ pub struct ReportArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<i32> {
-    // A twin or unpacked snapshot keeps its /proc, /etc and /dev beside sys/.
-    let root = if ctx.host.is_live() {
-        PathBuf::from("/")
-    } else {
-        ctx.host
-            .sysfs
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), |p| p.to_path_buf())
-    };
+    // The machine's /proc, /etc and /dev/kmsg: a twin's or snapshot's beside sys/.
     let opts = crate::report::ReportOptions {
         out: args.out.clone(),
         smu_test: args.smu_test,
         lock_timeout: Duration::from_millis(args.lock_timeout),
-        kmsg: ctx.host.dev.join("kmsg"),
-        root,
         force: args.force,
     };
     let r = crate::report::write(&ctx.host, &ctx.regs, &opts)?;

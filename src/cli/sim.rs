@@ -63,7 +63,7 @@ fn profile(p: &Option<PathBuf>) -> Result<Profile> {
 /// resolved): its command line is `… sim serve DIR …` with DIR, resolved from
 /// the process's own working directory, the same root.
 fn is_model_of(pid: i32, root: &Path) -> std::result::Result<(), String> {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let proc_dir = crate::machine::process_dir(pid);
     // A zombie (nobody reaps it in a container without an init) is gone too.
     let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
     if stat.is_empty()
@@ -169,7 +169,7 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
             // Once the tree exists, check it again: its `sys` must not be a sysfs.
             let dir = &crate::sim::check_twin_root(dir)?;
             let exe = std::env::current_exe()
-                .map_err(|e| Error::io("find own executable", "/proc/self/exe", e))?;
+                .map_err(|e| Error::io("find own executable", crate::machine::self_exe(), e))?;
             let mut cmd = Command::new(exe);
             cmd.arg("sim").arg("serve").arg(dir);
             if let Some(p) = prof {
@@ -258,13 +258,14 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 Duration::from_secs(10),
                 Duration::from_millis(20),
                 || {
-                    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .map(|st| {
-                            st.rsplit(')')
-                                .next()
-                                .is_some_and(|r| r.trim_start().starts_with('Z'))
-                        })
-                        .unwrap_or(true);
+                    let zombie =
+                        std::fs::read_to_string(crate::machine::process_dir(pid).join("stat"))
+                            .map(|st| {
+                                st.rsplit(')')
+                                    .next()
+                                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+                            })
+                            .unwrap_or(true);
                     Ok((nix::sys::signal::kill(pid, None).is_err() || zombie).then_some(()))
                 },
             )?;

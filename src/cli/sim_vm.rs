@@ -83,7 +83,7 @@ fn read_pid(dir: &Path, vmid: u32) -> Result<Pid> {
 
 fn alive(pid: Pid) -> bool {
     // A zombie (nobody reaps it in a container without init) counts as gone.
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie = std::fs::read_to_string(crate::machine::process_dir(pid).join("stat"))
         .map(|st| {
             st.rsplit(')')
                 .next()
@@ -158,7 +158,7 @@ pub fn run(args: &VmArgs, json: bool) -> Result<i32> {
                 }
             }
             let exe = std::env::current_exe()
-                .map_err(|e| Error::io("find own executable", "/proc/self/exe", e))?;
+                .map_err(|e| Error::io("find own executable", crate::machine::self_exe(), e))?;
             let log_path = qemu::state_path(dir, vmid).with_extension("log");
             if let Some(d) = log_path.parent() {
                 std::fs::create_dir_all(d).map_err(|e| Error::io("create directory", d, e))?;

@@ -17,7 +17,7 @@ pub(super) const GRUB_FIX: &str = "edit GRUB_CMDLINE_LINUX_DEFAULT in /etc/defau
 pub(super) const INITRAMFS: &str = "update-initramfs -u -k all";
 
 pub(super) fn check_iommu(ctx: &DoctorCtx) -> Vec<Check> {
-    let dir = ctx.opts.sysfs.join("kernel/iommu_groups");
+    let dir = ctx.host.sysfs.join("kernel/iommu_groups");
     let n = fs::read_dir(&dir).map(|rd| rd.flatten().count());
     let off_param = ctx.cmdline.as_ref().ok().and_then(|c| {
         ["amd_iommu", "iommu", "intel_iommu"]
@@ -119,7 +119,7 @@ fn iommu_pt(c: &Cmdline) -> bool {
 const VFIO_MODULES: &[&str] = &["vfio", "vfio_iommu_type1", "vfio_pci"];
 
 pub(super) fn check_vfio_modules(ctx: &DoctorCtx) -> Vec<Check> {
-    let proc_modules = read_opt(&ctx.opts.under_root("/proc/modules"))
+    let proc_modules = read_opt(&ctx.host.proc_modules())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -128,7 +128,7 @@ pub(super) fn check_vfio_modules(ctx: &DoctorCtx) -> Vec<Check> {
         .filter_map(|l| l.split_whitespace().next())
         .map(modname)
         .collect();
-    let loaded = |m: &str| ctx.opts.sysfs.join("module").join(m).is_dir() || listed.contains(m);
+    let loaded = |m: &str| ctx.host.sysfs.join("module").join(m).is_dir() || listed.contains(m);
     let missing: Vec<&str> = VFIO_MODULES
         .iter()
         .copied()
@@ -168,17 +168,8 @@ pub(super) fn check_vfio_modules(ctx: &DoctorCtx) -> Vec<Check> {
 
 /// Modules named in `/etc/modules` and `/etc/modules-load.d/*.conf` (systemd-modules-load).
 fn modules_at_boot(opts: &DoctorOptions) -> BTreeSet<String> {
-    let mut files = vec![opts.under_root("/etc/modules")];
-    if let Ok(rd) = fs::read_dir(opts.under_root("/etc/modules-load.d")) {
-        let mut v: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-            .collect();
-        v.sort();
-        files.extend(v);
-    }
-    files
+    opts.machine
+        .modules_load_files()
         .iter()
         .filter_map(|p| fs::read_to_string(p).ok())
         .flat_map(|t| {
@@ -333,15 +324,12 @@ pub(super) fn check_initramfs(ctx: &DoctorCtx) -> Vec<Check> {
     let Some(rel) = &ctx.release else {
         return Vec::new();
     };
-    let initrd = ctx
-        .opts
-        .under_root("/boot")
-        .join(format!("initrd.img-{rel}"));
+    let initrd = ctx.host.boot().join(format!("initrd.img-{rel}"));
     let Some(built) = mtime(&initrd) else {
         return Vec::new();
     };
     let mut inputs: Vec<PathBuf> = ctx.modprobe.files.clone();
-    inputs.push(ctx.opts.under_root("/etc/modules"));
+    inputs.push(ctx.host.etc_modules());
     let newer: Vec<String> = inputs
         .iter()
         .filter(|p| mtime(p).is_some_and(|m| m > built))

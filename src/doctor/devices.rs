@@ -164,7 +164,7 @@ pub(super) fn check_vfio_bound(ctx: &DoctorCtx) -> Vec<Check> {
 /// Functions of IOMMU group `g` (names of `<sysfs>/kernel/iommu_groups/<g>/devices`).
 fn group_members(ctx: &DoctorCtx, g: u32) -> Vec<Bdf> {
     let dir = ctx
-        .opts
+        .host
         .sysfs
         .join("kernel/iommu_groups")
         .join(g.to_string())

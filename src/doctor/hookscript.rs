@@ -150,8 +150,8 @@ pub(super) fn check_hook_policy(ctx: &DoctorCtx) -> Vec<Check> {
     if !resetlab_shim(ctx) {
         return Vec::new();
     }
-    let abs = crate::hook::policy::DEFAULT_POLICY_PATH;
-    let path = ctx.opts.under_root(abs);
+    let abs = crate::machine::Machine::policy_path_shown().display();
+    let path = ctx.host.policy_path();
     let c = match fs::read_to_string(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Check::pass("hook-policy", format!("no {abs}: the built-in defaults"))
@@ -161,7 +161,7 @@ pub(super) fn check_hook_policy(ctx: &DoctorCtx) -> Vec<Check> {
             format!("cannot read {abs}: {e}"),
             format!("chmod 0644 {abs}"),
         ),
-        Ok(text) => match crate::hook::policy::Policy::parse(&text, Path::new(abs)) {
+        Ok(text) => match crate::hook::policy::Policy::parse(&text, crate::machine::Machine::policy_path_shown()) {
             Ok(_) => Check::pass("hook-policy", format!("{abs} parses")),
             Err(e) => Check::fail(
                 "hook-policy",
@@ -182,8 +182,8 @@ pub(super) fn check_hook_chain(ctx: &DoctorCtx) -> Vec<Check> {
         return Vec::new();
     }
     let vmid = vm.cfg.vmid;
-    let etc = ctx.opts.under_root(crate::hook::chain::DEFAULT_ETC_DIR);
-    let shown = HookRecord::path_for(Path::new(crate::hook::chain::DEFAULT_ETC_DIR), vmid);
+    let etc = ctx.host.resetlab_etc();
+    let shown = HookRecord::path_for(crate::machine::Machine::resetlab_etc_shown(), vmid);
     let c = match HookRecord::load(&etc, vmid) {
         Err(e) => Check::fail(
             "hook-chain",

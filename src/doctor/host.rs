@@ -11,7 +11,7 @@ use super::{Check, DoctorCtx, CLASS_SERIAL_USB, DMA_SAFE_DRIVERS, USB_HOST_DRIVE
 
 /// `input*` devices below the function (the host's keyboard on a USB controller).
 fn input_devices(ctx: &DoctorCtx, d: &Device) -> Vec<String> {
-    let dir = ctx.opts.sysfs.join("class/input");
+    let dir = ctx.host.sysfs.join("class/input");
     let mut v: Vec<String> = fs::read_dir(dir)
         .into_iter()
         .flatten()

@@ -28,7 +28,7 @@ pub fn kconfig_value(text: &str, name: &str) -> Option<String> {
 }
 
 pub(super) fn check_lockdown(ctx: &DoctorCtx) -> Vec<Check> {
-    let p = ctx.opts.sysfs.join("kernel/security/lockdown");
+    let p = ctx.host.sysfs.join("kernel/security/lockdown");
     let c = match read_opt(&p) {
         Ok(None) => Check::pass("lockdown", format!("no {}: the kernel has no lockdown", p.display())),
         Err(e) => Check::warn("lockdown", e, "run doctor as root"),
@@ -63,7 +63,7 @@ pub(super) fn check_strict_devmem(ctx: &DoctorCtx) -> Vec<Check> {
             "run doctor where /proc is mounted (or pass --root)",
         )];
     };
-    let cfg_path = ctx.opts.under_root("/boot").join(format!("config-{rel}"));
+    let cfg_path = ctx.host.boot().join(format!("config-{rel}"));
     let c = match read_opt(&cfg_path) {
         Ok(Some(t)) => {
             let io = kconfig_value(&t, "CONFIG_IO_STRICT_DEVMEM");

@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::machine::Machine;
 use crate::pci::{Bdf, Device, Host, Topology};
 use crate::pve::{self, VmConfig};
 
@@ -176,10 +177,9 @@ pub fn all_ok(checks: &[Check]) -> bool {
 /// The roots doctor reads under, and what to check.
 #[derive(Debug, Clone)]
 pub struct DoctorOptions {
-    /// sysfs root (`/sys`).
-    pub sysfs: PathBuf,
-    /// Root for `/proc`, `/etc`, `/boot`, `/lib/modules`, `/usr/share/kvm` and storage paths.
-    pub root: PathBuf,
+    /// sysfs, and the root for `/proc`'s kernel files, `/etc`, `/boot`, `/lib/modules`,
+    /// `/usr/share/kvm` and storage paths.
+    pub machine: Machine,
     /// Proxmox cluster filesystem (`<root>/etc/pve` when `None`).
     pub pve_root: Option<PathBuf>,
     /// Check this VM's passthrough setup.
@@ -189,36 +189,30 @@ pub struct DoctorOptions {
 }
 
 impl DoctorOptions {
+    /// `sysfs` with the rest read under `root` (a copy of a host's files).
     pub fn new(sysfs: impl Into<PathBuf>, root: impl Into<PathBuf>) -> DoctorOptions {
+        DoctorOptions::on(Machine::new(sysfs).with_root(root))
+    }
+
+    /// Everything as `machine` has it.
+    pub fn on(machine: Machine) -> DoctorOptions {
         DoctorOptions {
-            sysfs: sysfs.into(),
-            root: root.into(),
+            machine,
             pve_root: None,
             vmid: None,
             node: None,
         }
     }
 
-    /// `abs` (an absolute path as the host sees it) under `root`.
+    /// `abs` (an absolute path as the host sees it) under the root.
     pub fn under_root(&self, abs: impl AsRef<Path>) -> PathBuf {
-        use std::path::Component;
-        let mut rel = PathBuf::new();
-        for c in abs.as_ref().components() {
-            match c {
-                Component::Normal(n) => rel.push(n),
-                Component::ParentDir => {
-                    rel.pop();
-                }
-                _ => {}
-            }
-        }
-        self.root.join(rel)
+        self.machine.under(abs)
     }
 
     pub fn pve_root(&self) -> PathBuf {
         self.pve_root
             .clone()
-            .unwrap_or_else(|| self.under_root(pve::DEFAULT_PVE_ROOT))
+            .unwrap_or_else(|| self.machine.pve_etc())
     }
 }
 
@@ -271,14 +265,14 @@ fn read_opt(path: &Path) -> Result<Option<String>, String> {
 
 impl DoctorCtx {
     pub fn load(opts: DoctorOptions) -> DoctorCtx {
-        let host = Host::new(&opts.sysfs);
-        let cmdline_path = opts.under_root("/proc/cmdline");
+        let host = opts.machine.clone();
+        let cmdline_path = host.cmdline_path();
         let cmdline = match read_opt(&cmdline_path) {
             Ok(Some(t)) => Ok(Cmdline::parse(&t)),
             Ok(None) => Err(format!("no {}", cmdline_path.display())),
             Err(e) => Err(e),
         };
-        let release = read_opt(&opts.under_root("/proc/sys/kernel/osrelease"))
+        let release = read_opt(&host.osrelease_path())
             .ok()
             .flatten()
             .map(|s| s.trim().to_string())
@@ -310,12 +304,12 @@ impl DoctorCtx {
     }
 
     fn load_vm(&self, vmid: u32) -> Result<VmFacts, String> {
-        let present = pve::present_functions(&self.opts.sysfs).map_err(|e| e.one_line())?;
+        let present = pve::present_functions(&self.host.sysfs).map_err(|e| e.one_line())?;
         let pve_root = self.opts.pve_root();
         let node = match &self.opts.node {
             Some(n) => n.clone(),
             None => {
-                let p = self.opts.under_root("/proc/sys/kernel/hostname");
+                let p = self.host.hostname_path();
                 let raw = read_opt(&p)?.unwrap_or_default();
                 // Only mappings need the node; a missing host name fails there, not here.
                 pve::node_name_from_hostname(&raw).unwrap_or_default()

@@ -43,23 +43,13 @@ pub struct ModprobeConf {
     pub unreadable: Vec<String>,
 }
 
-/// kmod `default_config_paths`, in precedence order.
-const MODPROBE_DIRS: &[&str] = &[
-    "/etc/modprobe.d",
-    "/run/modprobe.d",
-    "/usr/local/lib/modprobe.d",
-    "/usr/lib/modprobe.d",
-    "/lib/modprobe.d",
-];
-
 impl ModprobeConf {
     /// Read every `*.conf` of kmod's directories under the root, each name once (the first
     /// directory wins), in name order.
     pub fn load(opts: &DoctorOptions) -> ModprobeConf {
         let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut seen_dirs: Vec<PathBuf> = Vec::new();
-        for d in MODPROBE_DIRS {
-            let dir = opts.under_root(d);
+        for dir in opts.machine.modprobe_dirs() {
             // `/lib` is often a link to `/usr/lib`: read a directory once.
             let canon = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
             if seen_dirs.contains(&canon) {

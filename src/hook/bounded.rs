@@ -36,7 +36,7 @@ pub enum WriteOutcome {
 
 /// Descriptors this process has open now (read in the parent: the child must not allocate).
 fn open_fds() -> Vec<i32> {
-    std::fs::read_dir("/proc/self/fd")
+    std::fs::read_dir(crate::machine::self_fd_dir())
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))

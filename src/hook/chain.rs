@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::policy::Phase;
 use crate::error::{Error, Result};
 
-/// resetlab's per-node configuration directory (the policy is `hook.toml` in it).
-pub const DEFAULT_ETC_DIR: &str = "/etc/resetlab";
-/// Where the records live under it.
+/// Where the records live under `/etc/resetlab` (`Machine::resetlab_etc`).
 pub const RECORD_SUBDIR: &str = "hookscripts";
 /// The chained script's bound unless `--chain-timeout` says otherwise. The field report's own
 /// script needed 14 s for its pre-stop remove; a script that takes minutes is stuck.
@@ -270,7 +268,8 @@ mod tests {
             .parse()
             .unwrap();
         // Gone, a zombie, or with SIGKILL (bit 9) pending: the kernel finishes it on its own.
-        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+        let status = std::fs::read_to_string(crate::machine::process_dir(child).join("status"))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()

@@ -79,7 +79,7 @@ impl Logger {
     /// `prefix` starts every line (`resetlab: VM 100 post-stop: `).
     pub fn new(host: &Host, prefix: String, stderr: bool) -> Logger {
         Logger {
-            kmsg: Some(host.dev.join("kmsg")),
+            kmsg: Some(host.kmsg()),
             stderr,
             start: Instant::now(),
             prefix,

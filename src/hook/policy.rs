@@ -21,9 +21,6 @@ use crate::error::{Error, Result};
 use crate::pci::{Bdf, Device, Host};
 use crate::pve::{PassedFunction, PciTarget};
 
-/// Where the policy lives unless `--policy FILE` says otherwise.
-pub const DEFAULT_POLICY_PATH: &str = "/etc/resetlab/hook.toml";
-
 /// A Proxmox hookscript phase (pve-guest-common `PVE/GuestHelpers.pm` `exec_hookscript`;
 /// qemu-server calls `pre-start`, `post-start`, `pre-stop`, `post-stop`).
 #[derive(

@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::pci::Bdf;
 
-/// Where state records live unless `--state-dir DIR` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/run/resetlab";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {

@@ -30,7 +30,7 @@ pub struct DeviceLock {
 /// `<run>/resetlab/lock`: `/run/resetlab/lock` on the machine, beneath the
 /// twin's root for a twin (the paths of the package's tmpfiles.d entry).
 pub fn lock_dir(host: &Host) -> PathBuf {
-    host.run.join("resetlab/lock")
+    host.lock_dir()
 }
 
 /// The most of a lock file's text that is read back (`pid N (argv)`).

@@ -48,17 +48,9 @@ pub struct SystemFiles {
 impl SystemFiles {
     /// The live host's `/boot` and `/proc`; beside the tree for a twin or snapshot.
     pub fn for_host(host: &Host) -> SystemFiles {
-        if host.is_live() {
-            SystemFiles {
-                boot: PathBuf::from("/boot"),
-                proc_root: host.proc_root.clone(),
-            }
-        } else {
-            let base = host.sysfs.parent().unwrap_or(Path::new(".")).to_path_buf();
-            SystemFiles {
-                boot: base.join("boot"),
-                proc_root: base.join("proc"),
-            }
+        SystemFiles {
+            boot: host.boot(),
+            proc_root: host.kernel_proc(),
         }
     }
 

@@ -14,82 +14,11 @@ use crate::pci::addr::Bdf;
 use crate::pci::config::{ConfigAccess, SysfsConfig};
 use crate::pci::resource::{self, Resource};
 
-/// The default sysfs root on a real machine.
-pub const SYSFS_DEFAULT: &str = "/sys";
+/// Where the tree is: the sysfs root of the [`Machine`](crate::machine::Machine).
+pub use crate::machine::Machine as Host;
 
-/// Where resetlab finds the machine: sysfs, `/dev` (VFIO group nodes), `/proc`
-/// (who holds them) and `/run` (locks, hook state). For a sysfs root other than
-/// `/sys` (the twin, an unpacked snapshot) `/dev` and `/run` are taken beside
-/// it (`<root>/../dev`), so a twin never touches the machine's own.
-#[derive(Debug, Clone)]
-pub struct Host {
-    pub sysfs: PathBuf,
-    pub dev: PathBuf,
-    pub proc_root: PathBuf,
-    pub run: PathBuf,
-    /// An unpacked snapshot: replayed read-only, every write refused.
-    pub read_only: bool,
-    live: bool,
-}
-
-/// The message every writing command gives on a snapshot.
-pub const SNAPSHOT_READ_ONLY: &str = "a snapshot is read-only: use `sim up`";
-
-/// True when `path` is on a mounted sysfs (statfs magic SYSFS_MAGIC,
-/// include/uapi/linux/magic.h), wherever it is mounted.
-pub fn is_sysfs_mount(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::SYSFS_MAGIC)
-        .unwrap_or(false)
-}
-
+/// The PCI part of a machine's sysfs.
 impl Host {
-    /// The machine when `sysfs` is (after resolving links) `/sys` or any
-    /// mounted sysfs; a twin otherwise, whose `/dev` and `/run` are beside it.
-    pub fn new(sysfs: impl Into<PathBuf>) -> Host {
-        let sysfs: PathBuf = sysfs.into();
-        let resolved = fs::canonicalize(&sysfs).unwrap_or_else(|_| sysfs.clone());
-        let live = sysfs == Path::new(SYSFS_DEFAULT)
-            || resolved == Path::new(SYSFS_DEFAULT)
-            || is_sysfs_mount(&resolved);
-        let base = if live {
-            PathBuf::from("/")
-        } else {
-            sysfs
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        };
-        Host {
-            dev: base.join("dev"),
-            run: base.join("run"),
-            proc_root: PathBuf::from("/proc"),
-            sysfs,
-            read_only: false,
-            live,
-        }
-    }
-
-    /// An unpacked snapshot's tree: a twin that refuses every write.
-    pub fn snapshot(sysfs: impl Into<PathBuf>) -> Host {
-        let mut h = Host::new(sysfs);
-        h.read_only = true;
-        h
-    }
-
-    /// True when this is the machine's own sysfs (however it was named).
-    pub fn is_live(&self) -> bool {
-        self.live
-    }
-
-    /// Refuses (exit 3) on a read-only host: the guard of every write path.
-    pub fn check_writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::refused(SNAPSHOT_READ_ONLY));
-        }
-        Ok(())
-    }
-
     pub fn devices_dir(&self) -> PathBuf {
         self.sysfs.join("bus/pci/devices")
     }
@@ -497,16 +426,6 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_keeps_twin_paths_beside_the_tree() {
-        let h = Host::new("/tmp/x/sys");
-        assert_eq!(h.dev, Path::new("/tmp/x/dev"));
-        assert_eq!(h.run, Path::new("/tmp/x/run"));
-        let live = Host::new(SYSFS_DEFAULT);
-        assert!(live.is_live());
-        assert_eq!(live.dev, Path::new("/dev"));
-    }
 
     #[test]
     fn hex_attrs_are_checked() {

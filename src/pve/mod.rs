@@ -35,9 +35,6 @@ pub use storage::*;
 pub use target::*;
 pub use vmconfig::*;
 
-/// Default Proxmox cluster filesystem mount point (`--pve-config DIR`).
-pub const DEFAULT_PVE_ROOT: &str = "/etc/pve";
-
 /// qemu-server `PVE/QemuServer/PCI.pm`: `$MAX_HOSTPCI_DEVICES = 16` (`hostpci0`..`hostpci15`).
 pub const MAX_HOSTPCI_DEVICES: u8 = 16;
 
@@ -84,12 +81,11 @@ pub fn passed_functions(
     })
 }
 
-/// The Proxmox node name of this machine: the host name up to the first dot
-/// (pve-common `PVE/INotify.pm` `nodename`: `(POSIX::uname())[1]` with the domain stripped).
-pub fn local_node_name() -> Result<String> {
-    let p = Path::new("/proc/sys/kernel/hostname");
-    let raw = crate::pci::bounded_read::read_text(p, crate::pci::bounded_read::TEXT_FILE_MAX)?;
-    node_name_from_hostname(&raw)
+/// The Proxmox node name of `machine`: the host name up to the first dot
+/// (pve-common `PVE/INotify.pm` `nodename`: `(POSIX::uname())[1]` with the domain stripped);
+/// a twin's is the one beside its tree.
+pub fn node_name(machine: &crate::machine::Machine) -> Result<String> {
+    node_name_from_hostname(&machine.hostname()?)
 }
 
 /// `host.example.org\n` → `host`.

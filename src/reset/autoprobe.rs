@@ -126,7 +126,7 @@ fn owner_alive(text: &str) -> Option<u32> {
     if pid == std::process::id() {
         return None;
     }
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmd = std::fs::read(crate::machine::process_dir(pid).join("cmdline")).ok()?;
     let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
     String::from_utf8_lossy(argv0)
         .contains("resetlab")

@@ -26,8 +26,8 @@ pub fn check_twin_root(dir: &Path) -> Result<PathBuf> {
     let sys = resolved.join("sys");
     let sys_resolved = std::fs::canonicalize(&sys).unwrap_or(sys);
     if resolved == Path::new("/")
-        || sys_resolved == Path::new(crate::pci::sysfs::SYSFS_DEFAULT)
-        || crate::pci::sysfs::is_sysfs_mount(&sys_resolved)
+        || sys_resolved == Path::new(crate::machine::SYSFS)
+        || crate::machine::is_sysfs_mount(&sys_resolved)
     {
         return Err(Error::refused(format!(
             "{} is the live machine ({} is a mounted sysfs), not a twin: name an empty or twin directory",

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::bounded::{self, WriteOutcome};
 use super::log::{LogLine, Logger};
 use super::policy::{self, Action, DeviceInfo, DeviceKind, Phase, PhasePolicy, Policy, VmPolicy};
-use super::state::{DeviceState, StateLookup, StateRecord, StateStore, DEFAULT_STATE_DIR};
+use super::state::{DeviceState, StateLookup, StateRecord, StateStore};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Error, Result};
 use crate::pci::sysfs::link_name;
@@ -42,9 +42,6 @@ const WAITS_PER_METHOD: u32 = 5;
 
 /// Kept back from a phase's budget for writing the last records and log lines.
 const FINISH_RESERVE: Duration = Duration::from_millis(200);
-
-/// qemu-server's run directory for monitor sockets (`PVE::QemuServer::Helpers::var_run_tmpdir`).
-pub const QMP_DIR: &str = "/var/run/qemu-server";
 
 /// Beside every reset SMU mode 2 did: that it clears the reset bug is the project's hypothesis.
 const MODE2_UNCONFIRMED: &str =
@@ -75,15 +72,16 @@ pub struct HookOptions {
 }
 
 impl HookOptions {
-    pub fn new(pve_root: impl Into<PathBuf>, policy: impl Into<PathBuf>) -> HookOptions {
+    /// Every path as `machine` has it: its `/etc/pve`, policy, state and sockets.
+    pub fn on(machine: &Host) -> HookOptions {
         HookOptions {
-            pve_root: pve_root.into(),
-            policy: policy.into(),
+            pve_root: machine.pve_etc(),
+            policy: machine.policy_path(),
             state_dir: None,
             node: None,
             migrated_from: None,
             stderr: false,
-            qmp_dir: PathBuf::from(QMP_DIR),
+            qmp_dir: machine.qmp_dir(),
         }
     }
 
@@ -94,11 +92,7 @@ impl HookOptions {
 
     /// The state directory for `host`: never the machine's `/run` for a twin or snapshot.
     pub fn state_dir_for(&self, host: &Host) -> PathBuf {
-        match &self.state_dir {
-            Some(d) => d.clone(),
-            None if host.is_live() => PathBuf::from(DEFAULT_STATE_DIR),
-            None => host.run.join("resetlab"),
-        }
+        self.state_dir.clone().unwrap_or_else(|| host.state_dir())
     }
 }
 
@@ -133,7 +127,7 @@ impl VmSetup {
             functions,
         } = pve::passed_functions(&opts.pve_root, vmid, &present, || match &opts.node {
             Some(n) => Ok(n.clone()),
-            None => pve::local_node_name(),
+            None => pve::node_name(host),
         })?;
         let vm_policy = policy.for_vm(vmid);
         let mut setup = VmSetup {

@@ -38,12 +38,14 @@ pub use server::FakeQemu;
 
 /// `<root>/var/run/qemu-server/<vmid>.qmp`: where qemu-server puts a VM's QMP socket.
 pub fn socket_path(root: &Path, vmid: u32) -> PathBuf {
-    root.join("var/run/qemu-server").join(format!("{vmid}.qmp"))
+    crate::machine::Machine::new(root.join("sys")).qmp_socket(vmid)
 }
 
 /// `<root>/var/run/qemu-server/<vmid>.pid`: the pid of the VM's (fake) QEMU.
 pub fn pid_path(root: &Path, vmid: u32) -> PathBuf {
-    root.join("var/run/qemu-server").join(format!("{vmid}.pid"))
+    crate::machine::Machine::new(root.join("sys"))
+        .qmp_dir()
+        .join(format!("{vmid}.pid"))
 }
 
 /// `<root>/model/vm/<vmid>.json`: what the fake QEMU and its guest are doing ([`VmState`]).

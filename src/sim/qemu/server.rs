@@ -36,7 +36,10 @@ impl FakeQemu {
     /// function must be on the bus and bound to vfio-pci (else QEMU's own complaint), and its
     /// group node is opened and held.
     pub fn start(root: &Path, vmid: u32, mut opts: VmOptions) -> Result<FakeQemu> {
-        let cfg = VmConfig::load(&root.join("etc/pve"), vmid)?;
+        let cfg = VmConfig::load(
+            &crate::machine::Machine::new(root.join("sys")).pve_etc(),
+            vmid,
+        )?;
         if cfg.entries.get("lock").map(String::as_str) == Some("backup") {
             opts.paused = true;
         }

@@ -238,6 +238,9 @@ fn host_files(root: &Path, sysfs: &Path) -> Result<()> {
     let files: &[(&str, &str)] = &[
         ("proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.8.12-11-pve root=/dev/mapper/pve-root ro quiet iommu=pt\n"),
         ("proc/sys/kernel/osrelease", "6.8.12-11-pve\n"),
+        // The UM880 Pro's host name in the field report's prompts (`root@d12pve`): the
+        // Proxmox node name its mappings would use.
+        ("proc/sys/kernel/hostname", "d12pve\n"),
         // A fixed boot id: the twin's boot (resetlab caches a device's bases per boot).
         ("proc/sys/kernel/random/boot_id", "7e1a5e00-0000-4000-8000-000000000001\n"),
         // DMI as the kernel shows it; the twin's values, not a real BIOS's.
