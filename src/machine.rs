@@ -81,6 +81,17 @@ pub fn process_dir(pid: impl std::fmt::Display) -> PathBuf {
     Path::new(PROC).join(pid.to_string())
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (nobody may reap one in a
+/// container without an init, so a zombie counts as gone).
+pub fn process_running(pid: impl std::fmt::Display) -> bool {
+    fs::read_to_string(process_dir(pid).join("stat")).is_ok_and(|st| {
+        // `pid (comm) S …`: the state follows the last `)` (comm may hold one).
+        st.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
 /// `/proc/self/exe`: this program, to start a copy of it.
 pub fn self_exe() -> PathBuf {
     Path::new(PROC).join("self/exe")

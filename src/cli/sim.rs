@@ -3,7 +3,7 @@
 //! thread for one command.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,19 +59,24 @@ fn profile(p: &Option<PathBuf>) -> Result<Profile> {
     }
 }
 
+/// Starts a copy of resetlab as a server of the twin (the model, a fake QEMU): its own
+/// process group, so a Ctrl-C in the terminal that started it does not reach it, with its
+/// stderr in `log`.
+pub(super) fn spawn_server(mut cmd: Command, log: std::fs::File) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+}
+
 /// Whether `pid` is the device model serving the twin at `root` (already
 /// resolved): its command line is `… sim serve DIR …` with DIR, resolved from
 /// the process's own working directory, the same root.
 fn is_model_of(pid: i32, root: &Path) -> std::result::Result<(), String> {
     let proc_dir = crate::machine::process_dir(pid);
-    // A zombie (nobody reaps it in a container without an init) is gone too.
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-    if stat.is_empty()
-        || stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    {
+    if !crate::machine::process_running(pid) {
         return Err(format!("no process {pid}"));
     }
     let cmdline = crate::pci::bounded_read::read_limited(&proc_dir.join("cmdline"), 64 * 1024)
@@ -179,15 +184,8 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
                 .map_err(|e| Error::io("create directory", dir, e))?;
             let log = std::fs::File::create(model::model_dir(dir).join("model.log"))
                 .map_err(|e| Error::io("create", dir, e))?;
-            use std::os::unix::process::CommandExt;
             let _ = std::fs::remove_file(model::ready_flag(dir));
-            let mut child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .process_group(0)
-                .spawn()
-                .map_err(|e| Error::io("start model", dir, e))?;
+            let mut child = spawn_server(cmd, log).map_err(|e| Error::io("start model", dir, e))?;
             std::fs::write(pidfile(dir), format!("{}\n", child.id()))
                 .map_err(|e| Error::io("write", pidfile(dir), e))?;
             // Wait (bounded) until the model has its watches in place, or has died.
@@ -251,23 +249,12 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
             }
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            // Stopped once signal 0 finds no process, or only its zombie
-            // (nobody may reap it in a container without an init).
+            // Stopped once no process is left, or only its zombie.
             crate::reset::wait::poll(
                 "the twin's model to stop",
                 Duration::from_secs(10),
                 Duration::from_millis(20),
-                || {
-                    let zombie =
-                        std::fs::read_to_string(crate::machine::process_dir(pid).join("stat"))
-                            .map(|st| {
-                                st.rsplit(')')
-                                    .next()
-                                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-                            })
-                            .unwrap_or(true);
-                    Ok((nix::sys::signal::kill(pid, None).is_err() || zombie).then_some(()))
-                },
+                || Ok((!crate::machine::process_running(pid)).then_some(())),
             )?;
             let _ = std::fs::remove_file(&p);
             // Also when it died without cleaning up: config writers wait for

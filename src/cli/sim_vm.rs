@@ -2,7 +2,7 @@
 //! one VM, as a background process (see `src/sim/qemu.rs` and docs/testing.md).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -82,15 +82,7 @@ fn read_pid(dir: &Path, vmid: u32) -> Result<Pid> {
 }
 
 fn alive(pid: Pid) -> bool {
-    // A zombie (nobody reaps it in a container without init) counts as gone.
-    let zombie = std::fs::read_to_string(crate::machine::process_dir(pid).join("stat"))
-        .map(|st| {
-            st.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true);
-    kill(pid, None).is_ok() && !zombie
+    crate::machine::process_running(pid)
 }
 
 fn wait_gone(pid: Pid, what: &str) -> Result<()> {
@@ -179,13 +171,7 @@ pub fn run(args: &VmArgs, json: bool) -> Result<i32> {
             if *devcon {
                 cmd.arg("--devcon");
             }
-            use std::os::unix::process::CommandExt;
-            let mut child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .process_group(0)
-                .spawn()
+            let mut child = super::sim::spawn_server(cmd, log)
                 .map_err(|e| Error::io("start fake QEMU", dir, e))?;
             let sock = qemu::socket_path(dir, vmid);
             let state = qemu::state_path(dir, vmid);
