@@ -125,15 +125,10 @@ pub fn require_root(dry_run: bool, writes: &str) -> Result<()> {
     Ok(())
 }
 
-/// The device's config space opened for journalled writes: read-write for
-/// real, read-only in a dry run (the journal records and makes no write, and
-/// the file could not take one). The one place that decides it.
+/// The device's config space opened for writes through `journal`: read-only
+/// when the journal only records ([`Device::config_for_writes`]).
 pub fn config_for_writes(dev: &Device, journal: &Journal) -> Result<SysfsConfig> {
-    if journal.dry_run {
-        dev.open_config()
-    } else {
-        SysfsConfig::open_rw(&dev.config_path())
-    }
+    dev.config_for_writes(journal.dry_run)
 }
 
 /// Memory decoding (COMMAND.MEMORY) on for as long as the guard lives, so BAR
