@@ -170,8 +170,7 @@ pub fn execute(
         dry_run: dry,
         force: args.force,
         lock_timeout: args.lock_timeout,
-        wake_timeout: SessionOptions::new("").wake_timeout,
-        writes: SMU_WRITES.into(),
+        ..SessionOptions::new(SMU_WRITES)
     };
     let mut session = Session::open(host, topo, &dev.bdf, &[], &sopts, journal)?;
     let dev = session.reload()?.clone();

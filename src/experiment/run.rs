@@ -504,7 +504,8 @@ pub fn run(
         force: opts.force,
         lock_timeout: opts.lock_timeout,
         wake_timeout: Duration::from_secs(10),
-        writes: "running an experiment writes the device's registers".into(),
+        writes: "run --commit writes the device's registers".into(),
+        dry_run_hint: "leave out --commit for the dry run",
     };
     let mut session = Session::open(host, &mut topo, &dev.bdf, &[], &sopts, journal)?;
     session.keep_memory_decoding()?;

@@ -117,10 +117,15 @@ pub fn guards(
 /// Refuses without root unless it is a dry run; `writes` says what the
 /// operation writes ("resetting a device writes to sysfs and config space").
 pub fn require_root(dry_run: bool, writes: &str) -> Result<()> {
+    require_root_or(dry_run, writes, DRY_RUN_HINT)
+}
+
+/// How a command that refuses without root names its dry run, by default.
+pub const DRY_RUN_HINT: &str = "use --dry-run";
+
+fn require_root_or(dry_run: bool, writes: &str, hint: &str) -> Result<()> {
     if !dry_run && !nix::unistd::geteuid().is_root() {
-        return Err(Error::refused(format!(
-            "{writes}: run as root (or use --dry-run)"
-        )));
+        return Err(Error::refused(format!("{writes}: run as root (or {hint})")));
     }
     Ok(())
 }
@@ -210,6 +215,8 @@ pub struct SessionOptions {
     /// What the operation writes, for the refusal without root
     /// ("resetting a device writes to sysfs and config space").
     pub writes: String,
+    /// How the command makes its dry run, for the same refusal ([`DRY_RUN_HINT`]).
+    pub dry_run_hint: &'static str,
 }
 
 impl SessionOptions {
@@ -220,6 +227,7 @@ impl SessionOptions {
             lock_timeout: Duration::from_secs(30),
             wake_timeout: Duration::from_secs(30),
             writes: writes.into(),
+            dry_run_hint: DRY_RUN_HINT,
         }
     }
 }
@@ -256,7 +264,7 @@ impl<'a> Session<'a> {
         opts: &SessionOptions,
         journal: &'a mut Journal,
     ) -> Result<Session<'a>> {
-        require_root(opts.dry_run, &opts.writes)?;
+        require_root_or(opts.dry_run, &opts.writes, opts.dry_run_hint)?;
         let dev = topo.require(bdf)?.clone();
         let mut locked: Vec<Bdf> = std::iter::once(dev.bdf)
             .chain(affects.iter().copied())

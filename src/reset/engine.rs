@@ -106,11 +106,6 @@ pub fn default_chain(regs: &RegsDb, dev: &Device) -> Vec<MethodSpec> {
         .collect()
 }
 
-/// Refuses unless it is safe to touch the device (or `--force`).
-pub fn guards(host: &Host, topo: &Topology, dev: &Device, opts: &ResetOptions) -> Result<()> {
-    guards_for(host, topo, dev, &[], opts)
-}
-
 /// What a reset writes, for the refusal without root.
 pub const RESET_WRITES: &str = "resetting a device writes to sysfs and config space";
 
@@ -142,7 +137,7 @@ pub fn session_options(opts: &ResetOptions) -> SessionOptions {
         force: opts.force,
         lock_timeout: opts.lock_timeout,
         wake_timeout: opts.wait_timeout,
-        writes: RESET_WRITES.to_string(),
+        ..SessionOptions::new(RESET_WRITES)
     }
 }
 
@@ -251,9 +246,8 @@ pub fn run_chain_in_session(
     let start = Instant::now();
     let host = session.host();
     let bdf = session.device().bdf;
-    if topo.get(&bdf).is_none() {
-        topo.reload(host, &bdf)?;
-    }
+    // As it is now: an earlier step of the session may have re-created it.
+    topo.reload(host, &bdf)?;
     session.guards_over(topo, &[])?;
     let mut runs = Vec::new();
     let mut success = None;
