@@ -14,7 +14,7 @@ use crate::amd::regs::{RegsDb, ResolvedMailbox};
 use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
 use crate::error::{Error, Result};
 use crate::pci::journal::{Journal, Record};
-use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::mmio::{self, BarMap};
 use crate::pci::session::{self, Session, SessionOptions};
 use crate::pci::{Bdf, Device, Host, Topology};
 
@@ -226,12 +226,14 @@ pub fn execute(
             dev.bdf
         ));
     }
+    // The session maps the BAR as the journal allows (read-only in a dry run).
+    let map = session.map_bar(bar);
     let mut mem = session.memory_decoding()?;
     let r = act(
         host,
         asic,
         mp1.as_deref(),
-        bar,
+        (bar, map),
         &dev,
         args,
         message,
@@ -260,7 +262,7 @@ fn act(
     host: &Host,
     asic: &crate::amd::regs::Asic,
     mp1: Option<&str>,
-    bar: u8,
+    (bar, map): (u8, Result<BarMap>),
     dev: &Device,
     args: &SmuRequest,
     message: Option<(String, u32)>,
@@ -269,12 +271,7 @@ fn act(
     report: &mut SmuReport,
 ) -> Result<()> {
     let bdf = dev.bdf;
-    let access = if journal.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let map = match BarMap::open(dev, bar, access, &SystemFiles::for_host(host)) {
+    let map = match map {
         Ok(m) => m,
         Err(e) if journal.dry_run => {
             // A dry run still shows the writes it would make.
