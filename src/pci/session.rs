@@ -67,7 +67,7 @@ pub fn guards(
     }
     if let Some(what) = platform_function(dev) {
         return Err(Error::refused(format!(
-            "{} is {what} (class {:#06x}), part of the platform: resetting it can take the              machine down; use --force if you mean it",
+            "{} is {what} (class {:#06x}), part of the platform: resetting it can take the machine down; use --force if you mean it",
             dev.bdf,
             dev.class16()
         )));
@@ -537,6 +537,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("a host bridge"), "{e}");
+        assert!(e.to_string().contains("can take the machine down;"), "{e}");
         assert_eq!(e.exit_code(), crate::error::exit::REFUSED);
     }
 
