@@ -115,7 +115,7 @@ pub fn require_root(opts: &ResetOptions) -> Result<()> {
     crate::pci::session::require_root(opts.dry_run, RESET_WRITES)
 }
 
-/// [`guards`] for a device and every other function a method would hit (its
+/// The guards for a device and every other function a method would hit (its
 /// blast radius): root, then the device session's guards
 /// ([`crate::pci::session::guards`]: platform function, VFIO holders, host
 /// driver), read afresh on every call.
