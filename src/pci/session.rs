@@ -313,14 +313,6 @@ impl<'a> Session<'a> {
         self.journal
     }
 
-    pub fn dry_run(&self) -> bool {
-        self.journal.dry_run
-    }
-
-    pub fn force(&self) -> bool {
-        self.force
-    }
-
     /// The device as read when the session opened (with the locks held).
     pub fn device(&self) -> &Device {
         &self.dev
