@@ -32,7 +32,8 @@ use crate::amd::regio::{Barrier, RegIo, RegPath};
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::mmio::{Access, BarMap, SystemFiles};
+use crate::pci::session::MemoryDecoding;
 use crate::pci::{Device, Host, Topology};
 
 /// What to put in the report.
@@ -499,8 +500,9 @@ fn gpu(
     let _lock = crate::reset::lock::lock(host, &dev.bdf, opts.lock_timeout)?;
     let prev = crate::reset::engine::wake(dev, journal, Duration::from_secs(5))?;
     let woken = Device::load(host, dev.bdf)?;
-    let saved = mmio::enable_memory(&woken, journal)?;
+    let mut mem = MemoryDecoding::on(&woken, journal)?;
     let r = (|| -> Result<()> {
+        let journal = mem.journal();
         let map = BarMap::open(&woken, bar, Access::ReadWrite, &SystemFiles::for_host(host))?;
         let io = RegIo::for_asic(&resolved_asic, map, dev.bdf)?
             .with_barrier(Barrier::for_sysfs(&host.sysfs));
@@ -525,10 +527,7 @@ fn gpu(
         }
         Ok(())
     })();
-    let r2 = match saved {
-        Some(s) => mmio::restore_command(&woken, journal, s),
-        None => Ok(()),
-    };
+    let r2 = mem.close();
     let r3 = crate::reset::engine::unwake(host, journal, &dev.bdf, prev);
     r?;
     r2?;

@@ -217,3 +217,66 @@ fn the_trace_holds_every_write_made_before_a_kill() {
     }
     assert!(made > 0 && made < 400, "killed mid-run: {made} writes made");
 }
+
+#[test]
+fn a_reset_step_runs_inside_the_runs_session() {
+    // The run holds the device's lock, keeps it awake and decoding; its `reset`
+    // step runs the chain in that session (it must not wait for its own lock),
+    // and the session puts power control and COMMAND back at the end.
+    let t = Twin::running(Profile::default()).unwrap();
+    let s = sysfs_arg(&t.sysfs);
+    let dev = t.sysfs.join("bus/pci/devices/0000:c5:00.0");
+    fs::write(dev.join("power/control"), "auto\n").unwrap();
+    let cfg = fs::read(dev.join("config")).unwrap();
+    let command = u16::from_le_bytes([cfg[4], cfg[5]]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.rlx");
+    fs::write(
+        &file,
+        "snapshot before GRBM_STATUS\nreset smu_mode2\nsnapshot after GRBM_STATUS\n",
+    )
+    .unwrap();
+    let trace = dir.path().join("t.jsonl");
+    let rep = json(&[
+        "--sysfs",
+        &s,
+        "run",
+        file.to_str().unwrap(),
+        "--dev",
+        "c5:00.0",
+        "--commit",
+        "--lock-timeout",
+        "100",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(rep["completed"], true, "{rep}");
+    let text = fs::read_to_string(&trace).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&str> = lines.iter().filter_map(|l| l["method"].as_str()).collect();
+    assert!(methods.contains(&"smu_mode2"), "{methods:?}");
+    // power/control: on and back for reading the discovery table before the run,
+    // then on once for the run (the chain inside found it on), auto at its end.
+    let control: Vec<&str> = lines
+        .iter()
+        .filter(|l| {
+            l["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("0000:c5:00.0/power/control"))
+        })
+        .filter_map(|l| l["value"].as_str())
+        .collect();
+    assert_eq!(control, ["on", "auto", "on", "auto"], "{text}");
+    assert_eq!(
+        fs::read_to_string(dev.join("power/control"))
+            .unwrap()
+            .trim(),
+        "auto"
+    );
+    let cfg = fs::read(dev.join("config")).unwrap();
+    assert_eq!(u16::from_le_bytes([cfg[4], cfg[5]]), command);
+}

@@ -30,7 +30,8 @@ use crate::amd::regio::{Barrier, RegIo};
 use crate::amd::regs::Asic;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::mmio::{Access, BarMap, SystemFiles};
+use crate::pci::session::MemoryDecoding;
 use crate::pci::{Device, Host};
 
 /// Where a set of bases came from.
@@ -427,17 +428,15 @@ fn read_now(
             dev.bdf
         )));
     }
-    let saved = mmio::enable_memory(dev, journal)?;
+    let mut mem = MemoryDecoding::on(dev, journal)?;
+    let turned_on = mem.turned_on();
     let r = (|| {
         let map = BarMap::open(dev, bar, Access::ReadWrite, &SystemFiles::for_host(host))?;
         let mut io =
             RegIo::for_asic(asic, map, dev.bdf)?.with_barrier(Barrier::for_sysfs(&host.sysfs));
-        read_vram_table(&mut io, asic, journal)
+        read_vram_table(&mut io, asic, mem.journal())
     })();
-    let restored = match saved {
-        Some(s) => mmio::restore_command(dev, journal, s),
-        None => Ok(()),
-    };
+    let restored = mem.close();
     let raw = r?;
     restored?;
     let d = discovery::parse(&raw, Mode::Strict)?;
@@ -449,7 +448,7 @@ fn read_now(
             None
         }
     };
-    if saved.is_some() {
+    if turned_on {
         notes.push("memory decoding was off: turned on for the read, COMMAND restored".into());
     }
     Ok(DeviceBases {

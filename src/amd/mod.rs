@@ -6,4 +6,5 @@ pub mod family;
 pub mod regio;
 pub mod regs;
 pub mod smu;
+pub mod smu_action;
 pub mod vbios;

@@ -356,7 +356,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host, ctx.json),
-        Cmd::Vbios(a) => vbios::run(a, &ctx.host.sysfs, ctx.json),
+        Cmd::Vbios(a) => vbios::run(a, &ctx.host, ctx.json),
         Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),

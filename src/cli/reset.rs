@@ -62,7 +62,6 @@ impl ResetArgs {
             lock_timeout: Duration::from_millis(self.lock_timeout),
             asic: self.asic.clone(),
             bar: self.bar,
-            caller_holds_lock: false,
         }
     }
 }

@@ -14,31 +14,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{print_json, Ctx, DevArgs};
-use crate::amd::bases::{self, BaseSource};
-use crate::amd::regio::{Barrier, RegIo, RegPath};
-use crate::amd::regs::{RegsDb, ResolvedMailbox};
-use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
+use crate::amd::regio::RegPath;
+use crate::amd::smu_action::{self, SmuRequest};
+pub use crate::amd::smu_action::{Action, SmuReport};
 use crate::error::{exit, Error, Result};
-use crate::journal::Record;
-use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
-use crate::pci::{Device, Host, Topology};
-use crate::reset::{Journal, ResetOptions};
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// MP1 firmware flags, then TestMessage: is the SMU alive?
-    Test,
-    /// GetPmfwVersion (and GetDriverIfVersion).
-    Version,
-    /// GetEnabledSmuFeatures, low and high halves.
-    Features,
-    /// Send MSG (a regs/ name or a number) with ARG (default 0).
-    Send,
-}
+use crate::pci::Topology;
+use crate::reset::Journal;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SmuArgs {
@@ -102,8 +84,7 @@ impl SmuArgs {
     /// Reads `[DEV] ACTION [MSG [ARG]]`: the first word is the device unless
     /// it names an action (no BDF spells an action).
     pub fn split_words(&mut self) -> Result<()> {
-        use clap::ValueEnum;
-        let action = |w: &str| Action::from_str(w, true).ok();
+        let action = Action::parse;
         let mut w = self.words.iter();
         let first = w.next().cloned().unwrap_or_default();
         let act = match action(&first) {
@@ -145,326 +126,22 @@ impl SmuArgs {
             _ => self.dry_run,
         }
     }
-}
 
-/// What `resetlab smu` did.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct SmuReport {
-    pub device: String,
-    pub asic: String,
-    pub bar: u8,
-    pub mailbox: ResolvedMailbox,
-    /// Where the mailbox's bases came from (device table, sysfs ip_discovery, regs/ static).
-    pub bases: String,
-    pub bases_source: BaseSource,
-    /// How the mailbox is reached: in the BAR, or through PCIE_INDEX2/PCIE_DATA2.
-    pub path: RegPath,
-    /// What --force overrode (empty without it, or when nothing needed it).
-    pub forced: Vec<String>,
-    pub action: Action,
-    pub dry_run: bool,
-    pub warnings: Vec<String>,
-    /// MP1 firmware flags' INTERRUPTS_ENABLED (`test`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub firmware_running: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub firmware_flags: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pmfw_version: Option<PmfwVersion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver_if_version: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub features: Option<u64>,
-    pub replies: Vec<Reply>,
-    /// The journal's notes (waits skipped, what a dry run would not do).
-    pub notes: Vec<String>,
-    /// Every write, in order (with `dry_run` set when it was not made).
-    pub writes: Vec<Record>,
-}
-
-/// Runs one `smu` action against the device, with guards, lock and journal.
-pub fn execute(
-    host: &Host,
-    regs: &RegsDb,
-    args: &SmuArgs,
-    journal: &mut Journal,
-) -> Result<SmuReport> {
-    let topo = Topology::scan(host)?;
-    let dev = DevArgs {
-        dev: args.dev.clone(),
-        slot: args.slot.clone(),
-        id: args.id.clone(),
-    }
-    .resolve(&topo)?
-    .clone();
-    let (asic, bar) =
-        smu::target(regs, &dev, args.asic.as_deref(), args.bar)?.ok_or_else(|| {
-            Error::not_found(
-                "register database entry for",
-                format!(
-                    "{:04x}:{:04x} ({}); --asic NAME names the ASIC",
-                    dev.vendor, dev.device, dev.bdf
-                ),
-            )
-        })?;
-    // An unknown --mp1 is an error before anything is touched.
-    asic.mailbox(args.mp1.as_deref())?;
-    let (message, arg) = match args.action {
-        Action::Send => {
-            let m = args
-                .message
-                .as_deref()
-                .ok_or_else(|| Error::parse("smu send", "", "name the message: send MSG [ARG]"))?;
-            let arg = match &args.arg {
-                Some(t) => crate::amd::regs::parse_u32(t).ok_or_else(|| {
-                    Error::parse("message argument", t.as_str(), "not a 32-bit number")
-                })?,
-                None => 0,
-            };
-            (Some(smu::parse_message(asic, m)?), arg)
-        }
-        _ => {
-            if args.message.is_some() {
-                return Err(Error::parse(
-                    "smu arguments",
-                    args.message.as_deref().unwrap_or(""),
-                    "only `send` takes a message",
-                ));
-            }
-            (None, 0)
-        }
-    };
-    let dry = journal.dry_run;
-    let mut forced = vec![];
-    if args.force {
-        let strict = ResetOptions {
-            force: false,
-            dry_run: true,
-            ..ResetOptions::default()
-        };
-        if let Err(e) = crate::reset::engine::guards(host, &topo, &dev, &strict) {
-            forced.push(format!("overridden by --force: {}", e.one_line()));
+    /// The request the library runs.
+    pub fn request(&self) -> SmuRequest {
+        SmuRequest {
+            action: self.action,
+            message: self.message.clone(),
+            arg: self.arg.clone(),
+            force: self.force,
+            asic: self.asic.clone(),
+            bar: self.bar,
+            mp1: self.mp1.clone(),
+            timeout: Duration::from_millis(self.timeout),
+            ignore_pending: self.ignore_pending,
+            lock_timeout: Duration::from_millis(self.lock_timeout),
         }
     }
-    let opts = ResetOptions {
-        force: args.force,
-        dry_run: dry,
-        asic: args.asic.clone(),
-        bar: args.bar,
-        ..ResetOptions::default()
-    };
-    // Root first, with the SMU's own reason (guards' would speak of resetting).
-    if !dry && !nix::unistd::geteuid().is_root() {
-        return Err(Error::refused(
-            "talking to the SMU writes its mailbox registers: run as root (or use --dry-run)",
-        ));
-    }
-    crate::reset::engine::guards(host, &topo, &dev, &opts)?;
-    smu::refuse_if_amdgpu(&dev)?;
-    let _lock = if dry {
-        None
-    } else {
-        Some(crate::reset::lock::lock(
-            host,
-            &dev.bdf,
-            Duration::from_millis(args.lock_timeout),
-        )?)
-    };
-    if !dry {
-        // Again with the lock held: a VM may have opened the group meanwhile.
-        let now = Device::load(host, dev.bdf)?;
-        crate::reset::engine::guards(host, &topo, &now, &opts)?;
-    }
-    journal.method = format!("smu {:?}", args.action).to_lowercase();
-    let restore_control = crate::reset::engine::wake(&dev, journal, opts.wait_timeout)?;
-    let dev = Device::load(host, dev.bdf)?;
-    // The device's own table decides where the mailbox is (read now or this
-    // boot's cache); regs/ only when it cannot be had.
-    let found = bases::resolve(host, &dev, asic, bar, journal, !dry);
-    let resolved = found.apply(asic)?;
-    let asic = &resolved;
-    let mp1 = args.mp1.clone().or_else(|| {
-        found
-            .discovery
-            .as_ref()
-            .and_then(|d| d.mp1_version())
-            .filter(|v| asic.mailbox(Some(v)).is_ok())
-    });
-    let mailbox = asic.mailbox(mp1.as_deref())?;
-    let saved = mmio::enable_memory(&dev, journal)?;
-    let mut report = SmuReport {
-        device: dev.bdf.to_string(),
-        asic: asic.asic_name().to_string(),
-        bar,
-        mailbox: mailbox.clone(),
-        bases: found.label(),
-        bases_source: found.source,
-        path: if mailbox.resp + 4 <= mmio::check_bar(&dev, bar).unwrap_or(0) {
-            RegPath::Direct
-        } else {
-            RegPath::Indirect
-        },
-        forced,
-        action: args.action,
-        dry_run: dry,
-        warnings: if dry {
-            mmio::access_warnings(&dev)
-        } else {
-            vec![]
-        },
-        firmware_running: None,
-        firmware_flags: None,
-        pmfw_version: None,
-        driver_if_version: None,
-        features: None,
-        replies: vec![],
-        notes: vec![],
-        writes: vec![],
-    };
-    for n in &found.notes {
-        report.warnings.push(format!("bases: {n}"));
-    }
-    if !mailbox.base_confirmed {
-        report.warnings.push(format!(
-            "the {} MP1 segment base is regs/ static and UNCONFIRMED; `resetlab regs bases {}` reads the device's own table",
-            asic.asic_name(),
-            dev.bdf
-        ));
-    }
-    let r = act(
-        host,
-        asic,
-        mp1.as_deref(),
-        bar,
-        &dev,
-        args,
-        message,
-        arg,
-        journal,
-        &mut report,
-    );
-    // Put back what was changed for the exchange, also after a failure.
-    let r2 = match saved {
-        Some(s) => mmio::restore_command(&dev, journal, s),
-        None => Ok(()),
-    };
-    let r3 = match restore_control {
-        Some(prev) => journal.sysfs_write(Some(&dev.bdf), &dev.dir.join("power/control"), &prev),
-        None => Ok(()),
-    };
-    r?;
-    r2?;
-    r3?;
-    report.writes = journal.writes().cloned().collect();
-    report.notes = journal
-        .records
-        .iter()
-        .filter_map(|r| r.note.clone())
-        .collect();
-    Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn act(
-    host: &Host,
-    asic: &crate::amd::regs::Asic,
-    mp1: Option<&str>,
-    bar: u8,
-    dev: &Device,
-    args: &SmuArgs,
-    message: Option<(String, u32)>,
-    arg: u32,
-    journal: &mut Journal,
-    report: &mut SmuReport,
-) -> Result<()> {
-    let bdf = dev.bdf;
-    let access = if journal.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let map = match BarMap::open(dev, bar, access, &SystemFiles::for_host(host)) {
-        Ok(m) => m,
-        Err(e) if journal.dry_run => {
-            // A dry run still shows the writes it would make.
-            report
-                .warnings
-                .push(format!("BAR not mapped: {}", e.one_line()));
-            let region = format!("resource{bar}");
-            let plan: Vec<(String, u32, u32)> = match (&args.action, message) {
-                (Action::Send, Some((n, id))) => vec![(n, id, arg)],
-                (Action::Test, _) => {
-                    vec![("TestMessage".into(), asic.message("TestMessage")?.id, 0)]
-                }
-                (Action::Version, _) => vec![(
-                    asic.version_message()?.name.clone(),
-                    asic.version_message()?.id,
-                    0,
-                )],
-                (Action::Features, _) => {
-                    let id = asic.message("GetEnabledSmuFeatures")?.id;
-                    vec![
-                        ("GetEnabledSmuFeatures".into(), id, 0),
-                        ("GetEnabledSmuFeatures".into(), id, 1),
-                    ]
-                }
-                (Action::Send, None) => vec![],
-            };
-            for (_, id, a) in plan {
-                smu::record_send(journal, &bdf, &region, &report.mailbox, id, a)?;
-            }
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let io = RegIo::for_asic(asic, map, bdf)?.with_barrier(Barrier::for_sysfs(&host.sysfs));
-    let mut client = Smu::with_io(asic, mp1, io)?;
-    client.ignore_hung = args.force;
-    if args.force {
-        if let Some(code) = smu::hung_code(client.device()) {
-            report.forced.push(format!(
-                "overridden by --force: the SMU answered {code:#x} earlier in this run (hung)"
-            ));
-        }
-    }
-    let bound = Duration::from_millis(args.timeout);
-    client.timeouts = smu::SmuTimeouts {
-        prewait: bound,
-        answer: bound,
-    };
-    client.skip_prewait = args.ignore_pending;
-    match args.action {
-        Action::Test => {
-            if asic.file.indirect.is_some() && asic.smn("MP1_FIRMWARE_FLAGS").is_ok() {
-                if let Some((running, raw)) = client.firmware_running(journal)? {
-                    report.firmware_running = Some(running);
-                    report.firmware_flags = Some(raw);
-                }
-            }
-            report.replies.push(client.test(journal)?);
-        }
-        Action::Version => {
-            let (r, v) = client.version(journal)?;
-            report.replies.push(r);
-            report.pmfw_version = v;
-            let r = client.send(journal, "GetDriverIfVersion", 0)?;
-            report.driver_if_version = r.value;
-            report.replies.push(r);
-        }
-        Action::Features => {
-            let (rs, mask) = client.features(journal)?;
-            report.replies.extend(rs);
-            report.features = mask;
-        }
-        Action::Send => {
-            let (name, id) =
-                message.ok_or_else(|| Error::parse("smu send", "", "name the message"))?;
-            report
-                .replies
-                .push(client.send_id(journal, &name, id, arg)?);
-        }
-    }
-    Ok(())
 }
 
 fn print_report(r: &SmuReport) {
@@ -553,7 +230,22 @@ pub fn run(ctx: &Ctx, args: &SmuArgs) -> Result<i32> {
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;
     }
-    let report = execute(&ctx.host, &ctx.regs, args, &mut journal)?;
+    let mut topo = Topology::scan(&ctx.host)?;
+    let bdf = DevArgs {
+        dev: args.dev.clone(),
+        slot: args.slot.clone(),
+        id: args.id.clone(),
+    }
+    .resolve(&topo)?
+    .bdf;
+    let report = smu_action::execute(
+        &ctx.host,
+        &ctx.regs,
+        &mut topo,
+        &bdf,
+        &args.request(),
+        &mut journal,
+    )?;
     if ctx.json {
         print_json(&report)?;
     } else {

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::amd::vbios::{
-    compare_roms, dump_vfct, inspect_rom, read_device_rom_journalled, rom_file_name, write_atomic,
-    AtomInfo, DeviceRom, DumpReport, RomDiff, RomInfo, SysfsRomAttr, VfctOptions,
+    compare_roms, dump_vfct, inspect_rom, read_rom, rom_file_name, write_atomic, AtomInfo,
+    DeviceRom, DumpReport, RomDiff, RomInfo, RomRead, VfctOptions,
 };
 use crate::error::{exit, Error, Result};
+use crate::pci::Host;
 
 #[derive(Debug, clap::Args)]
 pub struct VbiosArgs {
@@ -44,9 +45,14 @@ pub struct DumpArgs {
     /// Accept a VFCT table whose ACPI checksum is wrong (the kernel only warns about it)
     #[arg(long, conflicts_with = "from_rom")]
     pub ignore_checksum: bool,
-    /// Replace ROM files that exist in --out (without it the dump refuses, writing nothing)
+    /// Replace ROM files that exist in --out (without it the dump refuses, writing nothing);
+    /// with --from-rom also override the device guards (its VFIO group is open, a host
+    /// driver other than vfio-pci/pci-stub is bound)
     #[arg(long)]
     pub force: bool,
+    /// With --from-rom: bound of waiting for another resetlab holding the device's lock, in ms
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms, requires = "from_rom")]
+    pub lock_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,11 +71,11 @@ pub struct CheckArgs {
 /// Exit codes: 0 all good; 1 (`exit::FAILED`) when an image or file is invalid, or when two
 /// checked files differ (like cmp(1)); errors (unreadable or structurally broken table) are
 /// returned for the caller to map.
-pub fn run(args: &VbiosArgs, sysfs: &Path, json: bool) -> Result<i32> {
+pub fn run(args: &VbiosArgs, host: &Host, json: bool) -> Result<i32> {
     match &args.cmd {
         VbiosCmd::Dump(d) => match &d.from_rom {
-            Some(dev) => dump_from_rom(d, dev, sysfs, json, nix::unistd::geteuid().is_root()),
-            None => dump_vfct_cmd(d, sysfs, json),
+            Some(dev) => dump_from_rom(d, dev, host, json),
+            None => dump_vfct_cmd(d, &host.sysfs, json),
         },
         VbiosCmd::Check(c) => check(c, json),
     }
@@ -277,25 +283,14 @@ fn print_atom(a: &AtomInfo, ind: &str) {
     }
 }
 
-fn dump_from_rom(d: &DumpArgs, dev: &str, sysfs: &Path, json: bool, is_root: bool) -> Result<i32> {
+fn dump_from_rom(d: &DumpArgs, dev: &str, host: &Host, json: bool) -> Result<i32> {
     let bdf: crate::pci::Bdf = dev.parse()?;
-    let mut attr = SysfsRomAttr::new(sysfs, &bdf);
-    let path = crate::amd::vbios::RomAttr::path(&attr).to_path_buf();
-    if !path.exists() {
-        return Err(Error::not_found(
-            "PCI ROM attribute",
-            path.display().to_string(),
-        ));
-    }
-    if !d.dry_run && !is_root {
-        return Err(Error::refused(format!(
-            "reading {} writes '1' and '0' to it, which needs root (see --dry-run)",
-            path.display()
-        )));
-    }
     let mut journal = crate::journal::Journal::new(d.dry_run);
-    journal.method = "vbios --from-rom".into();
-    let got = read_device_rom_journalled(&mut attr, &mut journal)?;
+    let opts = RomRead {
+        force: d.force,
+        lock_timeout: std::time::Duration::from_millis(d.lock_timeout),
+    };
+    let got = read_rom(host, &bdf, &opts, &mut journal)?;
     let rom = got.bytes.as_deref().map(inspect_rom);
     let mut file = None;
     if let (Some(bytes), Some(info)) = (&got.bytes, &rom) {
@@ -472,6 +467,7 @@ mod tests {
             dry_run: false,
             ignore_checksum: false,
             force: false,
+            lock_timeout: 20,
         }
     }
 
@@ -480,7 +476,7 @@ mod tests {
             &VbiosArgs {
                 cmd: VbiosCmd::Dump(d),
             },
-            sysfs,
+            &Host::new(sysfs),
             json,
         )
     }
@@ -494,7 +490,7 @@ mod tests {
                     strings: true,
                 }),
             },
-            Path::new("/nonexistent-sysfs"),
+            &Host::new("/nonexistent-sysfs"),
             json,
         )
     }
@@ -600,48 +596,72 @@ mod tests {
         assert_eq!(e.exit_code(), exit::SYSTEM);
     }
 
-    fn rom_device(sys: &Path) -> PathBuf {
-        let d = sys.join("bus/pci/devices/0000:c5:00.0");
-        fs::create_dir_all(&d).unwrap();
-        let rom = d.join("rom");
+    /// The twin with a ROM behind the iGPU's `rom` attribute.
+    fn rom_twin() -> (crate::sim::Twin, Host, PathBuf) {
+        let t = crate::sim::Twin::new().unwrap();
+        let host = Host::new(&t.sysfs);
+        let rom = host.device_dir(&"c5:00.0".parse().unwrap()).join("rom");
         fs::write(&rom, build_rom(0x1002, 0x1900, false)).unwrap();
-        rom
+        (t, host, rom)
     }
 
     #[test]
     fn from_rom_dry_run_touches_nothing() {
-        let sys = tempfile::tempdir().unwrap();
+        let (_t, host, rom) = rom_twin();
         let out = tempfile::tempdir().unwrap();
-        let rom = rom_device(sys.path());
         let before = fs::read(&rom).unwrap();
         let mut d = dump_args(None, out.path());
         d.from_rom = Some("c5:00.0".into());
         d.dry_run = true;
         assert_eq!(
-            dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap(),
+            dump_from_rom(&d, "c5:00.0", &host, false).unwrap(),
             exit::OK
         );
-        assert_eq!(
-            dump_from_rom(&d, "c5:00.0", sys.path(), true, false).unwrap(),
-            exit::OK
-        );
+        assert_eq!(dump_from_rom(&d, "c5:00.0", &host, true).unwrap(), exit::OK);
         assert_eq!(fs::read(&rom).unwrap(), before);
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+        assert!(
+            !crate::pci::lock::lock_dir(&host).exists(),
+            "no lock in a dry run"
+        );
     }
 
     #[test]
-    fn from_rom_needs_root_and_an_existing_device() {
-        let sys = tempfile::tempdir().unwrap();
-        let rom = rom_device(sys.path());
+    fn from_rom_needs_an_existing_device_and_a_free_one() {
+        let (_t, host, rom) = rom_twin();
         let before = fs::read(&rom).unwrap();
-        let mut d = dump_args(None, sys.path());
+        let out = tempfile::tempdir().unwrap();
+        let mut d = dump_args(None, out.path());
         d.from_rom = Some("c5:00.0".into());
-        let e = dump_from_rom(&d, "c5:00.0", sys.path(), false, false).unwrap_err();
-        assert!(matches!(e, Error::Refused { .. }), "{e}");
-        assert_eq!(fs::read(&rom).unwrap(), before);
-        let e = dump_from_rom(&d, "c6:00.0", sys.path(), false, true).unwrap_err();
+        let e = dump_from_rom(&d, "c6:00.0", &host, false).unwrap_err();
         assert!(matches!(e, Error::NotFound { .. }), "{e}");
-        let e = dump_from_rom(&d, "c5:00", sys.path(), false, true).unwrap_err();
+        let e = dump_from_rom(&d, "c5:00", &host, false).unwrap_err();
         assert!(matches!(e, Error::Parse { .. }), "{e}");
+        // A VM holding the group: refused, the attribute untouched.
+        let vm = fs::File::open(host.vfio_group_node(18)).unwrap();
+        let e = dump_from_rom(&d, "c5:00.0", &host, false).unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert!(e.to_string().contains("VFIO group 18 open by"), "{e}");
+        assert_eq!(fs::read(&rom).unwrap(), before);
+        drop(vm);
+        // Another resetlab holding the device: waited for, bounded, then refused.
+        let held = crate::pci::lock::lock(
+            &host,
+            &"c5:00.0".parse().unwrap(),
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        let e = dump_from_rom(&d, "c5:00.0", &host, false).unwrap_err();
+        assert!(e.to_string().contains("waited 20 ms"), "{e}");
+        drop(held);
+        // Free: enabled, read, disabled. A plain file stands in for the attribute, so
+        // the read returns the image with the enable's "1" written over its 0x55: not a
+        // valid ROM (exit 1, nothing written out), and the disable's "0\n" is last.
+        assert_eq!(
+            dump_from_rom(&d, "c5:00.0", &host, false).unwrap(),
+            exit::FAILED
+        );
+        assert_eq!(&fs::read(&rom).unwrap()[..2], b"0\n");
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
     }
 }

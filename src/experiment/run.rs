@@ -21,9 +21,9 @@ use crate::error::{Error, Result};
 use crate::pci::caps::Caps;
 use crate::pci::config::{read_width, ConfigAccess, SysfsConfig};
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::session::{config_for_writes, Session, SessionOptions};
 use crate::pci::{Bdf, Device, Host, Topology};
-use crate::reset::engine::{guards, run_chain};
-use crate::reset::lock::lock;
+use crate::reset::engine::run_chain_in_session;
 use crate::reset::{parse_chain, parse_method, Journal, ResetOptions};
 
 /// Resolves an experiment's names against a device and the register database.
@@ -174,6 +174,8 @@ struct Runner<'a> {
     smu: Option<Smu<'a>>,
     opts: &'a RunOptions,
     name: Bdf,
+    /// The tree as scanned when the run began (a `reset` step re-reads the device in it).
+    topo: Topology,
 }
 
 impl<'a> Runner<'a> {
@@ -283,7 +285,13 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    fn exec(&mut self, journal: &mut Journal, step: &PlanStep, res: &mut StepResult) -> Result<()> {
+    fn exec(
+        &mut self,
+        session: &mut Session<'_>,
+        step: &PlanStep,
+        res: &mut StepResult,
+    ) -> Result<()> {
+        let journal = session.journal();
         match &step.op {
             Op::Read { reg } => {
                 res.register = Some(reg_name(reg));
@@ -359,7 +367,7 @@ impl<'a> Runner<'a> {
                 res.read = Some(read_width(&c, off, usize::from(cfg.width.bytes()))?.into());
             }
             Op::CfgWrite { cfg, value } => {
-                let mut c = SysfsConfig::open_rw(&self.dev.config_path())?;
+                let mut c = config_for_writes(&self.dev, journal)?;
                 let off = self.cfg_offset(&c, cfg)?;
                 res.register = Some(
                     cfg.name
@@ -416,14 +424,14 @@ impl<'a> Runner<'a> {
                     force: self.opts.force,
                     asic: self.opts.asic.clone(),
                     bar: self.opts.bar,
-                    caller_holds_lock: true,
                     ..Default::default()
                 };
                 // The mappings may go stale (remove_rescan re-creates the files).
                 self.bar = None;
                 self.smu = None;
+                // Inside the run's session: its lock, its wake.
                 let report =
-                    run_chain(self.host, self.regs, &self.dev.bdf, &chain, &opts, journal)?;
+                    run_chain_in_session(session, self.regs, &mut self.topo, &chain, &opts)?;
                 if let Ok(d) = Device::load(self.host, self.dev.bdf) {
                     self.dev = d;
                 }
@@ -485,21 +493,23 @@ pub fn run(
     mut on_step: impl FnMut(&StepResult),
 ) -> Result<RunReport> {
     let start = Instant::now();
-    let topo = Topology::scan(host)?;
-    let reset_opts = ResetOptions {
-        force: opts.force,
-        ..Default::default()
-    };
-    guards(host, &topo, dev, &reset_opts)?;
-    let _lock = lock(host, &dev.bdf, opts.lock_timeout)?;
-    // Again with the lock held: a VM may have opened the group meanwhile.
-    guards(host, &topo, &Device::load(host, dev.bdf)?, &reset_opts)?;
+    let mut topo = Topology::scan(host)?;
     let name = dev.bdf;
     journal.method = format!("run {}", plan.path.display());
-    // MMIO of a suspended device, or one with memory decoding off, reads
-    // all-ones: awake and decoding for the run, both put back after.
-    let woken = crate::reset::engine::wake(dev, journal, Duration::from_secs(10))?;
-    let saved_cmd = mmio::enable_memory(dev, journal)?;
+    // Locked for the whole run, guarded, and (MMIO of a suspended device, or
+    // one with memory decoding off, reads all-ones) awake and decoding: both
+    // put back when the session closes.
+    let sopts = SessionOptions {
+        dry_run: false,
+        force: opts.force,
+        lock_timeout: opts.lock_timeout,
+        wake_timeout: Duration::from_secs(10),
+        writes: "run --commit writes the device's registers".into(),
+        dry_run_hint: "leave out --commit for the dry run",
+    };
+    let mut session = Session::open(host, &mut topo, &dev.bdf, &[], &sopts, journal)?;
+    session.keep_memory_decoding()?;
+    let dev = session.device().clone();
     let asic = match &opts.asic {
         Some(a) => Some(regs.asic(a)?),
         None => regs.by_pci_id(dev.vendor, dev.device),
@@ -514,6 +524,7 @@ pub fn run(
         smu: None,
         opts,
         name,
+        topo,
     };
     let mut steps = Vec::new();
     let mut interrupted = false;
@@ -542,7 +553,7 @@ pub fn run(
             ok: true,
             error: None,
         };
-        let outcome = r.exec(journal, step, &mut res);
+        let outcome = r.exec(&mut session, step, &mut res);
         res.duration_ms = t.elapsed().as_secs_f64() * 1e3;
         if let Err(e) = &outcome {
             res.ok = false;
@@ -559,7 +570,7 @@ pub fn run(
         if let Some(o) = line.as_object_mut() {
             o.insert("kind".into(), "step".into());
         }
-        journal.trace_line(&line)?;
+        session.journal().trace_line(&line)?;
         on_step(&res);
         let failed = !res.ok;
         steps.push(res);
@@ -569,12 +580,7 @@ pub fn run(
         }
     }
     drop(r);
-    if let Some(c) = saved_cmd {
-        if let Ok(d) = Device::load(host, dev.bdf) {
-            mmio::restore_command(&d, journal, c)?;
-        }
-    }
-    crate::reset::engine::unwake(host, journal, &dev.bdf, woken)?;
+    session.close()?;
     Ok(RunReport {
         device: name.to_string(),
         committed: true,

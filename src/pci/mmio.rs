@@ -208,11 +208,7 @@ pub fn restore_command(dev: &Device, journal: &mut Journal, saved: SavedCommand)
 }
 
 fn open_config_for(dev: &Device, journal: &Journal) -> Result<crate::pci::config::SysfsConfig> {
-    if journal.dry_run {
-        dev.open_config()
-    } else {
-        crate::pci::config::SysfsConfig::open_rw(&dev.config_path())
-    }
+    dev.config_for_writes(journal.dry_run)
 }
 
 fn explain_mmap_error(path: &Path, e: std::io::Error, sys: &SystemFiles) -> Error {

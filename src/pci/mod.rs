@@ -16,6 +16,7 @@ pub mod names;
 pub mod power;
 pub mod regs;
 pub mod resource;
+pub mod session;
 pub mod sysfs;
 pub mod wait;
 

@@ -306,6 +306,18 @@ impl Device {
         SysfsConfig::open(&self.config_path())
     }
 
+    /// Opens `config` for journalled writes: read-write for real, read-only
+    /// in a dry run (the journal records and makes no write then, and the
+    /// file could not take one). The one place that decides it; a session
+    /// hands it out as [`crate::pci::session::Session::config`].
+    pub fn config_for_writes(&self, dry_run: bool) -> Result<SysfsConfig> {
+        if dry_run {
+            self.open_config()
+        } else {
+            SysfsConfig::open_rw(&self.config_path())
+        }
+    }
+
     /// Reads the full config space, refusing to wake a device in D3cold.
     pub fn read_config(&self) -> Result<Vec<u8>> {
         if self.in_d3cold() {

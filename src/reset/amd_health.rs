@@ -15,7 +15,7 @@ use crate::amd::regio::{Barrier, RegIo};
 use crate::amd::regs::{Asic, HealthCheck, HealthKind};
 use crate::amd::smu::{self, Smu};
 use crate::error::{Error, Result};
-use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
+use crate::pci::mmio::{Access, BarMap, SystemFiles};
 
 /// `None` when the device is not an ASIC in the register database (and no
 /// `--asic` names one).
@@ -33,12 +33,8 @@ pub fn check(ctx: &mut ResetCtx) -> Option<Vec<HealthItem>> {
 }
 
 fn run(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {
-    let saved = mmio::enable_memory(ctx.dev, ctx.journal)?;
-    let r = checks(ctx, asic, bar);
-    if let Some(s) = saved {
-        mmio::restore_command(ctx.dev, ctx.journal, s)?;
-    }
-    r
+    ctx.with_memory_decoding(|ctx| checks(ctx, asic, bar))
+        .map(|(items, _)| items)
 }
 
 fn checks(ctx: &mut ResetCtx, asic: &Asic, bar: u8) -> Result<Vec<HealthItem>> {

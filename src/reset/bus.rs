@@ -12,8 +12,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::pci::caps::Decoded;
-use crate::pci::config::{ConfigAccess, SysfsConfig};
+use crate::pci::config::ConfigAccess;
 use crate::pci::regs::*;
+use crate::pci::session::config_for_writes;
 use crate::pci::sysfs::Parent;
 
 pub const DEF: MethodDef = MethodDef {
@@ -116,11 +117,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
         let cfg = d.open_config()?;
         saved.push((d, SavedState::save(b, &cfg)?));
     }
-    let mut bcfg = if ctx.opts.dry_run {
-        bridge_dev.open_config()?
-    } else {
-        SysfsConfig::open_rw(&bridge_dev.config_path())?
-    };
+    let mut bcfg = config_for_writes(bridge_dev, ctx.journal)?;
     let ctrl = bcfg.read16(PCI_BRIDGE_CONTROL)?;
     ctx.journal.config_write(
         &bridge,
@@ -168,7 +165,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
         if ctx.opts.dry_run {
             continue;
         }
-        let mut cfg = SysfsConfig::open_rw(&d.config_path())?;
+        let mut cfg = config_for_writes(d, ctx.journal)?;
         wait::wait_ready(&cfg, false, ctx.opts.ready_timeout, &d.bdf.to_string())?;
         restored += s.restore(ctx.journal, &mut cfg)?;
     }

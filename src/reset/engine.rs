@@ -11,18 +11,16 @@ use serde::Serialize;
 
 use super::health::{pci_checks, Health, HealthItem, VENDOR_CHECKS};
 use super::journal::{Journal, Record};
-use super::lock::{lock, DeviceLock};
 use super::state::SavedState;
 use super::{
-    is_parking_driver, wait, Analysis, Configs, Managed, MethodSpec, Outcome, ResetCtx,
-    ResetOptions, Verdict,
+    wait, Analysis, Configs, Managed, MethodSpec, Outcome, ResetCtx, ResetOptions, Verdict,
 };
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
 use crate::pci::caps::Decoded;
-use crate::pci::config::{ConfigAccess, MemConfig, SysfsConfig};
-use crate::pci::holders::OpenFiles;
+use crate::pci::config::{ConfigAccess, MemConfig};
 use crate::pci::regs::*;
+use crate::pci::session::{config_for_writes, Session, SessionOptions};
 use crate::pci::sysfs::Parent;
 use crate::pci::{Bdf, Device, Host, Topology};
 
@@ -108,28 +106,19 @@ pub fn default_chain(regs: &RegsDb, dev: &Device) -> Vec<MethodSpec> {
         .collect()
 }
 
-/// Refuses unless it is safe to touch the device (or `--force`).
-pub fn guards(host: &Host, topo: &Topology, dev: &Device, opts: &ResetOptions) -> Result<()> {
-    guards_for(host, topo, dev, &[], opts)
-}
+/// What a reset writes, for the refusal without root.
+pub const RESET_WRITES: &str = "resetting a device writes to sysfs and config space";
 
 /// Refuses without root unless it is a dry run: cheap, so it is checked
 /// before waiting for a lock too.
 pub fn require_root(opts: &ResetOptions) -> Result<()> {
-    if !opts.dry_run && !nix::unistd::geteuid().is_root() {
-        return Err(Error::refused(
-            "resetting a device writes to sysfs and config space: run as root (or use --dry-run)",
-        ));
-    }
-    Ok(())
+    crate::pci::session::require_root(opts.dry_run, RESET_WRITES)
 }
 
-/// [`guards`] for a device and every other function a method would hit (its
-/// blast radius): none may have its VFIO group open by a process (a VM), and
-/// the device itself must not be bound to a live host driver. The holders are
-/// read afresh from `/proc` on every call: the engine calls this after taking
-/// the lock and again before each method, so a VM that opened a group while
-/// we waited is seen.
+/// The guards for a device and every other function a method would hit (its
+/// blast radius): root, then the device session's guards
+/// ([`crate::pci::session::guards`]: platform function, VFIO holders, host
+/// driver), read afresh on every call.
 pub fn guards_for(
     host: &Host,
     topo: &Topology,
@@ -138,56 +127,39 @@ pub fn guards_for(
     opts: &ResetOptions,
 ) -> Result<()> {
     require_root(opts)?;
-    if opts.force {
-        return Ok(());
+    crate::pci::session::guards(host, topo, dev, affects, opts.force)
+}
+
+/// The session options of a reset with `opts`.
+pub fn session_options(opts: &ResetOptions) -> SessionOptions {
+    SessionOptions {
+        dry_run: opts.dry_run,
+        force: opts.force,
+        lock_timeout: opts.lock_timeout,
+        wake_timeout: opts.wait_timeout,
+        ..SessionOptions::new(RESET_WRITES)
     }
-    if let Some(what) = super::platform_function(dev) {
-        return Err(Error::refused(format!(
-            "{} is {what} (class {:#06x}), part of the platform: resetting it can take the              machine down; use --force if you mean it",
-            dev.bdf,
-            dev.class16()
-        )));
+}
+
+/// The functions a chain on `dev` locks besides the device: for a bus reset
+/// every function it would hit, with `--whole-slot` the slot's other functions.
+pub fn chain_affects(
+    topo: &Topology,
+    dev: &Device,
+    chain: &[MethodSpec],
+    opts: &ResetOptions,
+) -> Vec<Bdf> {
+    let mut v = vec![];
+    if chain.iter().any(|m| m.def.name == "bus") {
+        v.extend(topo.bus_blast_radius(dev));
     }
-    let open = OpenFiles::scan_vfio(host);
-    let mut seen = std::collections::BTreeSet::new();
-    for bdf in std::iter::once(&dev.bdf).chain(affects) {
-        let group = if *bdf == dev.bdf {
-            dev.iommu_group
-        } else {
-            topo.get(bdf).and_then(|d| d.iommu_group)
-        };
-        let Some(g) = group else { continue };
-        if !seen.insert(g) {
-            continue;
-        }
-        let holders = open.holders_of(&host.vfio_group_node(g));
-        if !holders.is_empty() {
-            let who: Vec<String> = holders
-                .iter()
-                .map(|h| crate::text::escape_control(&h.to_string()))
-                .collect();
-            let whose = if *bdf == dev.bdf {
-                format!("{}: its VFIO group {g}", dev.bdf)
-            } else {
-                format!(
-                    "{}: {bdf}, which the reset would also hit, has its VFIO group {g}",
-                    dev.bdf
-                )
-            };
-            return Err(Error::refused(format!(
-                "{whose} open by {} (a VM is using it); stop the VM or use --force",
-                who.join(", ")
-            )));
-        }
+    if opts.slot {
+        v.extend(dev.bus_peers.iter().filter(|b| b.slot() == dev.bdf.slot()));
     }
-    if !is_parking_driver(dev.driver.as_deref()) {
-        return Err(Error::refused(format!(
-            "{} is bound to the host driver {}; unbind it (or bind vfio-pci) first, or use --force",
-            dev.bdf,
-            dev.driver.as_deref().unwrap_or("?")
-        )));
-    }
-    Ok(())
+    v.retain(|b| *b != dev.bdf);
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// RRS Software Visibility enabled on the root port above (pci_dev_wait).
@@ -227,7 +199,8 @@ pub fn run_chain(
 /// [`run_chain`] on a tree the caller has scanned already: the tree is read
 /// once per command (5044 devices take seconds), and after that only the
 /// device itself is re-read (with the locks held, and after each method,
-/// which may have re-created it).
+/// which may have re-created it). Opens the device session (root, guards,
+/// locks, wake) for the chain and closes it after.
 pub fn run_chain_in(
     host: &Host,
     regs: &RegsDb,
@@ -238,43 +211,52 @@ pub fn run_chain_in(
     journal: &mut Journal,
 ) -> Result<ChainReport> {
     let start = Instant::now();
-    let dev = topo.require(bdf)?.clone();
     require_root(opts)?;
-    // Lock the device and, for a bus reset, every function it would hit.
-    let mut locked: Vec<Bdf> = vec![dev.bdf];
-    if chain.iter().any(|m| m.def.name == "bus") {
-        locked.extend(topo.bus_blast_radius(&dev));
-    }
-    if opts.slot {
-        locked.extend(dev.bus_peers.iter().filter(|b| b.slot() == dev.bdf.slot()));
-    }
-    locked.sort();
-    locked.dedup();
-    let _locks: Vec<DeviceLock> = if opts.dry_run || opts.caller_holds_lock {
-        vec![]
-    } else {
-        locked
-            .iter()
-            .map(|b| lock(host, b, opts.lock_timeout))
-            .collect::<Result<_>>()?
-    };
-    // The guards run with the locks held: what they saw stays true while we
-    // work (a VM may have started during the wait; its driver may have changed).
-    let dev = if _locks.is_empty() {
-        dev
-    } else {
-        topo.reload(host, bdf)?.clone()
-    };
-    guards_for(host, &topo, &dev, &locked, opts)?;
-    let restore_control = wake(&dev, journal, opts.wait_timeout)?;
+    let dev = topo.require(bdf)?.clone();
+    let affects = chain_affects(&topo, &dev, chain, opts);
+    let mut session = Session::open(
+        host,
+        &mut topo,
+        bdf,
+        &affects,
+        &session_options(opts),
+        journal,
+    )?;
+    let r = run_chain_in_session(&mut session, regs, &mut topo, chain, opts);
+    session.journal().method = String::new();
+    let closed = session.close();
+    let mut report = r?;
+    closed?;
+    report.writes = journal.writes().cloned().collect();
+    report.total_ms = ms(start.elapsed());
+    Ok(report)
+}
+
+/// Runs a chain inside a session the caller holds (an experiment's `reset`
+/// step): its locks and wake are the session's, its guards run again here
+/// and before each method over what that method would hit. The session puts
+/// back power control when it ends, not the chain.
+pub fn run_chain_in_session(
+    session: &mut Session<'_>,
+    regs: &RegsDb,
+    topo: &mut Topology,
+    chain: &[MethodSpec],
+    opts: &ResetOptions,
+) -> Result<ChainReport> {
+    let start = Instant::now();
+    let host = session.host();
+    let bdf = session.device().bdf;
+    // As it is now: an earlier step of the session may have re-created it.
+    topo.reload(host, &bdf)?;
+    session.guards_over(topo, &[])?;
     let mut runs = Vec::new();
     let mut success = None;
     for (i, spec) in chain.iter().enumerate() {
         // Re-read the device: an earlier method may have re-created it.
         let dev = if i == 0 {
-            dev.clone()
+            topo.require(&bdf)?.clone()
         } else {
-            match topo.reload(host, bdf) {
+            match topo.reload(host, &bdf) {
                 Ok(d) => d.clone(),
                 Err(_) => {
                     return Err(Error::failed(format!(
@@ -283,7 +265,7 @@ pub fn run_chain_in(
                 }
             }
         };
-        let run = run_one(host, regs, &topo, &dev, *spec, opts, journal)?;
+        let run = run_one(host, regs, topo, &dev, *spec, opts, session.journal())?;
         let ok = run.succeeded();
         runs.push(run);
         if ok {
@@ -291,10 +273,10 @@ pub fn run_chain_in(
             break;
         }
     }
+    let journal = session.journal();
     journal.method = String::new();
-    unwake(host, journal, bdf, restore_control)?;
     Ok(ChainReport {
-        device: *bdf,
+        device: bdf,
         dry_run: opts.dry_run,
         success: success.is_some() || (opts.dry_run && runs.iter().any(|r| r.attempted)),
         method: success,
@@ -359,11 +341,7 @@ fn run_one(
     let t = Instant::now();
     let saved = if spec.def.managed == Managed::Raw {
         let r = (|| -> Result<SavedState> {
-            let mut cfg = if opts.dry_run {
-                dev.open_config()?
-            } else {
-                SysfsConfig::open_rw(&dev.config_path())?
-            };
+            let mut cfg = config_for_writes(dev, journal)?;
             let s = SavedState::save(&bdf, &cfg)?;
             journal.config_write(
                 &bdf,
@@ -407,11 +385,7 @@ fn run_one(
     if let Some(saved) = &saved {
         let t = Instant::now();
         let r = (|| -> Result<()> {
-            let mut cfg = if opts.dry_run {
-                dev.open_config()?
-            } else {
-                SysfsConfig::open_rw(&dev.config_path())?
-            };
+            let mut cfg = config_for_writes(dev, ctx.journal)?;
             if !opts.dry_run {
                 wait::wait_ready(
                     &cfg,

@@ -256,9 +256,6 @@ pub struct ResetOptions {
     pub asic: Option<String>,
     /// Vendor methods: the register BAR when not the ASIC's usual one.
     pub bar: Option<u8>,
-    /// The caller already holds the device's lock (an experiment's `reset`
-    /// step): the orchestrator must not take it again.
-    pub caller_holds_lock: bool,
 }
 
 impl Default for ResetOptions {
@@ -272,7 +269,6 @@ impl Default for ResetOptions {
             lock_timeout: Duration::from_secs(30),
             asic: None,
             bar: None,
-            caller_holds_lock: false,
         }
     }
 }
@@ -314,11 +310,32 @@ impl ResetCtx<'_> {
 
     /// Opens the device's config space for writing (reads are fine in dry-run).
     pub fn config(&self) -> Result<crate::pci::config::SysfsConfig> {
-        if self.opts.dry_run {
-            self.dev.open_config()
-        } else {
-            crate::pci::config::SysfsConfig::open_rw(&self.dev.config_path())
-        }
+        crate::pci::session::config_for_writes(self.dev, self.journal)
+    }
+
+    /// Runs `f` with memory decoding on (a [`MemoryDecoding`] guard: COMMAND
+    /// is put back after, also when `f` fails); says whether it was off.
+    ///
+    /// [`MemoryDecoding`]: crate::pci::session::MemoryDecoding
+    pub fn with_memory_decoding<T>(
+        &mut self,
+        f: impl FnOnce(&mut ResetCtx<'_>) -> Result<T>,
+    ) -> Result<(T, bool)> {
+        let mut mem = crate::pci::session::MemoryDecoding::on(self.dev, &mut *self.journal)?;
+        let turned_on = mem.turned_on();
+        let r = f(&mut ResetCtx {
+            host: self.host,
+            topo: self.topo,
+            dev: self.dev,
+            journal: mem.journal(),
+            opts: self.opts,
+            regs: self.regs,
+            arg: self.arg,
+        });
+        let restored = mem.close();
+        let v = r?;
+        restored?;
+        Ok((v, turned_on))
     }
 
     /// Sleeps the spec's minimum delay (FLR 100 ms, D3hot 10 ms, SBR 2 ms):
@@ -479,31 +496,5 @@ pub(crate) fn no_config(why: String) -> Verdict {
 /// drivers/pci/pci-sysfs.c stops at 64 unless CAP_SYS_ADMIN).
 pub const CONFIG_NEEDS_ROOT: &str = "unknown (config needs root)";
 
-/// Drivers that leave a function free for a reset: it is parked for passthrough.
-pub fn is_parking_driver(driver: Option<&str>) -> bool {
-    matches!(
-        driver,
-        None | Some("vfio-pci") | Some("pci-stub") | Some("pciback")
-    )
-}
-
-/// What a function is when it is part of the platform, not something to
-/// reset: a host bridge (class 0x0600, also the data fabric's 00:18.x), an
-/// ISA/LPC or other bridge (0x0601, 0x0680), the IOMMU (0x0806) or another
-/// system peripheral (base class 0x08) on a root bus, or the root complex's
-/// SMBus controller (0x0c05). Class codes: PCI Code and ID Assignment spec,
-/// include/linux/pci_ids.h (PCI_CLASS_BRIDGE_HOST, PCI_CLASS_SYSTEM_IOMMU, …).
-/// Removing one and rescanning the whole bus (the default chain's last
-/// resort) can take the machine with it.
-pub fn platform_function(dev: &Device) -> Option<&'static str> {
-    let on_root_bus = matches!(dev.parent, crate::pci::sysfs::Parent::RootBus(_));
-    match dev.class16() {
-        0x0600 => Some("a host bridge"),
-        0x0601 => Some("an ISA/LPC bridge"),
-        0x0680 if on_root_bus => Some("a platform bridge"),
-        0x0806 => Some("the IOMMU"),
-        0x0c05 if on_root_bus => Some("the root complex's SMBus controller"),
-        c if c >> 8 == 0x08 && on_root_bus => Some("a system peripheral of the root complex"),
-        _ => None,
-    }
-}
+/// The PCI-level guards are the device session's (`pci::session`).
+pub use crate::pci::session::{is_parking_driver, platform_function};

@@ -251,22 +251,17 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
         .as_ref()
         .and_then(|d| d.mp1_version())
         .filter(|v| resolved.mailbox(Some(v)).is_ok());
-    let saved = mmio::enable_memory(ctx.dev, ctx.journal)?;
-    let r = mode2(ctx, &resolved, mp1.as_deref(), bar).map(|mut o| {
-        o.notes.insert(0, format!("bases from {}", found.label()));
-        for n in &found.notes {
-            o.notes.push(format!("bases: {n}"));
-        }
-        o
-    });
     // COMMAND goes back even when the reset failed.
-    let restored = match saved {
-        Some(s) => mmio::restore_command(ctx.dev, ctx.journal, s),
-        None => Ok(()),
-    };
-    let mut o = r?;
-    restored?;
-    if saved.is_some() {
+    let (mut o, turned_on) = ctx.with_memory_decoding(|ctx| {
+        mode2(ctx, &resolved, mp1.as_deref(), bar).map(|mut o| {
+            o.notes.insert(0, format!("bases from {}", found.label()));
+            for n in &found.notes {
+                o.notes.push(format!("bases: {n}"));
+            }
+            o
+        })
+    })?;
+    if turned_on {
         o.notes
             .push("memory decoding was off: turned on for the reset, COMMAND restored".into());
     }

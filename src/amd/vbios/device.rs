@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::pci::Bdf;
+use crate::pci::journal::Journal;
+use crate::pci::session::{self, Session, SessionOptions};
+use crate::pci::{Bdf, Host, Topology};
 
 /// Whether the device an image names exists under `<sysfs>/bus/pci/devices/`, and its ids.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -187,4 +189,49 @@ pub fn read_device_rom_journalled(
         bytes_read: bytes.as_ref().map_or(0, Vec::len),
         bytes,
     })
+}
+
+/// How [`read_rom`] reads a device's ROM.
+#[derive(Debug, Clone)]
+pub struct RomRead {
+    /// Override the session's guards (VFIO group open, host driver bound).
+    pub force: bool,
+    /// Bound of waiting for another resetlab holding the device's lock.
+    pub lock_timeout: std::time::Duration,
+}
+
+/// Reads `bdf`'s ROM through its sysfs `rom` attribute inside a device
+/// session (root unless the journal only records, the guards, the device's
+/// lock, awake): the enable and disable writes go through `journal` (in a dry
+/// run they are recorded and nothing is read).
+pub fn read_rom(
+    host: &Host,
+    bdf: &Bdf,
+    opts: &RomRead,
+    journal: &mut Journal,
+) -> Result<DeviceRom> {
+    let mut attr = SysfsRomAttr::new(&host.sysfs, bdf);
+    if !attr.path().exists() {
+        return Err(Error::not_found(
+            "PCI ROM attribute",
+            attr.path().display().to_string(),
+        ));
+    }
+    let writes = format!("reading {} writes '1' and '0' to it", attr.path().display());
+    // Before the tree is scanned: the answer is the same and it is cheap.
+    session::require_root(journal.dry_run, &writes)?;
+    let mut topo = Topology::scan(host)?;
+    let sopts = SessionOptions {
+        dry_run: journal.dry_run,
+        force: opts.force,
+        lock_timeout: opts.lock_timeout,
+        ..SessionOptions::new(writes)
+    };
+    journal.method = "vbios --from-rom".into();
+    let mut s = Session::open(host, &mut topo, bdf, &[], &sopts, journal)?;
+    let r = read_device_rom_journalled(&mut attr, s.journal());
+    let closed = s.close();
+    let rom = r?;
+    closed?;
+    Ok(rom)
 }

@@ -57,8 +57,8 @@ mod vfct;
 pub use atom::AtomInfo;
 pub use compare::{compare_roms, DiffRange, RomDiff};
 pub use device::{
-    device_presence, read_device_rom, read_device_rom_journalled, rom_attr_write, AttrWrite,
-    DevicePresence, DeviceRom, RomAttr, SysfsRomAttr, ROM_DISABLE, ROM_ENABLE,
+    device_presence, read_device_rom, read_device_rom_journalled, read_rom, rom_attr_write,
+    AttrWrite, DevicePresence, DeviceRom, RomAttr, RomRead, SysfsRomAttr, ROM_DISABLE, ROM_ENABLE,
 };
 pub use rom::{check_rom, inspect_rom, Checksum, EfiImage, RomImage, RomInfo, RomString};
 pub use vfct::{
