@@ -62,7 +62,7 @@ impl ResetArgs {
             lock_timeout: Duration::from_millis(self.lock_timeout),
             asic: self.asic.clone(),
             bar: self.bar,
-            caller_holds_lock: false,
+            ..ResetOptions::default()
         }
     }
 }

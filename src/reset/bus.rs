@@ -148,7 +148,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             let t = std::time::Instant::now();
             wait::poll(
                 "the link to come up (LNKSTA.DLLLA)",
-                LINK_BOUND,
+                ctx.opts.bound(LINK_BOUND),
                 Duration::from_millis(10),
                 || {
                     Ok(
@@ -169,7 +169,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             continue;
         }
         let mut cfg = SysfsConfig::open_rw(&d.config_path())?;
-        wait::wait_ready(&cfg, false, ctx.opts.ready_timeout, &d.bdf.to_string())?;
+        wait::wait_ready(&cfg, false, ctx.opts.ready_bound(), &d.bdf.to_string())?;
         restored += s.restore(ctx.journal, &mut cfg)?;
     }
     Ok(Outcome::did(format!(

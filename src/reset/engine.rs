@@ -75,6 +75,12 @@ pub struct ChainReport {
     /// Every write, in order (what `--dry-run` would make).
     pub writes: Vec<Record>,
     pub total_ms: f64,
+    /// The chain's time budget ([`ResetOptions::budget`]), when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
+    /// Methods of the chain not started because the budget was spent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -238,6 +244,11 @@ pub fn run_chain_in(
     journal: &mut Journal,
 ) -> Result<ChainReport> {
     let start = Instant::now();
+    // The budget counts from here: every wait below is cut to what is left.
+    let opts = &ResetOptions {
+        deadline: opts.budget.map(|b| start + b),
+        ..opts.clone()
+    };
     let dev = topo.require(bdf)?.clone();
     require_root(opts)?;
     // Lock the device and, for a bus reset, every function it would hit.
@@ -255,8 +266,15 @@ pub fn run_chain_in(
     } else {
         locked
             .iter()
-            .map(|b| lock(host, b, opts.lock_timeout))
-            .collect::<Result<_>>()?
+            .map(|b| lock(host, b, opts.lock_bound()))
+            .collect::<Result<_>>()
+            .map_err(|e| match e {
+                // The lock's wait ends in a refusal naming the holder.
+                Error::Refused { reason } if opts.budget_spent() => Error::Refused {
+                    reason: format!("{reason}{}", opts.budget_note()),
+                },
+                e => opts.explain(e),
+            })?
     };
     // The guards run with the locks held: what they saw stays true while we
     // work (a VM may have started during the wait; its driver may have changed).
@@ -266,10 +284,15 @@ pub fn run_chain_in(
         topo.reload(host, bdf)?.clone()
     };
     guards_for(host, &topo, &dev, &locked, opts)?;
-    let restore_control = wake(&dev, journal, opts.wait_timeout)?;
+    let restore_control = wake(&dev, journal, opts.wait_bound()).map_err(|e| opts.explain(e))?;
     let mut runs = Vec::new();
     let mut success = None;
+    let mut not_started = Vec::new();
     for (i, spec) in chain.iter().enumerate() {
+        if opts.budget_spent() {
+            not_started.extend(chain[i..].iter().map(|s| s.label()));
+            break;
+        }
         // Re-read the device: an earlier method may have re-created it.
         let dev = if i == 0 {
             dev.clone()
@@ -283,7 +306,8 @@ pub fn run_chain_in(
                 }
             }
         };
-        let run = run_one(host, regs, &topo, &dev, *spec, opts, journal)?;
+        let run =
+            run_one(host, regs, &topo, &dev, *spec, opts, journal).map_err(|e| opts.explain(e))?;
         let ok = run.succeeded();
         runs.push(run);
         if ok {
@@ -301,6 +325,8 @@ pub fn run_chain_in(
         runs,
         writes: journal.writes().cloned().collect(),
         total_ms: ms(start.elapsed()),
+        budget_ms: opts.budget.map(|b| b.as_millis() as u64),
+        not_started,
     })
 }
 
@@ -351,6 +377,7 @@ fn run_one(
     guards_for(host, topo, dev, &verdict.affects, opts)?;
     run.attempted = true;
     let fail = |run: &mut MethodRun, e: Error| {
+        let e = opts.explain(e);
         run.error_kind = Some(error_kind(&e));
         run.error = Some(e.one_line());
     };
@@ -416,7 +443,7 @@ fn run_one(
                 wait::wait_ready(
                     &cfg,
                     rrs_enabled(topo, dev),
-                    opts.ready_timeout,
+                    opts.ready_bound(),
                     &bdf.to_string(),
                 )?;
             }
@@ -456,7 +483,7 @@ fn run_one(
     // device had before).
     if spec.def.managed == Managed::Kernel {
         if let Ok(now) = Device::load(host, dev.bdf) {
-            if let Err(e) = wake(&now, ctx.journal, opts.wait_timeout) {
+            if let Err(e) = wake(&now, ctx.journal, opts.wait_bound()) {
                 fail(&mut run, e);
                 run.phases.total_ms = ms(t0.elapsed());
                 return Ok(run);

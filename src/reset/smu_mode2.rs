@@ -312,7 +312,11 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
     }
     // Mode 2 takes a while with the response at 0 meanwhile; amdgpu allows
     // its usual ~2 s. A late OK is still an OK, so the bound is --wait-timeout.
-    smu.timeouts.answer = ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND);
+    // Both waits stay within the chain's budget.
+    smu.timeouts.answer = ctx
+        .opts
+        .bound(ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND));
+    smu.timeouts.prewait = ctx.opts.bound(smu.timeouts.prewait);
     let mut notes = vec![];
     match smu.firmware_running(ctx.journal)? {
         Some((true, _)) => notes.push("MP1 firmware running (MP1_FIRMWARE_FLAGS.INTERRUPTS_ENABLED = 1)".to_string()),
