@@ -74,7 +74,8 @@ pub trait ConfigAccess {
         self.read(0, &mut v)?;
         if v.len() >= 2 && v[0] == 0xff && v[1] == 0xff {
             return Err(Error::AllOnes {
-                bdf: self.label(),
+                bdf: None,
+                path: self.label().into(),
                 offset: PCI_VENDOR_ID,
             });
         }
@@ -348,7 +349,15 @@ mod tests {
     fn all_ones_is_not_data() {
         let c = MemConfig::image("0000:01:00.0", vec![0xff; 256]);
         let e = c.read_all().unwrap_err();
-        assert!(e.to_string().contains("all-ones"), "{e}");
+        assert!(
+            matches!(&e, Error::AllOnes { bdf: None, path, offset: PCI_VENDOR_ID }
+                if path.as_os_str() == "0000:01:00.0"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "0000:01:00.0: config space reads all-ones at 0x000 (device absent, in D3cold or not responding)"
+        );
     }
 
     #[test]

@@ -387,8 +387,9 @@ impl Device {
         }
         let cfg = self.open_config()?;
         let bytes = cfg.read_all().map_err(|e| match e {
-            Error::AllOnes { offset, .. } => Error::AllOnes {
-                bdf: self.bdf.to_string(),
+            Error::AllOnes { path, offset, .. } => Error::AllOnes {
+                bdf: Some(self.bdf),
+                path,
                 offset,
             },
             e => e,
