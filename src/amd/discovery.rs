@@ -861,8 +861,16 @@ mod tests {
         let d = read_from_vram(&mut rd, memsize_mib, Mode::Strict).unwrap();
         assert_eq!(reads, DISCOVERY_TMR_SIZE / 4);
         assert_eq!(d.mp1_version().as_deref(), Some("13.0.4"));
-        assert!(vram_position(u32::MAX).is_err());
-        assert!(vram_position(0).is_err());
+        let e = vram_position(u32::MAX).unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed { what } if what.contains("reads all-ones: the register BAR is dead")),
+            "{e:?}"
+        );
+        let e = vram_position(0).unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed { what } if what.contains("is 0 MiB, too small")),
+            "{e:?}"
+        );
     }
 
     #[test]

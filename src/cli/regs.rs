@@ -257,6 +257,12 @@ mod tests {
         assert!(
             matches!(a.cmd, RegsCmd::Bases { ref write_overlay, .. } if write_overlay.is_some())
         );
-        assert!(parse(&["regs", "show"]).is_err());
+        let e = parse(&["regs", "show"]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{e}"
+        );
+        assert!(e.to_string().contains("<ASIC>"), "{e}");
     }
 }

@@ -205,7 +205,12 @@ mod tests {
         );
         assert_eq!(e.exit_code(), crate::error::exit::REFUSED);
         drop(first);
-        assert!(lock(&host, &bdf, Duration::from_millis(10)).is_ok());
+        let second = lock(&host, &bdf, Duration::from_millis(10)).unwrap();
+        assert!(
+            second.path.ends_with("0000:c5:00.0.lock"),
+            "{:?}",
+            second.path
+        );
         let m = std::fs::metadata(lock_dir(&host)).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o700);
     }
