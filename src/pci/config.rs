@@ -83,6 +83,22 @@ pub trait ConfigAccess {
     }
 }
 
+/// What runs after a config write that a [`WriteHook`] began.
+pub type WriteFinish = Box<dyn FnOnce() -> Result<()>>;
+
+/// Called before every write to a `config` file with its path and open file; what it returns
+/// runs after the write. None is installed for a real machine. The twin installs its model's
+/// handshake (`sim::model::ConfigWrite`: the model takes a write before it returns, as hardware
+/// does) when it starts, so that this layer needs nothing from the twin.
+pub type WriteHook = fn(&Path, &File) -> Result<Option<WriteFinish>>;
+
+static WRITE_HOOK: std::sync::OnceLock<WriteHook> = std::sync::OnceLock::new();
+
+/// Installs the config write hook for the process (the first one installed stays).
+pub fn set_write_hook(hook: WriteHook) {
+    let _ = WRITE_HOOK.set(hook);
+}
+
 /// The sysfs `config` attribute of a device: pread/pwrite at offsets.
 ///
 /// The kernel serves non-root readers only the first 64 bytes (128 for
@@ -176,15 +192,18 @@ impl ConfigAccess for SysfsConfig {
             )));
         }
         // A twin's model takes the write before it returns, as hardware does.
-        let twin = crate::sim::model::ConfigWrite::begin(&self.path, &self.file)?;
+        let twin = match WRITE_HOOK.get() {
+            Some(begin) => begin(&self.path, &self.file)?,
+            None => None,
+        };
         // One pwrite of the exact width: the kernel turns an aligned 1/2/4-byte
         // write into one config cycle of that size (`pci_write_config`).
         let n = self
             .file
             .write_at(data, offset as u64)
             .map_err(|e| Error::io("write", &self.path, e))?;
-        if let Some(t) = twin {
-            t.finish()?;
+        if let Some(finish) = twin {
+            finish()?;
         }
         if n != data.len() {
             return Err(Error::failed(format!(
