@@ -404,3 +404,26 @@ fn a_held_lock_ends_a_budgeted_chain_when_the_budget_is_spent() {
         "{msg}"
     );
 }
+
+/// `reset --budget`: the same from the command line, in its JSON and its text.
+#[test]
+fn reset_budget_flag_bounds_the_chain() {
+    let t = Twin::running(Profile {
+        device_fault: resetlab::sim::profile::Fault::Vanish,
+        ..Profile::default()
+    })
+    .unwrap();
+    let (code, v, err) = reset_json(
+        &t,
+        &["c5:00.0", "-m", "remove_rescan,kernel", "--budget", "300ms"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["budget_ms"], 300, "{v}");
+    assert_eq!(v["not_started"], serde_json::json!(["kernel"]), "{v}");
+    let e = v["runs"][0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("to reappear after rescan")
+            && e.ends_with("the wait was cut to what was left of the chain's budget of 0.3 s"),
+        "{e}"
+    );
+}
