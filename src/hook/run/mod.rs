@@ -32,10 +32,6 @@ mod present;
 mod release;
 mod reset;
 
-/// The rebind step of `remove_rescan` gives the driver core this long to bind on its own
-/// (src/reset/remove_rescan.rs `rebind`), outside any bound we pass in.
-const REBIND_SETTLE: Duration = Duration::from_millis(500);
-
 /// Bounded waits one method may make in a row: wake from runtime suspend, the device lock, and
 /// for `remove_rescan` gone, back, bound to its driver again.
 const WAITS_PER_METHOD: u32 = 5;
@@ -363,7 +359,7 @@ pub fn resolve_chain(
 /// wait by it), and each wait is also capped at a share of it, so that one method's wait cannot
 /// take the whole budget from the methods after it.
 pub fn method_options(remaining: Duration) -> ResetOptions {
-    let w = remaining.saturating_sub(REBIND_SETTLE) / WAITS_PER_METHOD;
+    let w = remaining / WAITS_PER_METHOD;
     let d = ResetOptions::default();
     ResetOptions {
         ready_timeout: w.min(d.ready_timeout),
