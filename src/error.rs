@@ -5,7 +5,9 @@
 //! table documented in `docs/cli.md`.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::pci::Bdf;
 
 /// Exit codes of the `resetlab` binary (documented in `docs/cli.md`).
 pub mod exit {
@@ -67,8 +69,14 @@ pub enum Error {
         wanted: usize,
     },
     /// Config space reads back all-ones: the device is gone, powered off or not responding.
-    #[error("{bdf}: config space reads all-ones at {offset:#05x} (device absent, in D3cold or not responding)")]
-    AllOnes { bdf: String, offset: u16 },
+    #[error("{}: config space reads all-ones at {offset:#05x} (device absent, in D3cold or not responding)", all_ones_subject(.bdf, .path))]
+    AllOnes {
+        /// The device, when the reader knows it.
+        bdf: Option<Bdf>,
+        /// What was read: the sysfs `config` file, or an in-memory space's label.
+        path: PathBuf,
+        offset: u16,
+    },
     /// An access outside the bounds of a region.
     #[error("{what}: access at {offset:#x} width {width} is outside the {len:#x}-byte region")]
     OutOfBounds {
@@ -130,6 +138,14 @@ pub enum Error {
         name: String,
         meaning: String,
     },
+}
+
+/// Who an [`Error::AllOnes`] is about: the device when known, else what was read.
+fn all_ones_subject(bdf: &Option<Bdf>, path: &Path) -> String {
+    match bdf {
+        Some(b) => b.to_string(),
+        None => path.display().to_string(),
+    }
 }
 
 impl Error {

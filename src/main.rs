@@ -10,5 +10,8 @@ use resetlab::{
 };
 
 fn main() {
+    // Config writes to a twin wait for its model (the PCI layer asks no one else; on real sysfs
+    // the hook does nothing).
+    resetlab::sim::model::install_config_write_hook();
     std::process::exit(cli::main());
 }

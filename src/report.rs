@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::amd::bases::{self, BaseSource, DeviceBases};
+use crate::amd::bases::{self, BaseSource, DeviceBases, ResolvedBase};
 use crate::amd::regio::{Barrier, RegIo, RegPath};
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
@@ -53,18 +53,6 @@ pub struct ReportOptions {
 pub struct Member {
     pub name: String,
     pub bytes: u64,
-}
-
-/// One register base as resolved for the device.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct ResolvedBase {
-    pub ip: String,
-    pub instance: u8,
-    pub base_idx: u8,
-    pub base: u32,
-    pub source: BaseSource,
-    pub regs_file: u32,
-    pub regs_file_confirmed: bool,
 }
 
 /// What the report found on one GPU.
@@ -437,39 +425,8 @@ fn gpu(
     let mp1 = mp1_version
         .clone()
         .filter(|v| resolved_asic.mailbox(Some(v)).is_ok());
-    let checks = resolved_asic.check_bases(found.discovery.as_ref().unwrap_or(
-        &crate::amd::discovery::Discovery {
-            header: None,
-            table_version: None,
-            base_addr_64_bit: false,
-            dies: vec![],
-            warnings: vec![],
-        },
-    ));
-    let resolved = resolved_asic
-        .file
-        .bases
-        .iter()
-        .zip(asic.file.bases.iter())
-        .map(|(r, f)| ResolvedBase {
-            ip: r.ip.clone(),
-            instance: r.instance,
-            base_idx: r.base_idx,
-            base: r.base,
-            source: if checks.iter().any(|c| {
-                c.ip == r.ip
-                    && c.instance == r.instance
-                    && c.base_idx == r.base_idx
-                    && c.device.is_some()
-            }) {
-                found.source
-            } else {
-                BaseSource::Static
-            },
-            regs_file: f.base,
-            regs_file_confirmed: f.confirmed,
-        })
-        .collect();
+    // Against the regs/ file as loaded (`asic`): the resolved base and the regs/ value side by side.
+    let (_, resolved) = bases::resolve_bases(asic, &found);
     let mailbox = resolved_asic.mailbox(mp1.as_deref()).ok();
     let mut g = GpuReport {
         device: bdf.clone(),
@@ -593,9 +550,9 @@ fn summary(r: &Report, v: &Versions, smu_test: bool) -> String {
                 b.base_idx,
                 b.base,
                 b.source,
-                if b.base != b.regs_file {
-                    format!(" — regs/ guessed {:#x}: DIFFERS", b.regs_file)
-                } else if b.source == BaseSource::Static && !b.regs_file_confirmed {
+                if b.base != b.file {
+                    format!(" — regs/ guessed {:#x}: DIFFERS", b.file)
+                } else if b.source == BaseSource::Static && !b.file_confirmed {
                     " — UNCONFIRMED".to_string()
                 } else {
                     String::new()

@@ -667,7 +667,9 @@ fn an_efi_only_rom_for_another_device_warns() {
     // The EFI image alone (the second 1 KiB of a legacy+EFI ROM), for a device the VM lacks.
     let rom = build_rom(0x1002, 0x15bf, true);
     let efi = rom[1024..].to_vec();
-    assert!(vbios::check_rom(&efi).is_ok());
+    let info = vbios::check_rom(&efi).unwrap();
+    assert_eq!(info.images.len(), 1);
+    assert_eq!(info.images[0].code_type_name, "EFI");
     f.put("usr/share/kvm/AMDGopDriver_8845hs.rom", efi);
     let checks = f.run(Some(100));
     let c = one(&checks, "romfile", Some("hostpci1"));

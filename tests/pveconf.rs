@@ -284,17 +284,34 @@ fn malformed_lines_name_file_line_and_column() {
 
 #[test]
 fn bad_pci_ids_are_rejected() {
-    for bad in [
-        "c5:0.0",
-        "c5:00.8",
-        "c5:20.0",
-        "zz:00.0",
-        "c5:00.0;",
-        "0:c5:00.0",
-        "c5:00:00.0",
+    for (bad, why) in [
+        (
+            "c5:0.0",
+            "hostpci0: 'c5:0.0': device '0' is not 2 hex digits",
+        ),
+        ("c5:00.8", "hostpci0: 'c5:00.8': function 8 is above 7"),
+        ("c5:20.0", "hostpci0: 'c5:20.0': device 0x20 is above 0x1f"),
+        (
+            "zz:00.0",
+            "hostpci0: 'zz:00.0': bus 'zz' is not 2 hex digits",
+        ),
+        ("c5:00.0;", "hostpci0: '': expected [DDDD:]BB:DD[.F]"),
+        (
+            "0:c5:00.0",
+            "hostpci0: '0:c5:00.0': domain '0' is not 4 to 8 hex digits",
+        ),
+        (
+            "c5:00:00.0",
+            "hostpci0: 'c5:00:00.0': domain 'c5' is not 4 to 8 hex digits",
+        ),
     ] {
         let text = format!("hostpci0: {bad}\n");
-        assert!(VmConfig::parse(&text, &conf_path(), 100).is_err(), "{bad}");
+        let e = VmConfig::parse(&text, &conf_path(), 100).unwrap_err();
+        assert!(
+            matches!(&e, Error::FileParse { path, line: 1, reason, .. }
+                if *path == conf_path() && reason == why),
+            "{bad}: {e:?}"
+        );
     }
 }
 
@@ -455,7 +472,11 @@ fn load_resolved_reads_mapping_only_when_needed() {
     )
     .unwrap();
     // No mapping file: the mapping is not found.
-    assert!(VmConfig::load_resolved(dir.path(), 101, "pve1", &[]).is_err());
+    let e = VmConfig::load_resolved(dir.path(), 101, "pve1", &[]).unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound { what: "PCI mapping", name } if name == "igpu"),
+        "{e:?}"
+    );
     std::fs::create_dir_all(dir.path().join("mapping")).unwrap();
     std::fs::write(dir.path().join("mapping/pci.cfg"), MAPPING_CFG).unwrap();
     let (cfg, f) = VmConfig::load_resolved(dir.path(), 101, "pve1", &[]).unwrap();
@@ -475,7 +496,12 @@ fn present_functions_reads_sysfs_tree() {
         present_functions(dir.path()).unwrap(),
         vec![bdf("c5:00.0"), bdf("c5:00.1")]
     );
-    assert!(present_functions(&dir.path().join("missing")).is_err());
+    let e = present_functions(&dir.path().join("missing")).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { op: "read directory", path, .. }
+            if path.ends_with("missing/bus/pci/devices")),
+        "{e:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,7 +517,12 @@ fn seed_storage_cfg_snippets_dir() {
     );
     assert!(s.get("tank").unwrap().path.is_none());
     assert!(!s.get("tank").unwrap().has_content("snippets"));
-    assert!(s.snippets_dir("tank").is_err());
+    let e = s.snippets_dir("tank").unwrap_err();
+    assert!(
+        matches!(&e, Error::Failed { what }
+            if what.starts_with("storage 'tank' does not allow 'snippets' content")),
+        "{e:?}"
+    );
     assert!(matches!(
         s.snippets_dir("nope"),
         Err(Error::NotFound { .. })
@@ -500,9 +531,24 @@ fn seed_storage_cfg_snippets_dir() {
         s.snippet_path("local:snippets/vm100-hooks.sh").unwrap(),
         Path::new("/var/lib/vz/snippets/vm100-hooks.sh")
     );
-    assert!(s.snippet_path("local:iso/x.iso").is_err());
-    assert!(s.snippet_path("local:snippets/a/b").is_err());
-    assert!(s.snippet_path("nocolon").is_err());
+    for (bad, why) in [
+        (
+            "local:iso/x.iso",
+            "not in the snippets directory (expected STORAGE:snippets/NAME)",
+        ),
+        (
+            "local:snippets/a/b",
+            "not in the snippets directory (expected STORAGE:snippets/NAME)",
+        ),
+        ("nocolon", "expected STORAGE:snippets/NAME"),
+    ] {
+        let e = s.snippet_path(bad).unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { what: "hookscript volume id", input, reason }
+                if input == bad && reason == why),
+            "{bad}: {e:?}"
+        );
+    }
     let names: Vec<&str> = s.snippet_storages().iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["local"]);
 }
@@ -527,7 +573,12 @@ fn storage_cfg_defaults_and_overrides() {
         Path::new("/s"),
     )
     .unwrap();
-    assert!(s.snippets_dir("local").is_err());
+    let e = s.snippets_dir("local").unwrap_err();
+    assert!(
+        matches!(&e, Error::Failed { what }
+            if what.starts_with("storage 'local' does not allow 'snippets' content")),
+        "{e:?}"
+    );
 
     // Another dir storage with a content-dirs override, CRLF and a space-separated list.
     let t = "dir: fast\r\n\tpath /mnt/fast\r\n\tcontent snippets iso\r\n\tcontent-dirs snippets=hooks\r\n";
@@ -548,9 +599,13 @@ fn storage_cfg_errors_and_load() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let s = StorageConfig::load(dir.path()).unwrap();
-    assert!(s.get("local").is_ok());
+    let local = s.get("local").unwrap();
+    assert_eq!((local.id.as_str(), local.kind.as_str()), ("local", "dir"));
+    assert!(local.content.contains("snippets"), "{local:?}");
     std::fs::write(dir.path().join("storage.cfg"), SEED_STORAGE_CFG).unwrap();
-    assert!(StorageConfig::load(dir.path()).unwrap().get("tank").is_ok());
+    let all = StorageConfig::load(dir.path()).unwrap();
+    let tank = all.get("tank").unwrap();
+    assert_eq!((tank.id.as_str(), tank.kind.as_str()), ("tank", "zfspool"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -341,3 +341,89 @@ fn bad_method_names_are_one_line() {
         assert!(err.contains(want), "{m}: {err}");
     }
 }
+
+/// A chain with a budget: the method whose wait the budget cut says so, and the methods after it
+/// are listed as not started (the hook gives each device's chain what is left of its phase).
+#[test]
+fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
+    use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
+    let t = Twin::running(Profile {
+        device_fault: resetlab::sim::profile::Fault::Vanish,
+        ..Profile::default()
+    })
+    .unwrap();
+    let host = resetlab::pci::Host::new(&t.sysfs);
+    let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    let chain = [
+        parse_method("remove_rescan").unwrap(),
+        parse_method("kernel").unwrap(),
+    ];
+    let opts = ResetOptions {
+        budget: Some(std::time::Duration::from_millis(300)),
+        ..ResetOptions::default()
+    };
+    let mut journal = Journal::new(false);
+    let r = run_chain(&host, &regs, &bdf, &chain, &opts, &mut journal).unwrap();
+    assert!(!r.success);
+    assert_eq!(r.budget_ms, Some(300));
+    assert_eq!(r.runs.len(), 1, "{:?}", r.runs);
+    let e = r.runs[0].error.as_deref().unwrap();
+    assert!(
+        e.starts_with("timed out after")
+            && e.contains("0000:c5:00.0 to reappear after rescan")
+            && e.ends_with("the wait was cut to what was left of the chain's budget of 0.3 s"),
+        "{e}"
+    );
+    assert_eq!(r.runs[0].error_kind, Some("timeout"));
+    assert_eq!(r.not_started, vec!["kernel".to_string()]);
+}
+
+/// The lock's wait is cut to the budget too, and its refusal names the holder and the budget.
+#[test]
+fn a_held_lock_ends_a_budgeted_chain_when_the_budget_is_spent() {
+    use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
+    let t = running();
+    let host = resetlab::pci::Host::new(&t.sysfs);
+    let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    let _held =
+        resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::from_secs(1)).unwrap();
+    let opts = ResetOptions {
+        budget: Some(std::time::Duration::from_millis(200)),
+        ..ResetOptions::default()
+    };
+    let chain = [parse_method("remove_rescan").unwrap()];
+    let e = run_chain(&host, &regs, &bdf, &chain, &opts, &mut Journal::new(false)).unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.kind(), "refused", "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id()))
+            && msg
+                .contains(" ms; the wait was cut to what was left of the chain's budget of 0.2 s"),
+        "{msg}"
+    );
+}
+
+/// `reset --budget`: the same from the command line, in its JSON and its text.
+#[test]
+fn reset_budget_flag_bounds_the_chain() {
+    let t = Twin::running(Profile {
+        device_fault: resetlab::sim::profile::Fault::Vanish,
+        ..Profile::default()
+    })
+    .unwrap();
+    let (code, v, err) = reset_json(
+        &t,
+        &["c5:00.0", "-m", "remove_rescan,kernel", "--budget", "300ms"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["budget_ms"], 300, "{v}");
+    assert_eq!(v["not_started"], serde_json::json!(["kernel"]), "{v}");
+    let e = v["runs"][0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("to reappear after rescan")
+            && e.ends_with("the wait was cut to what was left of the chain's budget of 0.3 s"),
+        "{e}"
+    );
+}

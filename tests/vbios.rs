@@ -454,7 +454,11 @@ fn write_atomic_replaces_and_leaves_no_temp() {
     assert_eq!(fs::read(&p).unwrap(), b"new bytes");
     assert_eq!(dir_names(dir.path()), vec!["x.bin"]);
     // A directory that does not exist: an error, nothing written.
-    assert!(write_atomic(&dir.path().join("no/such/x.bin"), b"z").is_err());
+    let e = write_atomic(&dir.path().join("no/such/x.bin"), b"z").unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { path, .. } if path.ends_with("no/such")),
+        "{e:?}"
+    );
 }
 
 /// A `rom` attribute that records what is done to it and can fail on demand.
@@ -518,7 +522,9 @@ fn device_rom_is_enabled_read_and_disabled() {
     assert!(!f.enabled);
     assert_eq!(got.bytes.as_deref(), Some(&f.rom[..]));
     assert!(got.writes.iter().all(|w| w.done));
-    assert!(check_rom(got.bytes.as_deref().unwrap()).is_ok());
+    let info = check_rom(got.bytes.as_deref().unwrap()).unwrap();
+    assert_eq!(info.size, f.rom.len());
+    assert_eq!(info.images[0].vendor_id, 0x1002);
 }
 
 #[test]

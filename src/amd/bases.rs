@@ -22,17 +22,19 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::amd::discovery::{self, Discovery, Mode, DISCOVERY_TMR_SIZE};
 use crate::amd::regio::{Barrier, RegIo};
-use crate::amd::regs::Asic;
+use crate::amd::regs::{Asic, BaseCheck, RegsDb};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::pci::mmio::{Access, BarMap, SystemFiles};
 use crate::pci::session::MemoryDecoding;
-use crate::pci::{Device, Host};
+use crate::pci::sysfs::hex_attr;
+use crate::pci::{Bdf, Device, Host, Topology};
 
 /// Where a set of bases came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -389,13 +391,233 @@ pub fn fetch(
     let woken = Device::load(host, dev.bdf)?;
     let mut r = read(host, &woken, asic, bar, journal);
     if journal.dry_run {
+        // The read is the table's binary_size, which read_vram_table caps at the ASIC's
+        // regs/ tmr_size, else DISCOVERY_TMR_SIZE (amdgpu_discovery.h): the most it can be.
+        let most = asic
+            .file
+            .discovery
+            .as_ref()
+            .and_then(|l| usize::try_from(l.tmr_size).ok())
+            .unwrap_or(DISCOVERY_TMR_SIZE);
         r.notes.push(format!(
-            "dry run: reading the table makes one MM_INDEX write per dword (about {} for a Phoenix table) and MM_INDEX_HI once, then puts both back",
-            crate::sim::discovery_blob::build_phoenix_blob().len() / 4
+            "dry run: reading the table makes one MM_INDEX write per dword of its binary_size (at most {} here: {most} bytes, the discovery TMR size) and MM_INDEX_HI once, then puts both back",
+            most / 4
         ));
     }
     crate::pci::power::unwake(host, journal, &dev.bdf, prev)?;
     Ok(r)
+}
+
+/// One base of the register file as resolved for the device: what `regs bases` and the report
+/// both show.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ResolvedBase {
+    pub ip: String,
+    pub instance: u8,
+    pub base_idx: u8,
+    /// The value used.
+    pub base: u32,
+    /// Where it came from (`device table`, `sysfs ip_discovery`, `discovery blob`, `regs/ static`).
+    pub source: BaseSource,
+    pub confirmed: bool,
+    /// The regs/ value and whether regs/ calls it confirmed.
+    pub file: u32,
+    pub file_confirmed: bool,
+    /// `agrees` / `differs` (device vs regs/), `absent` (the table lacks it), `static`.
+    pub verdict: String,
+}
+
+/// Every base of `asic`'s register file (as regs/ has it, before [`DeviceBases::apply`])
+/// against the table `found` holds: the comparison, and the base each segment resolves to.
+pub fn resolve_bases(asic: &Asic, found: &DeviceBases) -> (Vec<BaseCheck>, Vec<ResolvedBase>) {
+    let checks = asic.check_bases(found.discovery.as_ref().unwrap_or(&Discovery::empty()));
+    let resolved = checks
+        .iter()
+        .map(|c| {
+            let (base, source, confirmed, verdict) = match c.device {
+                Some(d) => (d, found.source, true, c.verdict()),
+                None if found.discovery.is_some() => {
+                    (c.file, BaseSource::Static, c.file_confirmed, "absent")
+                }
+                None => (c.file, BaseSource::Static, c.file_confirmed, "static"),
+            };
+            ResolvedBase {
+                ip: c.ip.clone(),
+                instance: c.instance,
+                base_idx: c.base_idx,
+                base,
+                source,
+                confirmed,
+                file: c.file,
+                file_confirmed: c.file_confirmed,
+                verdict: verdict.to_string(),
+            }
+        })
+        .collect();
+    (checks, resolved)
+}
+
+/// What `regs bases` asks for.
+#[derive(Debug, Clone)]
+pub struct BasesRequest {
+    pub bdf: Bdf,
+    /// Parse this IP discovery binary instead of the device's.
+    pub blob: Option<PathBuf>,
+    /// Accept a binary with bad checksums (reported as warnings).
+    pub lenient: bool,
+    /// The ASIC by name; by default found from the device's vendor:device.
+    pub asic: Option<String>,
+    /// Write `<dir>/<asic>.toml`: the discovered bases as a confirmed overlay.
+    pub write_overlay: Option<PathBuf>,
+    /// Sysfs `ip_discovery` or this boot's cache only, else regs/.
+    pub no_read: bool,
+    /// Read the device's table again even when this boot's cache has it.
+    pub refresh: bool,
+    /// Bound of waiting for another resetlab holding the device's lock.
+    pub lock_timeout: Duration,
+}
+
+/// `regs bases --json`: a device's bases, where each came from, and how they compare with regs/.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct BasesReport {
+    pub device: String,
+    pub asic: String,
+    pub source: BaseSource,
+    pub from: String,
+    pub cache: Option<String>,
+    pub cached: bool,
+    pub mp1_version: Option<String>,
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+    pub ips: Vec<discovery::DiscoveredIp>,
+    pub resolved: Vec<ResolvedBase>,
+    pub bases: Vec<BaseCheck>,
+    pub overlay: Option<String>,
+    /// The writes made to read the table (MM_INDEX, MM_INDEX_HI, COMMAND, power/control).
+    pub writes: Vec<crate::journal::Record>,
+}
+
+/// The ASIC of the device at `dir` by its ids, or the one named.
+fn asic_for<'a>(db: &'a RegsDb, dir: &Path, name: Option<&str>) -> Result<&'a Asic> {
+    if let Some(n) = name {
+        return db.asic(n);
+    }
+    let v = hex_attr(dir, "vendor", 0xffff)? as u16;
+    let d = hex_attr(dir, "device", 0xffff)? as u16;
+    db.by_pci_id(v, d).ok_or_else(|| {
+        Error::not_found(
+            "register database for PCI id",
+            format!("{v:04x}:{d:04x} (name one with --asic)"),
+        )
+    })
+}
+
+/// The device's bases for `regs bases` without `--blob`: sysfs `ip_discovery` when amdgpu wrote
+/// it, else [`fetch`] (cache, the device's table, regs/).
+fn device_bases(
+    host: &Host,
+    db: &RegsDb,
+    req: &BasesRequest,
+    journal: &mut Journal,
+) -> Result<DeviceBases> {
+    let dev_dir = host.device_dir(&req.bdf);
+    if dev_dir.join("ip_discovery").is_dir() {
+        return Ok(DeviceBases {
+            source: BaseSource::SysfsIpDiscovery,
+            from: dev_dir.join("ip_discovery").display().to_string(),
+            cache: None,
+            cached: false,
+            discovery: Some(discovery::parse_sysfs(&dev_dir)?),
+            raw: None,
+            notes: vec![],
+        });
+    }
+    let topo = Topology::scan(host)?;
+    let dev = topo.require(&req.bdf)?.clone();
+    let (a, bar) =
+        crate::amd::smu::target(db, &dev, req.asic.as_deref(), None)?.ok_or_else(|| {
+            Error::not_found(
+                "register database for PCI id",
+                format!(
+                    "{:04x}:{:04x} (name one with --asic)",
+                    dev.vendor, dev.device
+                ),
+            )
+        })?;
+    journal.method = "regs bases".into();
+    let opts = Fetch {
+        read: !req.no_read,
+        refresh: req.refresh,
+        lock_timeout: req.lock_timeout,
+    };
+    fetch(host, &dev, a, bar, journal, &opts)
+}
+
+/// `regs bases`: the device's bases (or a dump's), resolved against regs/, optionally written as
+/// an overlay for `--regs DIR`. The caller renders the report.
+pub fn report(
+    host: &Host,
+    db: &RegsDb,
+    req: &BasesRequest,
+    journal: &mut Journal,
+) -> Result<BasesReport> {
+    let bdf = req.bdf;
+    let found = match &req.blob {
+        Some(f) => {
+            let bytes =
+                crate::pci::bounded_read::read_limited(f, crate::pci::bounded_read::BLOB_MAX)?;
+            let mode = if req.lenient {
+                Mode::Lenient
+            } else {
+                Mode::Strict
+            };
+            DeviceBases {
+                source: BaseSource::Blob,
+                from: f.display().to_string(),
+                cache: None,
+                cached: false,
+                discovery: Some(discovery::parse(&bytes, mode)?),
+                raw: Some(bytes),
+                notes: vec![],
+            }
+        }
+        None => device_bases(host, db, req, journal)?,
+    };
+    let a = asic_for(db, &host.device_dir(&bdf), req.asic.as_deref())?;
+    let disc = found.discovery.clone().unwrap_or_else(Discovery::empty);
+    let mut overlay = None;
+    if let Some(dir) = &req.write_overlay {
+        if found.discovery.is_none() {
+            return Err(Error::failed(format!(
+                "no discovery table to write an overlay from ({}): {}",
+                found.label(),
+                found.notes.join("; ")
+            )));
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let path = dir.join(format!("{}.toml", a.asic_name()));
+        let text =
+            discovery::overlay_from_bases(a.asic_name(), &disc, &format!("ip discovery on {bdf}"));
+        fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+        overlay = Some(path.display().to_string());
+    }
+    let (checks, resolved) = resolve_bases(a, &found);
+    Ok(BasesReport {
+        device: bdf.to_string(),
+        asic: a.asic_name().to_string(),
+        source: found.source,
+        from: found.label(),
+        cache: found.cache.clone(),
+        cached: found.cached,
+        mp1_version: disc.mp1_version(),
+        warnings: disc.warnings.clone(),
+        notes: found.notes.clone(),
+        ips: disc.ips().cloned().collect(),
+        resolved,
+        bases: checks,
+        overlay,
+        writes: journal.writes().cloned().collect(),
+    })
 }
 
 fn read_now(
@@ -466,6 +688,62 @@ fn read_now(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn bases_from_a_twin_sysfs_writes_an_overlay_that_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let dev = root.path().join("bus/pci/devices/0000:c5:00.0");
+        fs::create_dir_all(&dev).unwrap();
+        fs::write(dev.join("vendor"), "0x1002\n").unwrap();
+        fs::write(dev.join("device"), "0x1900\n").unwrap();
+        let spec = crate::sim::discovery_blob::BlobSpec::phoenix_like()
+            .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
+            .unwrap();
+        let d = discovery::parse(
+            &crate::sim::discovery_blob::build_discovery_blob(&spec),
+            Mode::Strict,
+        )
+        .unwrap();
+        crate::sim::discovery_blob::write_sysfs(&dev, &d).unwrap();
+        let out = root.path().join("overlay");
+        let req = BasesRequest {
+            bdf: "c5:00.0".parse().unwrap(),
+            blob: None,
+            lenient: false,
+            asic: None,
+            write_overlay: Some(out.clone()),
+            no_read: false,
+            refresh: false,
+            lock_timeout: Duration::from_secs(1),
+        };
+        let db = RegsDb::load(&[]).unwrap();
+        let r = report(&Host::new(root.path()), &db, &req, &mut Journal::new(false)).unwrap();
+        assert_eq!(r.source, BaseSource::SysfsIpDiscovery);
+        assert_eq!(
+            r.overlay.as_deref(),
+            Some(out.join("phoenix.toml").to_str().unwrap())
+        );
+        let seg0 = r
+            .resolved
+            .iter()
+            .find(|b| b.ip == "MP1" && b.base_idx == 0)
+            .unwrap();
+        assert_eq!(
+            (seg0.base, seg0.source),
+            (0x16200, BaseSource::SysfsIpDiscovery)
+        );
+        let db = RegsDb::load(&[out]).unwrap();
+        let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
+        assert!(m.base_confirmed);
+        assert_eq!(m.msg, 0x58A08);
+        // MP1 segment 0 of this table is 0x16200: the overlay corrected the guess.
+        let m11 = db
+            .asic("phoenix")
+            .unwrap()
+            .mailbox(Some("13.0.11"))
+            .unwrap();
+        assert_eq!(m11.msg, (0x16200 + 0x282) * 4);
+    }
 
     fn io_with_vram(bytes: &[u8]) -> (tempfile::TempDir, RegIo) {
         // A BAR file with no model behind it: MM_DATA holds one fixed dword

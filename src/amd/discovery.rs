@@ -20,10 +20,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-// The builders moved to `sim::discovery_blob`; `cli/regs.rs`'s unit tests still name them here.
-#[cfg(test)]
-pub(crate) use crate::sim::discovery_blob::{build_discovery_blob, write_sysfs, BlobSpec};
-
 /// `discovery.h: BINARY_SIGNATURE`.
 pub const BINARY_SIGNATURE: u32 = 0x2821_1407;
 /// `discovery.h: DISCOVERY_TABLE_SIGNATURE` ("IPDS").
@@ -221,6 +217,17 @@ pub struct Discovery {
 
 impl Discovery {
     /// Every IP instance of every die, in table order.
+    /// A table with nothing in it (no device table was found).
+    pub fn empty() -> Discovery {
+        Discovery {
+            header: None,
+            table_version: None,
+            base_addr_64_bit: false,
+            dies: vec![],
+            warnings: vec![],
+        }
+    }
+
     pub fn ips(&self) -> impl Iterator<Item = &DiscoveredIp> {
         self.dies.iter().flat_map(|d| d.ips.iter())
     }
@@ -756,7 +763,9 @@ fn toml_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::discovery_blob::{build_phoenix_blob, put_u16};
+    use crate::sim::discovery_blob::{
+        build_discovery_blob, build_phoenix_blob, put_u16, write_sysfs, BlobSpec,
+    };
 
     #[test]
     fn phoenix_blob_round_trips() {
@@ -852,8 +861,16 @@ mod tests {
         let d = read_from_vram(&mut rd, memsize_mib, Mode::Strict).unwrap();
         assert_eq!(reads, DISCOVERY_TMR_SIZE / 4);
         assert_eq!(d.mp1_version().as_deref(), Some("13.0.4"));
-        assert!(vram_position(u32::MAX).is_err());
-        assert!(vram_position(0).is_err());
+        let e = vram_position(u32::MAX).unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed { what } if what.contains("reads all-ones: the register BAR is dead")),
+            "{e:?}"
+        );
+        let e = vram_position(0).unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed { what } if what.contains("is 0 MiB, too small")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -429,8 +429,14 @@ mod tests {
         let (_d, r) = io(0x1000, Access::ReadOnly);
         assert_eq!(r.path(0xffc), RegPath::Direct);
         assert_eq!(r.path(0x1000), RegPath::Indirect);
-        assert!(r.check(0x1_0000_0000).is_err());
-        assert!(r.check(0x1002).is_err());
+        for (at, what) in [(0x1_0000_0000u64, "0x100000000"), (0x1002, "0x1002")] {
+            let e = r.check(at).unwrap_err();
+            assert!(
+                matches!(&e, Error::OutOfBounds { what: w, offset, width: 4, .. }
+                    if *offset == at && w.contains(what) && w.contains("not a dword-aligned 32-bit SMN address")),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -232,7 +232,12 @@ mod tests {
         assert_eq!(check_vmid("101").unwrap(), "101");
         assert_eq!(check_vmid("win11-gpu").unwrap(), "win11-gpu");
         for bad in ["", "1; rm -rf /", "a b", "$(x)"] {
-            assert!(check_vmid(bad).is_err(), "{bad}");
+            let e = check_vmid(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::Parse { what: "VM id", input, reason }
+                    if input == bad && reason.starts_with("use the VM's number or name")),
+                "{bad}: {e:?}"
+            );
         }
     }
 

@@ -1,17 +1,14 @@
 //! `resetlab regs`: the register database (list, show) and the device's IP discovery bases.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::amd::bases::{self, BaseSource, DeviceBases};
-use crate::amd::discovery::{self, Discovery, Mode};
-use crate::amd::regs::{BaseCheck, RegsDb};
-use crate::error::{exit, Error, Result};
+use crate::amd::bases::{self, BasesReport};
+use crate::amd::regs::RegsDb;
+use crate::error::{exit, Result};
 use crate::journal::Journal;
-use crate::pci::sysfs::hex_attr;
-use crate::pci::{Bdf, Host, Topology};
+use crate::pci::Host;
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
@@ -64,24 +61,6 @@ pub enum RegsCmd {
     },
 }
 
-/// One base of the register file as resolved for the device.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct ResolvedBase {
-    ip: String,
-    instance: u8,
-    base_idx: u8,
-    /// The value used.
-    base: u32,
-    /// Where it came from (`device table`, `sysfs ip_discovery`, `discovery blob`, `regs/ static`).
-    source: BaseSource,
-    confirmed: bool,
-    /// The regs/ value and whether regs/ calls it confirmed.
-    file: u32,
-    file_confirmed: bool,
-    /// `agrees` / `differs` (device vs regs/), `absent` (the table lacks it), `static`.
-    verdict: String,
-}
-
 /// `regs list --json`.
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct ListOut {
@@ -97,66 +76,7 @@ pub struct Row {
     files: Vec<String>,
 }
 
-/// `regs bases --json`.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct BasesReport {
-    device: String,
-    asic: String,
-    source: BaseSource,
-    from: String,
-    cache: Option<String>,
-    cached: bool,
-    mp1_version: Option<String>,
-    warnings: Vec<String>,
-    notes: Vec<String>,
-    ips: Vec<discovery::DiscoveredIp>,
-    resolved: Vec<ResolvedBase>,
-    bases: Vec<BaseCheck>,
-    overlay: Option<String>,
-    /// The writes made to read the table (MM_INDEX, MM_INDEX_HI, COMMAND, power/control).
-    writes: Vec<crate::journal::Record>,
-}
-
-/// Reads the device's bases for `regs bases` (not --blob): [`bases::fetch`].
-#[allow(clippy::too_many_arguments)]
-fn device_bases(
-    host: &Host,
-    bdf: &Bdf,
-    asic_name: Option<&str>,
-    db: &RegsDb,
-    no_read: bool,
-    refresh: bool,
-    journal: &mut Journal,
-    lock_timeout: u64,
-) -> Result<(DeviceBases, String)> {
-    let topo = Topology::scan(host)?;
-    let dev = topo
-        .get(bdf)
-        .ok_or_else(|| Error::not_found("PCI device", bdf.to_string()))?
-        .clone();
-    let (a, bar) = crate::amd::smu::target(db, &dev, asic_name, None)?.ok_or_else(|| {
-        Error::not_found(
-            "register database for PCI id",
-            format!(
-                "{:04x}:{:04x} (name one with --asic)",
-                dev.vendor, dev.device
-            ),
-        )
-    })?;
-    journal.method = "regs bases".into();
-    let opts = bases::Fetch {
-        read: !no_read,
-        refresh,
-        lock_timeout: std::time::Duration::from_millis(lock_timeout),
-    };
-    Ok((
-        bases::fetch(host, &dev, a, bar, journal, &opts)?,
-        a.asic_name().to_string(),
-    ))
-}
-
 pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> Result<i32> {
-    let sysfs = host.sysfs.as_path();
     let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {
@@ -207,145 +127,21 @@ pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> R
             trace,
             lock_timeout,
         } => {
-            let bdf: Bdf = dev.parse()?;
-            let dev_dir = sysfs.join("bus/pci/devices").join(bdf.to_string());
             let mut journal = Journal::new(*dry_run);
             if let Some(t) = trace {
                 journal = journal.with_trace(t)?;
             }
-            let found: DeviceBases = match blob {
-                Some(f) => {
-                    let bytes = crate::pci::bounded_read::read_limited(
-                        f,
-                        crate::pci::bounded_read::BLOB_MAX,
-                    )?;
-                    let mode = if *lenient {
-                        Mode::Lenient
-                    } else {
-                        Mode::Strict
-                    };
-                    DeviceBases {
-                        source: BaseSource::Blob,
-                        from: f.display().to_string(),
-                        cache: None,
-                        cached: false,
-                        discovery: Some(discovery::parse(&bytes, mode)?),
-                        raw: Some(bytes),
-                        notes: vec![],
-                    }
-                }
-                None if dev_dir.join("ip_discovery").is_dir() => DeviceBases {
-                    source: BaseSource::SysfsIpDiscovery,
-                    from: dev_dir.join("ip_discovery").display().to_string(),
-                    cache: None,
-                    cached: false,
-                    discovery: Some(discovery::parse_sysfs(&dev_dir)?),
-                    raw: None,
-                    notes: vec![],
-                },
-                None => {
-                    device_bases(
-                        host,
-                        &bdf,
-                        asic.as_deref(),
-                        &db,
-                        *no_read,
-                        *refresh,
-                        &mut journal,
-                        *lock_timeout,
-                    )?
-                    .0
-                }
+            let req = bases::BasesRequest {
+                bdf: dev.parse()?,
+                blob: blob.clone(),
+                lenient: *lenient,
+                asic: asic.clone(),
+                write_overlay: write_overlay.clone(),
+                no_read: *no_read,
+                refresh: *refresh,
+                lock_timeout: std::time::Duration::from_millis(*lock_timeout),
             };
-            let empty = Discovery {
-                header: None,
-                table_version: None,
-                base_addr_64_bit: false,
-                dies: vec![],
-                warnings: vec![],
-            };
-            let disc = found.discovery.clone().unwrap_or(empty);
-            let from = found.label();
-            let a = match asic {
-                Some(n) => db.asic(n)?,
-                None => {
-                    let v = hex_attr(&dev_dir, "vendor", 0xffff)? as u16;
-                    let d = hex_attr(&dev_dir, "device", 0xffff)? as u16;
-                    db.by_pci_id(v, d).ok_or_else(|| {
-                        Error::not_found(
-                            "register database for PCI id",
-                            format!("{v:04x}:{d:04x} (name one with --asic)"),
-                        )
-                    })?
-                }
-            };
-            let mut overlay = None;
-            if let (Some(_), None) = (write_overlay, &found.discovery) {
-                return Err(Error::failed(format!(
-                    "no discovery table to write an overlay from ({}): {}",
-                    found.label(),
-                    found.notes.join("; ")
-                )));
-            }
-            if let Some(dir) = write_overlay {
-                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-                let path = dir.join(format!("{}.toml", a.asic_name()));
-                let text = discovery::overlay_from_bases(
-                    a.asic_name(),
-                    &disc,
-                    &format!("ip discovery on {bdf}"),
-                );
-                fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
-                overlay = Some(path.display().to_string());
-            }
-            let checks = a.check_bases(&disc);
-            let resolved = checks
-                .iter()
-                .map(|c| {
-                    let (base, source, confirmed, verdict) = match c.device {
-                        Some(d) => (d, found.source, true, c.verdict().to_string()),
-                        None if found.discovery.is_some() => (
-                            c.file,
-                            BaseSource::Static,
-                            c.file_confirmed,
-                            "absent".into(),
-                        ),
-                        None => (
-                            c.file,
-                            BaseSource::Static,
-                            c.file_confirmed,
-                            "static".into(),
-                        ),
-                    };
-                    ResolvedBase {
-                        ip: c.ip.clone(),
-                        instance: c.instance,
-                        base_idx: c.base_idx,
-                        base,
-                        source,
-                        confirmed,
-                        file: c.file,
-                        file_confirmed: c.file_confirmed,
-                        verdict,
-                    }
-                })
-                .collect();
-            let report = BasesReport {
-                device: bdf.to_string(),
-                asic: a.asic_name().to_string(),
-                source: found.source,
-                from,
-                cache: found.cache.clone(),
-                cached: found.cached,
-                mp1_version: disc.mp1_version(),
-                warnings: disc.warnings.clone(),
-                notes: found.notes.clone(),
-                ips: disc.ips().cloned().collect(),
-                resolved,
-                bases: checks,
-                overlay,
-                writes: journal.writes().cloned().collect(),
-            };
+            let report = bases::report(host, &db, &req, &mut journal)?;
             if json {
                 print_json(&report)?;
             } else {
@@ -461,51 +257,12 @@ mod tests {
         assert!(
             matches!(a.cmd, RegsCmd::Bases { ref write_overlay, .. } if write_overlay.is_some())
         );
-        assert!(parse(&["regs", "show"]).is_err());
-    }
-
-    #[test]
-    fn bases_from_a_twin_sysfs_writes_an_overlay_that_loads() {
-        let root = tempfile::tempdir().unwrap();
-        let dev = root.path().join("bus/pci/devices/0000:c5:00.0");
-        fs::create_dir_all(&dev).unwrap();
-        fs::write(dev.join("vendor"), "0x1002\n").unwrap();
-        fs::write(dev.join("device"), "0x1900\n").unwrap();
-        let spec = crate::sim::discovery_blob::BlobSpec::phoenix_like()
-            .with_bases([("MP1", &[0x16200u64, 0x16000][..])])
-            .unwrap();
-        let d = discovery::parse(
-            &crate::sim::discovery_blob::build_discovery_blob(&spec),
-            Mode::Strict,
-        )
-        .unwrap();
-        crate::sim::discovery_blob::write_sysfs(&dev, &d).unwrap();
-        let out = root.path().join("overlay");
-        let args = RegsArgs {
-            cmd: RegsCmd::Bases {
-                dev: "c5:00.0".into(),
-                blob: None,
-                lenient: false,
-                asic: None,
-                write_overlay: Some(out.clone()),
-                no_read: false,
-                refresh: false,
-                dry_run: false,
-                trace: None,
-                lock_timeout: 1000,
-            },
-        };
-        assert_eq!(run(&args, &[], &Host::new(root.path()), true).unwrap(), 0);
-        let db = RegsDb::load(&[out]).unwrap();
-        let m = db.asic("phoenix").unwrap().mailbox(Some("13.0.4")).unwrap();
-        assert!(m.base_confirmed);
-        assert_eq!(m.msg, 0x58A08);
-        // MP1 segment 0 of this table is 0x16200: the overlay corrected the guess.
-        let m11 = db
-            .asic("phoenix")
-            .unwrap()
-            .mailbox(Some("13.0.11"))
-            .unwrap();
-        assert_eq!(m11.msg, (0x16200 + 0x282) * 4);
+        let e = parse(&["regs", "show"]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{e}"
+        );
+        assert!(e.to_string().contains("<ASIC>"), "{e}");
     }
 }

@@ -43,6 +43,10 @@ pub struct ResetArgs {
     /// Bound of waiting for another resetlab holding the device's lock, in ms.
     #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = crate::cli::ms)]
     pub lock_timeout: u64,
+    /// Time budget of the whole chain, in ms: no method starts once it is spent, and every wait
+    /// is cut to what is left of it (the hook gives each device's chain what is left of its phase).
+    #[arg(long, value_name = "MS", value_parser = crate::cli::ms)]
+    pub budget: Option<u64>,
     /// Vendor methods: the ASIC (regs/ name) when the ids do not say it.
     #[arg(long)]
     pub asic: Option<String>,
@@ -62,6 +66,8 @@ impl ResetArgs {
             lock_timeout: Duration::from_millis(self.lock_timeout),
             asic: self.asic.clone(),
             bar: self.bar,
+            budget: self.budget.map(Duration::from_millis),
+            ..ResetOptions::default()
         }
     }
 }
@@ -104,6 +110,13 @@ pub fn print_report(r: &ChainReport) {
                 Some(f) => println!("  health: FAILED: {f}"),
             }
         }
+    }
+    if !r.not_started.is_empty() {
+        println!(
+            "not started, the chain's budget of {} s was spent: {}",
+            r.budget_ms.unwrap_or(0) as f64 / 1e3,
+            r.not_started.join(", ")
+        );
     }
     if r.dry_run {
         println!(

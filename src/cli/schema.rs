@@ -208,7 +208,7 @@ pub fn all() -> Vec<(&'static str, &'static str, Schema)> {
         (
             "regs-bases",
             "resetlab regs bases DEV --json",
-            of::<c::regs::BasesReport>("regs-bases"),
+            of::<crate::amd::bases::BasesReport>("regs-bases"),
         ),
         (
             "vbios-dump",

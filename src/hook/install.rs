@@ -424,9 +424,14 @@ mod tests {
 
     #[test]
     fn snippet_names_are_plain_file_names() {
-        assert!(check_name("resetlab-hook.sh").is_ok());
+        let () = check_name("resetlab-hook.sh").unwrap();
         for bad in ["", "../x", "a/b", ".hidden", "a b"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+            let e = check_name(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::Parse { what: "snippet name", input, reason }
+                    if input == bad && reason.starts_with("use letters, digits")),
+                "{bad:?}: {e:?}"
+            );
         }
     }
 }

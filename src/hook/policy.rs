@@ -881,6 +881,11 @@ mod tests {
         for p in Phase::ALL {
             assert_eq!(p.as_str().parse::<Phase>().unwrap(), p);
         }
-        assert!("start".parse::<Phase>().is_err());
+        let e = "start".parse::<Phase>().unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { what: "hook phase", input, reason }
+                if input == "start" && reason == "expected pre-start, post-start, pre-stop or post-stop"),
+            "{e:?}"
+        );
     }
 }

@@ -74,12 +74,29 @@ pub trait ConfigAccess {
         self.read(0, &mut v)?;
         if v.len() >= 2 && v[0] == 0xff && v[1] == 0xff {
             return Err(Error::AllOnes {
-                bdf: self.label(),
+                bdf: None,
+                path: self.label().into(),
                 offset: PCI_VENDOR_ID,
             });
         }
         Ok(v)
     }
+}
+
+/// What runs after a config write that a [`WriteHook`] began.
+pub type WriteFinish = Box<dyn FnOnce() -> Result<()>>;
+
+/// Called before every write to a `config` file with its path and open file; what it returns
+/// runs after the write. None is installed for a real machine. The twin installs its model's
+/// handshake (`sim::model::ConfigWrite`: the model takes a write before it returns, as hardware
+/// does) when it starts, so that this layer needs nothing from the twin.
+pub type WriteHook = fn(&Path, &File) -> Result<Option<WriteFinish>>;
+
+static WRITE_HOOK: std::sync::OnceLock<WriteHook> = std::sync::OnceLock::new();
+
+/// Installs the config write hook for the process (the first one installed stays).
+pub fn set_write_hook(hook: WriteHook) {
+    let _ = WRITE_HOOK.set(hook);
 }
 
 /// The sysfs `config` attribute of a device: pread/pwrite at offsets.
@@ -175,15 +192,18 @@ impl ConfigAccess for SysfsConfig {
             )));
         }
         // A twin's model takes the write before it returns, as hardware does.
-        let twin = crate::sim::model::ConfigWrite::begin(&self.path, &self.file)?;
+        let twin = match WRITE_HOOK.get() {
+            Some(begin) => begin(&self.path, &self.file)?,
+            None => None,
+        };
         // One pwrite of the exact width: the kernel turns an aligned 1/2/4-byte
         // write into one config cycle of that size (`pci_write_config`).
         let n = self
             .file
             .write_at(data, offset as u64)
             .map_err(|e| Error::io("write", &self.path, e))?;
-        if let Some(t) = twin {
-            t.finish()?;
+        if let Some(finish) = twin {
+            finish()?;
         }
         if n != data.len() {
             return Err(Error::failed(format!(
@@ -348,7 +368,15 @@ mod tests {
     fn all_ones_is_not_data() {
         let c = MemConfig::image("0000:01:00.0", vec![0xff; 256]);
         let e = c.read_all().unwrap_err();
-        assert!(e.to_string().contains("all-ones"), "{e}");
+        assert!(
+            matches!(&e, Error::AllOnes { bdf: None, path, offset: PCI_VENDOR_ID }
+                if path.as_os_str() == "0000:01:00.0"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "0000:01:00.0: config space reads all-ones at 0x000 (device absent, in D3cold or not responding)"
+        );
     }
 
     #[test]

@@ -162,7 +162,8 @@ pub fn lock(host: &Host, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
                 return Ok(DeviceLock { _lock: l, path });
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                if start.elapsed() >= bound {
+                let spent = start.elapsed();
+                if spent >= bound {
                     return Err(Error::refused(format!(
                         "{bdf} is being reset by {} (lock {}); waited {} ms",
                         holder(&path),
@@ -170,7 +171,8 @@ pub fn lock(host: &Host, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
                         bound.as_millis()
                     )));
                 }
-                std::thread::sleep(delay);
+                // Never past the bound: a caller's deadline ends with it.
+                std::thread::sleep(delay.min(bound - spent));
                 delay = (delay * 2).min(Duration::from_millis(100));
             }
             Err((_, e)) => return Err(Error::io("flock", &path, e.into())),
@@ -203,7 +205,12 @@ mod tests {
         );
         assert_eq!(e.exit_code(), crate::error::exit::REFUSED);
         drop(first);
-        assert!(lock(&host, &bdf, Duration::from_millis(10)).is_ok());
+        let second = lock(&host, &bdf, Duration::from_millis(10)).unwrap();
+        assert!(
+            second.path.ends_with("0000:c5:00.0.lock"),
+            "{:?}",
+            second.path
+        );
         let m = std::fs::metadata(lock_dir(&host)).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o700);
     }

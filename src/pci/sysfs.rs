@@ -328,8 +328,9 @@ impl Device {
         }
         let cfg = self.open_config()?;
         let bytes = cfg.read_all().map_err(|e| match e {
-            Error::AllOnes { offset, .. } => Error::AllOnes {
-                bdf: self.bdf.to_string(),
+            Error::AllOnes { path, offset, .. } => Error::AllOnes {
+                bdf: Some(self.bdf),
+                path,
                 offset,
             },
             e => e,
@@ -443,8 +444,13 @@ mod tests {
     fn hex_attrs_are_checked() {
         let p = Path::new("vendor");
         assert_eq!(parse_hex_attr(p, "0x1002", 0xffff).unwrap(), 0x1002);
-        assert!(parse_hex_attr(p, "0x10020", 0xffff).is_err());
-        assert!(parse_hex_attr(p, "zz", 0xffff).is_err());
-        assert!(parse_hex_attr(p, "", 0xffff).is_err());
+        for bad in ["0x10020", "zz", ""] {
+            let e = parse_hex_attr(p, bad, 0xffff).unwrap_err();
+            assert!(
+                matches!(&e, Error::Parse { what: "sysfs attribute", input, reason }
+                    if input == bad && reason == "vendor is not a hex value up to 0xffff"),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 }

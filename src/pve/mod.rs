@@ -158,6 +158,10 @@ mod tests {
     #[test]
     fn node_name() {
         assert_eq!(node_name_from_hostname("pve1.lan\n").unwrap(), "pve1");
-        assert!(node_name_from_hostname("\n").is_err());
+        let e = node_name_from_hostname("\n").unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { what: "host name", reason, .. } if reason == "empty node name"),
+            "{e:?}"
+        );
     }
 }

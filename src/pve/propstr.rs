@@ -61,10 +61,18 @@ mod tests {
 
     #[test]
     fn property_string_errors() {
-        assert!(split_property_string("a=1,a=2").is_err());
-        assert!(split_property_string("a=").is_err());
-        assert!(split_property_string("=a").is_err());
-        assert!(split_property_string("x, pcie=1").is_err());
+        for (bad, at, why) in [
+            ("a=1,a=2", 4, "duplicate option 'a'"),
+            ("a=", 0, "option 'a' has no value"),
+            ("=a", 0, "'=a' has no key before '='"),
+            ("x, pcie=1", 2, "invalid option name ' pcie'"),
+        ] {
+            assert_eq!(
+                split_property_string(bad).unwrap_err(),
+                (at, why.to_string()),
+                "{bad}"
+            );
+        }
         assert_eq!(split_property_string("x,, ,a=b").unwrap().len(), 2);
     }
 }

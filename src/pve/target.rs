@@ -152,21 +152,31 @@ mod tests {
                 dev: 0x1f
             })
         );
-        for bad in [
-            "",
-            "c5",
-            "c5:0.0",
-            "c5:00.8",
-            "c5:20.0",
-            "000:c5:00.0",
-            "c5:00.",
-            "g5:00.0",
-            "1:2:3:4",
+        for (bad, why) in [
+            ("", "expected [DDDD:]BB:DD[.F]"),
+            ("c5", "expected [DDDD:]BB:DD[.F]"),
+            ("c5:0.0", "device '0' is not 2 hex digits"),
+            ("c5:00.8", "function 8 is above 7"),
+            ("c5:20.0", "device 0x20 is above 0x1f"),
+            ("000:c5:00.0", "domain '000' is not 4 to 8 hex digits"),
+            ("c5:00.", "function '' is not 1 hex digits"),
+            ("g5:00.0", "bus 'g5' is not 2 hex digits"),
+            ("1:2:3:4", "expected [DDDD:]BB:DD[.F]"),
         ] {
-            assert!(PciTarget::parse(bad).is_err(), "{bad}");
+            let e = PciTarget::parse(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::Parse { what: "PCI address", input, reason }
+                    if input == bad && reason == why),
+                "{bad}: {e:?}"
+            );
         }
         assert_eq!(Bdf::new(0, 0xc5, 0, 1).to_string(), "0000:c5:00.1");
-        assert!("c5:00".parse::<Bdf>().is_err());
+        let e = "c5:00".parse::<Bdf>().unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { what: "PCI address", input, reason }
+                if input == "c5:00" && reason.starts_with("expected [domain:]bus:device.function")),
+            "{e:?}"
+        );
     }
 
     #[test]

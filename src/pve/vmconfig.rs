@@ -444,9 +444,15 @@ mod tests {
     fn key_value_split() {
         assert_eq!(split_key_value("vga: none  ").unwrap(), ("vga", "none", 5));
         assert_eq!(split_key_value("hostpci0:x").unwrap().0, "hostpci0");
-        assert!(split_key_value("Vga: none").is_err());
+        assert_eq!(
+            split_key_value("Vga: none").unwrap_err(),
+            (0, "expected 'key: value' (key starts with a-z)".to_string())
+        );
         assert_eq!(split_key_value("vga none").unwrap_err().0, 3);
-        assert!(split_key_value("vga:   ").is_err());
+        assert_eq!(
+            split_key_value("vga:   ").unwrap_err(),
+            (3, "'vga' has no value".to_string())
+        );
     }
 
     #[test]

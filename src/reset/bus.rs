@@ -145,7 +145,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             let t = std::time::Instant::now();
             wait::poll(
                 "the link to come up (LNKSTA.DLLLA)",
-                LINK_BOUND,
+                ctx.opts.bound(LINK_BOUND),
                 Duration::from_millis(10),
                 || {
                     Ok(
@@ -166,7 +166,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             continue;
         }
         let mut cfg = config_for_writes(d, ctx.journal)?;
-        wait::wait_ready(&cfg, false, ctx.opts.ready_timeout, &d.bdf.to_string())?;
+        wait::wait_ready(&cfg, false, ctx.opts.ready_bound(), &d.bdf.to_string())?;
         restored += s.restore(ctx.journal, &mut cfg)?;
     }
     Ok(Outcome::did(format!(

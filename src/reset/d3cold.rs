@@ -93,10 +93,11 @@ fn watch(ctx: &ResetCtx, want: &str, bound: Duration) -> Result<(bool, String)> 
         if s == want {
             return Ok((true, deepest));
         }
-        if start.elapsed() >= bound {
+        let spent = start.elapsed();
+        if spent >= bound {
             return Ok((false, deepest));
         }
-        std::thread::sleep(delay);
+        std::thread::sleep(delay.min(bound - spent));
         delay = (delay * 2).min(Duration::from_millis(50));
     }
 }
@@ -111,7 +112,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
         ctx.journal.sysfs_write(Some(&bdf), &allowed, "1")?;
     }
     ctx.journal.sysfs_write(Some(&bdf), &control, "auto")?;
-    let bound = ctx.opts.wait_timeout;
+    let bound = ctx.opts.wait_bound();
     if ctx.opts.dry_run {
         ctx.journal.note(
             Some(&bdf),
@@ -126,7 +127,8 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     let (reached, deepest) = watch(ctx, "D3cold", bound)?;
     // Power back on whatever was reached, then put the attributes back.
     ctx.journal.sysfs_write(Some(&bdf), &control, "on")?;
-    let (back, _) = watch(ctx, "D0", bound)?;
+    let back_bound = ctx.opts.wait_bound();
+    let (back, _) = watch(ctx, "D0", back_bound)?;
     if prev_control != "on" {
         ctx.journal
             .sysfs_write(Some(&bdf), &control, &prev_control)?;
@@ -137,7 +139,7 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
     if !back {
         return Err(Error::Timeout {
             what: format!("{bdf} to return to D0"),
-            bound_ms: bound.as_millis() as u64,
+            bound_ms: back_bound.as_millis() as u64,
         });
     }
     if !reached {

@@ -73,6 +73,12 @@ pub struct ChainReport {
     /// Every write, in order (what `--dry-run` would make).
     pub writes: Vec<Record>,
     pub total_ms: f64,
+    /// The chain's time budget ([`ResetOptions::budget`]), when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
+    /// Methods of the chain not started because the budget was spent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -135,8 +141,9 @@ pub fn session_options(opts: &ResetOptions) -> SessionOptions {
     SessionOptions {
         dry_run: opts.dry_run,
         force: opts.force,
-        lock_timeout: opts.lock_timeout,
-        wake_timeout: opts.wait_timeout,
+        // Within the chain's budget, if it has one.
+        lock_timeout: opts.lock_bound(),
+        wake_timeout: opts.wait_bound(),
         ..SessionOptions::new(RESET_WRITES)
     }
 }
@@ -211,6 +218,11 @@ pub fn run_chain_in(
     journal: &mut Journal,
 ) -> Result<ChainReport> {
     let start = Instant::now();
+    // The budget counts from here: every wait below is cut to what is left.
+    let opts = &ResetOptions {
+        deadline: opts.budget.map(|b| start + b),
+        ..opts.clone()
+    };
     require_root(opts)?;
     let dev = topo.require(bdf)?.clone();
     let affects = chain_affects(&topo, &dev, chain, opts);
@@ -221,7 +233,14 @@ pub fn run_chain_in(
         &affects,
         &session_options(opts),
         journal,
-    )?;
+    )
+    .map_err(|e| match e {
+        // The lock's wait ends in a refusal naming the holder.
+        Error::Refused { reason } if opts.budget_spent() => Error::Refused {
+            reason: format!("{reason}{}", opts.budget_note()),
+        },
+        e => opts.explain(e),
+    })?;
     let r = run_chain_in_session(&mut session, regs, &mut topo, chain, opts);
     session.journal().method = String::new();
     let closed = session.close();
@@ -251,7 +270,12 @@ pub fn run_chain_in_session(
     session.guards_over(topo, &[])?;
     let mut runs = Vec::new();
     let mut success = None;
+    let mut not_started = Vec::new();
     for (i, spec) in chain.iter().enumerate() {
+        if opts.budget_spent() {
+            not_started.extend(chain[i..].iter().map(|s| s.label()));
+            break;
+        }
         // Re-read the device: an earlier method may have re-created it.
         let dev = if i == 0 {
             topo.require(&bdf)?.clone()
@@ -265,7 +289,8 @@ pub fn run_chain_in_session(
                 }
             }
         };
-        let run = run_one(host, regs, topo, &dev, *spec, opts, session.journal())?;
+        let run = run_one(host, regs, topo, &dev, *spec, opts, session.journal())
+            .map_err(|e| opts.explain(e))?;
         let ok = run.succeeded();
         runs.push(run);
         if ok {
@@ -283,6 +308,8 @@ pub fn run_chain_in_session(
         runs,
         writes: journal.writes().cloned().collect(),
         total_ms: ms(start.elapsed()),
+        budget_ms: opts.budget.map(|b| b.as_millis() as u64),
+        not_started,
     })
 }
 
@@ -333,6 +360,7 @@ fn run_one(
     guards_for(host, topo, dev, &verdict.affects, opts)?;
     run.attempted = true;
     let fail = |run: &mut MethodRun, e: Error| {
+        let e = opts.explain(e);
         run.error_kind = Some(error_kind(&e));
         run.error = Some(e.one_line());
     };
@@ -390,7 +418,7 @@ fn run_one(
                 wait::wait_ready(
                     &cfg,
                     rrs_enabled(topo, dev),
-                    opts.ready_timeout,
+                    opts.ready_bound(),
                     &bdf.to_string(),
                 )?;
             }
@@ -430,7 +458,7 @@ fn run_one(
     // device had before).
     if spec.def.managed == Managed::Kernel {
         if let Ok(now) = Device::load(host, dev.bdf) {
-            if let Err(e) = wake(&now, ctx.journal, opts.wait_timeout) {
+            if let Err(e) = wake(&now, ctx.journal, opts.wait_bound()) {
                 fail(&mut run, e);
                 run.phases.total_ms = ms(t0.elapsed());
                 return Ok(run);

@@ -58,7 +58,7 @@ pub(crate) fn wait_pending(
 ) -> Result<bool> {
     let r = wait::poll(
         "pending transactions to drain",
-        PENDING_BOUND,
+        ctx.opts.bound(PENDING_BOUND),
         Duration::from_millis(100),
         || Ok((cfg.read16(off)? & bit == 0).then_some(())),
     );

@@ -4,7 +4,7 @@
 //! mechanism. The orchestrator owns everything around it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -256,6 +256,69 @@ pub struct ResetOptions {
     pub asic: Option<String>,
     /// Vendor methods: the register BAR when not the ASIC's usual one.
     pub bar: Option<u8>,
+    /// A time budget for the whole chain (the hook's phase budget): no method
+    /// starts once it is spent, and every wait is cut to what is left of it.
+    /// `None`: only the bounds above.
+    pub budget: Option<Duration>,
+    /// When the budget runs out: set by the orchestrator as the chain starts
+    /// (from `budget`), read through [`ResetOptions::bound`].
+    pub deadline: Option<Instant>,
+}
+
+impl ResetOptions {
+    /// What is left of the chain's budget (`None` without one).
+    pub fn left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// A wait's own bound cut to what is left of the chain's budget.
+    pub fn bound(&self, own: Duration) -> Duration {
+        self.left().map_or(own, |l| own.min(l))
+    }
+
+    /// Bound of the readiness wait: `ready_timeout`, within the budget.
+    pub fn ready_bound(&self) -> Duration {
+        self.bound(self.ready_timeout)
+    }
+
+    /// Bound of any other wait: `wait_timeout`, within the budget.
+    pub fn wait_bound(&self) -> Duration {
+        self.bound(self.wait_timeout)
+    }
+
+    /// Bound of waiting for a device lock: `lock_timeout`, within the budget.
+    pub fn lock_bound(&self) -> Duration {
+        self.bound(self.lock_timeout)
+    }
+
+    /// Whether the chain's budget is spent (never without one).
+    pub fn budget_spent(&self) -> bool {
+        self.left().is_some_and(|l| l.is_zero())
+    }
+
+    /// Said beside an error of a wait the budget cut short.
+    pub fn budget_note(&self) -> String {
+        match self.budget {
+            Some(b) => format!(
+                "; the wait was cut to what was left of the chain's budget of {} s",
+                b.as_secs_f64()
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// A timeout that ended with the budget says so: a wait cut to what was
+    /// left of the budget names the budget beside its own bound.
+    pub fn explain(&self, e: Error) -> Error {
+        match e {
+            Error::Timeout { what, bound_ms } if self.budget_spent() => Error::Timeout {
+                what: format!("{what}{}", self.budget_note()),
+                bound_ms,
+            },
+            e => e,
+        }
+    }
 }
 
 impl Default for ResetOptions {
@@ -269,6 +332,8 @@ impl Default for ResetOptions {
             lock_timeout: Duration::from_secs(30),
             asic: None,
             bar: None,
+            budget: None,
+            deadline: None,
         }
     }
 }

@@ -125,7 +125,6 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
             driver_override: d.driver_override.clone(),
         })
         .collect();
-    let bound = ctx.opts.wait_timeout;
     let poll_every = Duration::from_millis(20);
     // Remove each function and wait until the kernel has let go of it (a
     // remove blocks while a user, e.g. QEMU, still holds the device).
@@ -138,12 +137,13 @@ pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
                 Some(b),
                 format!(
                     "would wait for {name} to disappear (bound {} ms)",
-                    bound.as_millis()
+                    ctx.opts.wait_bound().as_millis()
                 ),
             )?;
             continue;
         }
         let host = ctx.host;
+        let bound = ctx.opts.wait_bound();
         wait::poll(&format!("{name} to be removed"), bound, poll_every, || {
             Ok((!exists(host, b)).then_some(()))
         })?;
@@ -203,7 +203,7 @@ fn rescan_and_rebind(
     for b in targets {
         wait::poll(
             &format!("{b} to reappear after rescan"),
-            ctx.opts.wait_timeout,
+            ctx.opts.wait_bound(),
             Duration::from_millis(20),
             || Ok(exists(host, b).then_some(())),
         )?;
@@ -245,7 +245,7 @@ fn rebind(ctx: &mut ResetCtx, bd: &Binding) -> Result<Option<String>> {
     }
     let bind = ctx.host.drivers_dir().join(&want).join("bind");
     ctx.journal.sysfs_write(Some(&bd.bdf), &bind, &name)?;
-    let bound = ctx.opts.wait_timeout;
+    let bound = ctx.opts.wait_bound();
     wait::poll(
         &format!("{name} to bind to {want}"),
         bound,

@@ -18,6 +18,7 @@ use crate::amd::smu::{self, Smu};
 use crate::error::{Error, Result};
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
 use crate::pci::regs::{Command, PCI_COMMAND};
+use std::time::Duration;
 
 pub const DEF: MethodDef = MethodDef {
     name: "smu_mode2",
@@ -307,7 +308,23 @@ fn mode2(ctx: &mut ResetCtx, asic: &Asic, mp1: Option<&str>, bar: u8) -> Result<
     }
     // Mode 2 takes a while with the response at 0 meanwhile; amdgpu allows
     // its usual ~2 s. A late OK is still an OK, so the bound is --wait-timeout.
-    smu.timeouts.answer = ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND);
+    // Both waits stay within the chain's budget.
+    smu.timeouts.answer = ctx
+        .opts
+        .bound(ctx.opts.wait_timeout.max(smu::AMDGPU_POLL_BOUND));
+    smu.timeouts.prewait = ctx.opts.bound(smu.timeouts.prewait);
+    // A mode 2 sent without waiting for its answer is followed by a fixed settle that cannot be
+    // cut short: not sent when what is left of the chain's budget cannot hold it.
+    let m2 = asic.mode2();
+    let settle = Duration::from_millis(m2.settle_ms);
+    if m2.wait == crate::amd::regs::Mode2Wait::None && ctx.opts.bound(settle) < settle {
+        return Err(Error::failed(format!(
+            "{bdf}: mode 2 not sent: its fixed settle of {} ms does not fit in the {} ms left of \
+             the chain's budget",
+            m2.settle_ms,
+            ctx.opts.bound(settle).as_millis()
+        )));
+    }
     let mut notes = vec![];
     match smu.firmware_running(ctx.journal)? {
         Some((true, _)) => notes.push("MP1 firmware running (MP1_FIRMWARE_FLAGS.INTERRUPTS_ENABLED = 1)".to_string()),

@@ -54,6 +54,8 @@ impl Twin {
 
     /// [`Twin::new`] with the GPU as a device of another family (sim/family.rs).
     pub fn new_as(gpu: Option<&family::TwinGpu>) -> Result<Twin> {
+        // A model another process runs on this tree takes our config writes synchronously.
+        model::install_config_write_hook();
         let dir = crate::cleanup::temp_dir("resetlab-twin-")
             .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;
         let sysfs = tree::build(dir.path(), &family::host_specs(gpu))?;

@@ -409,13 +409,27 @@ mod tests {
         assert_eq!(aper.extract(0x8000_1234), 1);
         assert_eq!(aper.insert(0x1234, 1).unwrap(), 0x8000_1234);
         assert_eq!(aper.parse_value("vram").unwrap(), 1);
-        assert!(aper.insert(0, 2).is_err());
+        let e = aper.insert(0, 2).unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { input, reason, .. }
+                if input == "MM_APER=0x2" && reason == "does not fit in 1 bits"),
+            "{e:?}"
+        );
         assert_eq!(
             r.modify(0, &["MM_APER=VRAM", "MM_OFFSET=0x1000"]).unwrap(),
             0x8000_1000
         );
-        assert!(r.modify(0, &["NOPE=1"]).is_err());
-        assert!(r.modify(0, &["MM_APER"]).is_err());
+        let e = r.modify(0, &["NOPE=1"]).unwrap_err();
+        assert!(
+            matches!(&e, Error::NotFound { what: "field", name } if name == "MM_INDEX.NOPE"),
+            "{e:?}"
+        );
+        let e = r.modify(0, &["MM_APER"]).unwrap_err();
+        assert!(
+            matches!(&e, Error::Parse { input, reason, .. }
+                if input == "MM_APER" && reason == "expected FIELD=VALUE"),
+            "{e:?}"
+        );
         let full = r.field("MM_OFFSET").unwrap();
         assert_eq!(full.max(), 0x7fff_ffff);
     }

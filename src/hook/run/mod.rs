@@ -32,16 +32,28 @@ mod present;
 mod release;
 mod reset;
 
-/// The rebind step of `remove_rescan` gives the driver core this long to bind on its own
-/// (src/reset/remove_rescan.rs `rebind`), outside any bound we pass in.
-const REBIND_SETTLE: Duration = Duration::from_millis(500);
-
 /// Bounded waits one method may make in a row: wake from runtime suspend, the device lock, and
 /// for `remove_rescan` gone, back, bound to its driver again.
 const WAITS_PER_METHOD: u32 = 5;
 
-/// Kept back from a phase's budget for writing the last records and log lines.
-const FINISH_RESERVE: Duration = Duration::from_millis(200);
+/// Kept back from a phase's budget: a tenth of it, at least `FINISH_RESERVE_MIN` and at most
+/// `FINISH_RESERVE_MAX` (never more than half the budget). Every wait of the phase ends by the
+/// budget less this reserve (the reset chain gets what is left as its own budget, and each of its
+/// waits is cut to that), so what runs after the last wait — the method's clean-up writes
+/// (autoprobe back, power control back), the action's record, the state file, "not started"
+/// records for the devices after it, the report — has the reserve to itself. That work is a few
+/// file operations with no waits; the reserve is many times what it takes, also on a loaded host
+/// (the reserve used to be taken only from the hook's own split of the budget between waits, and
+/// a run under load once ended 345 ms over its budget).
+const FINISH_RESERVE_MIN: Duration = Duration::from_millis(250);
+const FINISH_RESERVE_MAX: Duration = Duration::from_secs(1);
+
+/// The reserve of a phase's budget (see [`FINISH_RESERVE_MIN`]).
+pub fn finish_reserve(budget: Duration) -> Duration {
+    (budget / 10)
+        .clamp(FINISH_RESERVE_MIN, FINISH_RESERVE_MAX)
+        .min(budget / 2)
+}
 
 /// Beside every reset SMU mode 2 did: that it clears the reset bug is the project's hypothesis.
 const MODE2_UNCONFIRMED: &str =
@@ -337,14 +349,17 @@ pub fn resolve_chain(
     Ok(ResolvedChain { specs, unavailable })
 }
 
-/// Timeouts for one method so that its waits together fit in `remaining`.
+/// Options for a device's reset chain: `remaining` is the chain's budget (the engine ends every
+/// wait by it), and each wait is also capped at a share of it, so that one method's wait cannot
+/// take the whole budget from the methods after it.
 pub fn method_options(remaining: Duration) -> ResetOptions {
-    let w = remaining.saturating_sub(REBIND_SETTLE) / WAITS_PER_METHOD;
+    let w = remaining / WAITS_PER_METHOD;
     let d = ResetOptions::default();
     ResetOptions {
         ready_timeout: w.min(d.ready_timeout),
         wait_timeout: w.min(d.wait_timeout),
         lock_timeout: w.min(d.lock_timeout),
+        budget: Some(remaining),
         ..d
     }
 }
@@ -495,7 +510,7 @@ impl<'a> PhaseRunner<'a> {
     /// Time left for actions: the budget less a reserve for recording and logging the end.
     fn remaining(&self) -> Duration {
         let budget = self.budget();
-        let reserve = FINISH_RESERVE.min(budget / 10);
+        let reserve = finish_reserve(budget);
         (self.start + budget - reserve).saturating_duration_since(Instant::now())
     }
 

@@ -122,33 +122,34 @@ impl PhaseRunner<'_> {
             .collect();
         let mut last: Option<String> = None;
         let mut kernel = 0.0;
-        for spec in &chain.specs {
-            let label = spec.label();
-            let remaining = self.remaining();
-            if remaining.is_zero() {
-                tried.push(format!(
-                    "{label}: not started, the phase's budget of {} s is used up",
-                    self.budget().as_secs_f64()
-                ));
-                break;
-            }
-            self.set_progress(format!("reset of {} by {label}", d.bdf));
+        let remaining = self.remaining();
+        let labels: Vec<String> = chain.specs.iter().map(|s| s.label()).collect();
+        let not_started = |this: &Self, label: &str| {
+            format!(
+                "{label}: not started, the phase's budget of {} s is used up",
+                this.budget().as_secs_f64()
+            )
+        };
+        if remaining.is_zero() {
+            tried.extend(labels.iter().map(|l| not_started(self, l)));
+        } else if let Some(regs) = &self.regs {
+            self.set_progress(format!("reset of {} by {}", d.bdf, labels.join(" → ")));
+            // One chain, bounded as a whole by what is left of the phase (less the reserve).
             let opts = method_options(remaining);
-            let Some(regs) = &self.regs else { break };
             match run_chain(
                 self.host,
                 regs,
                 &pci,
-                std::slice::from_ref(spec),
+                &chain.specs,
                 &opts,
                 &mut self.journal,
             ) {
                 Err(e) => {
                     // A chain-level refusal (in use, host driver, lock, gone): every method
-                    // would meet it, so stop here.
+                    // would meet it, so the chain stopped there.
+                    let label = labels.first().cloned().unwrap_or_default();
                     tried.push(format!("{label}: {}", e.one_line()));
                     last = Some(label);
-                    break;
                 }
                 Ok(report) => {
                     for run in &report.runs {
@@ -156,6 +157,7 @@ impl PhaseRunner<'_> {
                         if report.success {
                             continue;
                         }
+                        let label = &run.method;
                         if !run.verdict.available {
                             tried.push(format!("{label}: does not apply ({})", run.verdict.reason));
                         } else if let Some(e) = &run.error {
@@ -166,6 +168,7 @@ impl PhaseRunner<'_> {
                             tried.push(format!("{label}: unhealthy after it ({f})"));
                         }
                     }
+                    tried.extend(report.not_started.iter().map(|l| not_started(self, l)));
                     if let Some(m) = report.method {
                         let skipped = if tried.is_empty() {
                             String::new()

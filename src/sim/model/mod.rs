@@ -91,6 +91,16 @@ pub struct ConfigWrite {
     lock: Option<nix::fcntl::Flock<fs::File>>,
 }
 
+/// Makes every `config` write of this process go through [`ConfigWrite`] (the PCI layer's write
+/// hook): called wherever a twin or its model starts, and by the binary at startup, since a
+/// model in one process serves writers in others. On real sysfs it does nothing.
+pub fn install_config_write_hook() {
+    crate::pci::config::set_write_hook(|config, file| {
+        Ok(ConfigWrite::begin(config, file)?
+            .map(|w| Box::new(move || w.finish()) as crate::pci::config::WriteFinish))
+    });
+}
+
 impl ConfigWrite {
     /// Before the write: `None` unless `file` is a twin's config a model serves.
     pub fn begin(config: &Path, file: &fs::File) -> Result<Option<ConfigWrite>> {
@@ -651,6 +661,7 @@ pub struct ModelHandle {
 
 impl ModelHandle {
     pub fn spawn(root: &Path, specs: Vec<FnSpec>, profile: Profile) -> Result<ModelHandle> {
+        install_config_write_hook();
         let mut model = Model::new(root, specs, profile)?;
         // The watches are in place: config writers wait for acks from now on.
         let ready = ready_flag(root);
@@ -692,6 +703,7 @@ impl Drop for ModelHandle {
 
 /// Runs the model in the foreground until `stop` is set (the `sim serve` daemon).
 pub fn serve(root: &Path, profile: Profile, stop: Arc<AtomicBool>) -> Result<()> {
+    install_config_write_hook();
     // The GPU family `sim up --asic` recorded (the seed's 780M when none).
     let gpu = match crate::sim::family::recorded(root) {
         Some(name) => Some(crate::sim::family::TwinGpu::for_name(

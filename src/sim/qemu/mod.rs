@@ -289,7 +289,12 @@ mod tests {
         assert_eq!("hung".parse::<Guest>().unwrap(), Guest::Hung);
         assert_eq!("refuse".parse::<Guest>().unwrap(), Guest::Refuse);
         for bad in ["", "release:", "release:x", "sleep", "hung:1"] {
-            assert!(bad.parse::<Guest>().is_err(), "{bad}");
+            let e = bad.parse::<Guest>().unwrap_err();
+            assert!(
+                matches!(&e, Error::Parse { what: "guest behaviour", input, reason }
+                    if input == bad && reason == "expected release, release:MS, hung or refuse"),
+                "{bad}: {e:?}"
+            );
         }
         let g = Guest::Release { ms: 7 };
         assert_eq!(g.to_string().parse::<Guest>().unwrap(), g);
