@@ -583,6 +583,35 @@ fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
     );
 }
 
+/// The device vanishes during the chain's first method: the hook's line names that method's
+/// failure and where the chain stopped (the second method), not the first method twice.
+#[test]
+fn a_chain_that_loses_the_device_names_each_method_in_the_hook() {
+    let profile = Profile {
+        device_fault: Fault::Vanish,
+        ..Profile::default()
+    };
+    let b = Bench::new(
+        profile,
+        Some(
+            "[chain]\namd_gpu = [\"remove_rescan\", \"kernel\"]\n\
+             [phase.post-stop]\nbudget_s = 3\n",
+        ),
+    );
+    b.phase_ok("post-start");
+    let (code, v, err) = b.phase("post-stop");
+    assert_eq!(code, Some(0), "{err}");
+    let r = action(&v, "reset_if_dirty", GPU);
+    assert_eq!(r["result"], "failed", "{r}");
+    let detail = r["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("remove_rescan: timed out after")
+            && detail.contains("kernel: 0000:c5:00.0 is gone (removed and not rescanned)"),
+        "{detail}"
+    );
+    assert_eq!(b.state(GPU)["state"], "dirty");
+}
+
 #[test]
 fn a_failed_pre_start_goes_on_without_fail_start_on_error() {
     let profile = Profile {

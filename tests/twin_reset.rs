@@ -379,6 +379,40 @@ fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
     assert_eq!(r.not_started, vec!["kernel".to_string()]);
 }
 
+/// A device gone after the first method (removed, never back): the chain stops there, and
+/// the report keeps what ran before and names where it stopped (it was the chain's error,
+/// which lost the first methods' results).
+#[test]
+fn a_chain_that_loses_its_device_keeps_the_runs_before_and_says_where_it_stopped() {
+    use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
+    let t = Twin::running(Profile {
+        device_fault: resetlab::sim::profile::Fault::Vanish,
+        ..Profile::default()
+    })
+    .unwrap();
+    let host = resetlab::pci::Host::new(&t.sysfs);
+    let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
+    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
+    let chain = [
+        parse_method("remove_rescan").unwrap(),
+        parse_method("kernel").unwrap(),
+    ];
+    let opts = ResetOptions {
+        wait_timeout: std::time::Duration::from_millis(300),
+        ..ResetOptions::default()
+    };
+    let r = run_chain(&host, &regs, &bdf, &chain, &opts, &mut Journal::new(false)).unwrap();
+    assert!(!r.success);
+    assert_eq!(r.runs.len(), 1, "{:?}", r.runs);
+    assert_eq!(r.runs[0].method, "remove_rescan");
+    assert_eq!(r.runs[0].error_kind, Some("timeout"));
+    let s = r.stopped.expect("stopped");
+    assert_eq!(s.method, "kernel");
+    assert_eq!(s.error_kind, "failed");
+    assert_eq!(s.error, "0000:c5:00.0 is gone (removed and not rescanned)");
+    assert!(r.not_started.is_empty(), "{:?}", r.not_started);
+}
+
 /// The lock's wait is cut to the budget too, and its refusal names the holder and the budget.
 #[test]
 fn a_held_lock_ends_a_budgeted_chain_when_the_budget_is_spent() {

@@ -111,6 +111,12 @@ pub fn print_report(r: &ChainReport) {
             }
         }
     }
+    if let Some(s) = &r.stopped {
+        println!(
+            "stopped before {}: {} (no later method was tried)",
+            s.method, s.error
+        );
+    }
     if !r.not_started.is_empty() {
         println!(
             "not started, the chain's budget of {} s was spent: {}",

@@ -79,6 +79,30 @@ pub struct ChainReport {
     /// Methods of the chain not started because the budget was spent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_started: Vec<String>,
+    /// Where the chain stopped after its first methods ran, for a reason every later method
+    /// would meet too (the device is gone, a guard refuses). Before the first method such a
+    /// reason is the chain's error instead; here the runs before it are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<ChainStop>,
+}
+
+/// Why a chain stopped before `method` (and the methods after it).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ChainStop {
+    pub method: String,
+    pub error: String,
+    /// As [`MethodRun::error_kind`]: `refused`, `timeout`, `failed`, …
+    pub error_kind: String,
+}
+
+impl ChainStop {
+    fn new(method: String, e: &Error) -> ChainStop {
+        ChainStop {
+            method,
+            error: e.one_line(),
+            error_kind: error_kind(e).to_string(),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -271,6 +295,7 @@ pub fn run_chain_in_session(
     let mut runs = Vec::new();
     let mut success = None;
     let mut not_started = Vec::new();
+    let mut stopped = None;
     for (i, spec) in chain.iter().enumerate() {
         if opts.budget_spent() {
             not_started.extend(chain[i..].iter().map(|s| s.label()));
@@ -283,14 +308,21 @@ pub fn run_chain_in_session(
             match topo.reload(host, &bdf) {
                 Ok(d) => d.clone(),
                 Err(_) => {
-                    return Err(Error::failed(format!(
-                        "{bdf} is gone (removed and not rescanned)"
-                    )))
+                    let e = Error::failed(format!("{bdf} is gone (removed and not rescanned)"));
+                    stopped = Some(ChainStop::new(spec.label(), &e));
+                    break;
                 }
             }
         };
-        let run = run_one(host, regs, topo, &dev, *spec, opts, session.journal())
-            .map_err(|e| opts.explain(e))?;
+        let run = match run_one(host, regs, topo, &dev, *spec, opts, session.journal()) {
+            Ok(run) => run,
+            // Before anything ran, the chain's error; after, the runs so far are kept.
+            Err(e) if runs.is_empty() => return Err(opts.explain(e)),
+            Err(e) => {
+                stopped = Some(ChainStop::new(spec.label(), &opts.explain(e)));
+                break;
+            }
+        };
         let ok = run.succeeded();
         runs.push(run);
         if ok {
@@ -310,6 +342,7 @@ pub fn run_chain_in_session(
         total_ms: ms(start.elapsed()),
         budget_ms: opts.budget.map(|b| b.as_millis() as u64),
         not_started,
+        stopped,
     })
 }
 

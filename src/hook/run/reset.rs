@@ -168,6 +168,11 @@ impl PhaseRunner<'_> {
                             tried.push(format!("{label}: unhealthy after it ({f})"));
                         }
                     }
+                    if let Some(s) = &report.stopped {
+                        // Gone, or refused, after the first methods ran: the rest would meet it.
+                        last = Some(s.method.clone());
+                        tried.push(format!("{}: {}", s.method, s.error));
+                    }
                     tried.extend(report.not_started.iter().map(|l| not_started(self, l)));
                     if let Some(m) = report.method {
                         let skipped = if tried.is_empty() {
