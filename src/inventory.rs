@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::amd::regs::RegsDb;
+use crate::machine::Machine;
 use crate::pci::caps::Decoded;
 use crate::pci::holders::{Holder, OpenFiles};
 use crate::pci::names;
 use crate::pci::regs::{cap_name, exp_type_name, ext_cap_name};
 use crate::pci::resource::Resource;
 use crate::pci::sysfs::{FirmwareNode, Parent};
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 use crate::reset::{self, Analysis, Configs, ResetOptions, Verdict};
 
 /// One device as `list --json` shows it (schema in docs/cli.md).
@@ -114,7 +115,7 @@ fn hex4(v: u16) -> String {
 }
 
 pub fn device_report(
-    host: &Host,
+    host: &Machine,
     topo: &Topology,
     configs: &Configs,
     open: &OpenFiles,
@@ -167,7 +168,7 @@ pub fn device_report(
 }
 
 /// Reports for every device, sorted by IOMMU group then address.
-pub fn list(host: &Host, topo: &Topology, regs: &RegsDb, force: bool) -> Vec<DeviceReport> {
+pub fn list(host: &Machine, topo: &Topology, regs: &RegsDb, force: bool) -> Vec<DeviceReport> {
     let configs = Configs::load(topo, topo.devices.keys());
     let open = OpenFiles::scan_vfio(host);
     let mut v: Vec<DeviceReport> = topo
@@ -188,7 +189,7 @@ fn cap_view(id: u16, name: &str, offset: u16) -> CapView {
 }
 
 pub fn probe(
-    host: &Host,
+    host: &Machine,
     topo: &Topology,
     regs: &RegsDb,
     dev: &Device,

@@ -32,9 +32,10 @@ use crate::amd::regio::{Barrier, RegIo, RegPath};
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::machine::Machine;
 use crate::pci::mmio::{Access, BarMap, SystemFiles};
 use crate::pci::session::MemoryDecoding;
-use crate::pci::{Device, Host, Topology};
+use crate::pci::{Device, Topology};
 
 /// What to put in the report.
 #[derive(Debug, Clone)]
@@ -170,7 +171,7 @@ pub fn kmsg_lines(path: &Path, max: usize) -> Result<Vec<String>> {
 }
 
 /// Builds the archive. Never sends an SMU message unless `smu_test`.
-pub fn write(host: &Host, regs: &RegsDb, opts: &ReportOptions) -> Result<Report> {
+pub fn write(host: &Machine, regs: &RegsDb, opts: &ReportOptions) -> Result<Report> {
     if !opts.force && fs::symlink_metadata(&opts.out).is_ok() {
         return Err(Error::refused(format!(
             "{} exists; choose another --out, or --force to replace it",
@@ -382,7 +383,7 @@ mod erased {
 }
 
 fn gpu(
-    host: &Host,
+    host: &Machine,
     dev: &Device,
     asic: &crate::amd::regs::Asic,
     opts: &ReportOptions,

@@ -404,7 +404,7 @@ fn report_rerenders_from_trials_and_compares_two_runs() {
 #[test]
 fn a_held_lock_is_a_recorded_failure_and_the_run_goes_on() {
     let t = Twin::running(Profile::default()).unwrap();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     let _held =
         resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::from_secs(1)).unwrap();

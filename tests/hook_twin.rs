@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use resetlab::pci::{Bdf, Host};
+use resetlab::pci::Bdf;
+
+use resetlab::machine::Machine;
 use resetlab::sim::model;
 use resetlab::sim::profile::{Fault, Profile};
 use resetlab::sim::qemu::{Exit, FakeQemu, Guest, VmOptions, VmState};
@@ -647,7 +649,7 @@ fn two_hooks_never_reset_one_device_at_once() {
         Profile::default(),
         Some("[phase.post-stop]\nbudget_s = 8\n"),
     );
-    let host = Host::new(&b.twin.sysfs);
+    let host = Machine::new(&b.twin.sysfs);
     b.phase_ok("post-start");
     let _other_hook =
         resetlab::reset::lock::lock(&host, &bdf(GPU), std::time::Duration::from_secs(1)).unwrap();

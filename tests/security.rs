@@ -332,7 +332,7 @@ fn a_bus_reset_never_hits_a_sibling_held_by_another_vm() {
 #[test]
 fn a_vm_that_opens_the_group_during_the_lock_wait_is_seen() {
     let t = running();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let bdf: resetlab::pci::Bdf = "c5:00.1".parse().unwrap();
     let lock = resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::ZERO).unwrap();
     let before = config_of(&t, "0000:c5:00.1");
@@ -391,7 +391,7 @@ fn the_twin_is_never_the_live_machine() {
         let o = run(&["sim", cmd, d.path().to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(3), "{cmd}: {}", err(&o));
     }
-    let host = resetlab::pci::Host::new(d.path().join("sys"));
+    let host = resetlab::machine::Machine::new(d.path().join("sys"));
     assert!(
         host.is_live(),
         "a /sys reached through a link is the machine"

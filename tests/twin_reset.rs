@@ -199,7 +199,7 @@ fn bus_with_force_goes_past_live_drivers() {
 #[test]
 fn a_held_lock_makes_the_second_caller_wait_then_fail_naming_the_holder() {
     let t = running();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     let _held =
         resetlab::reset::lock::lock(&host, &bdf, std::time::Duration::from_secs(1)).unwrap();
@@ -352,7 +352,7 @@ fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
         ..Profile::default()
     })
     .unwrap();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     let chain = [
@@ -390,7 +390,7 @@ fn a_chain_that_loses_its_device_keeps_the_runs_before_and_says_where_it_stopped
         ..Profile::default()
     })
     .unwrap();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     let chain = [
@@ -418,7 +418,7 @@ fn a_chain_that_loses_its_device_keeps_the_runs_before_and_says_where_it_stopped
 fn a_held_lock_ends_a_budgeted_chain_when_the_budget_is_spent() {
     use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
     let t = running();
-    let host = resetlab::pci::Host::new(&t.sysfs);
+    let host = resetlab::machine::Machine::new(&t.sysfs);
     let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
     let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
     let _held =

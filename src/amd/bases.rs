@@ -31,10 +31,11 @@ use crate::amd::regio::{Barrier, RegIo};
 use crate::amd::regs::{Asic, BaseCheck, RegsDb};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::machine::Machine;
 use crate::pci::mmio::{Access, BarMap, SystemFiles};
 use crate::pci::session::MemoryDecoding;
 use crate::pci::sysfs::hex_attr;
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 /// Where a set of bases came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -120,7 +121,7 @@ impl DeviceBases {
 }
 
 /// This boot's id (`Machine::boot_id_path`; a twin's or snapshot's beside its tree).
-pub fn boot_id(host: &Host) -> Option<String> {
+pub fn boot_id(host: &Machine) -> Option<String> {
     let id = fs::read_to_string(host.boot_id_path())
         .ok()?
         .trim()
@@ -130,7 +131,7 @@ pub fn boot_id(host: &Host) -> Option<String> {
 }
 
 /// `<run>/resetlab/bases/<bdf>.<boot_id>.bin`.
-pub fn cache_path(host: &Host, dev: &Device) -> Option<PathBuf> {
+pub fn cache_path(host: &Machine, dev: &Device) -> Option<PathBuf> {
     let id = boot_id(host)?;
     Some(
         host.state_dir()
@@ -139,14 +140,14 @@ pub fn cache_path(host: &Host, dev: &Device) -> Option<PathBuf> {
     )
 }
 
-fn load_cache(host: &Host, dev: &Device) -> Option<(PathBuf, Vec<u8>, Discovery)> {
+fn load_cache(host: &Machine, dev: &Device) -> Option<(PathBuf, Vec<u8>, Discovery)> {
     let p = cache_path(host, dev)?;
     let raw = fs::read(&p).ok()?;
     let d = discovery::parse(&raw, Mode::Strict).ok()?;
     Some((p, raw, d))
 }
 
-fn store_cache(host: &Host, dev: &Device, raw: &[u8]) -> Result<PathBuf> {
+fn store_cache(host: &Machine, dev: &Device, raw: &[u8]) -> Result<PathBuf> {
     let p = cache_path(host, dev).ok_or_else(|| {
         Error::not_found(
             "boot id",
@@ -162,7 +163,7 @@ fn store_cache(host: &Host, dev: &Device, raw: &[u8]) -> Result<PathBuf> {
 }
 
 /// Who holds the device's VFIO group open (a VM), if anyone.
-pub fn vm_holder(host: &Host, dev: &Device) -> Option<String> {
+pub fn vm_holder(host: &Machine, dev: &Device) -> Option<String> {
     let g = dev.iommu_group?;
     let open = crate::pci::holders::OpenFiles::scan_vfio(host);
     let holders = open.holders_of(&host.vfio_group_node(g));
@@ -175,7 +176,7 @@ pub fn vm_holder(host: &Host, dev: &Device) -> Option<String> {
 
 /// The sysfs table or this boot's cache: what can be had without touching
 /// the device. `None` when neither exists.
-pub fn known(host: &Host, dev: &Device) -> Option<DeviceBases> {
+pub fn known(host: &Machine, dev: &Device) -> Option<DeviceBases> {
     let sys = dev.dir.join("ip_discovery");
     if sys.is_dir() {
         if let Ok(d) = discovery::parse_sysfs(&dev.dir) {
@@ -302,7 +303,7 @@ pub fn read_vram_table(io: &mut RegIo, asic: &Asic, journal: &mut Journal) -> Re
 /// to read (`read`); memory decoding is turned on here for the read and
 /// COMMAND put back after, through the journal.
 pub fn resolve(
-    host: &Host,
+    host: &Machine,
     dev: &Device,
     asic: &Asic,
     bar: u8,
@@ -331,7 +332,13 @@ pub fn resolve(
 
 /// The table read from the device now (not the cache), cached; regs/ with a
 /// note when it cannot be read. The caller holds the lock and woke the device.
-pub fn read(host: &Host, dev: &Device, asic: &Asic, bar: u8, journal: &mut Journal) -> DeviceBases {
+pub fn read(
+    host: &Machine,
+    dev: &Device,
+    asic: &Asic,
+    bar: u8,
+    journal: &mut Journal,
+) -> DeviceBases {
     match read_now(host, dev, asic, bar, journal) {
         Ok(b) => b,
         Err(e) => DeviceBases::fallback(vec![format!("device table not read: {}", e.one_line())]),
@@ -356,7 +363,7 @@ pub struct Fetch {
 /// note saying why. Errors only for the lock (another resetlab holds it
 /// past the bound) and the wake.
 pub fn fetch(
-    host: &Host,
+    host: &Machine,
     dev: &Device,
     asic: &Asic,
     bar: u8,
@@ -515,7 +522,7 @@ fn asic_for<'a>(db: &'a RegsDb, dir: &Path, name: Option<&str>) -> Result<&'a As
 /// The device's bases for `regs bases` without `--blob`: sysfs `ip_discovery` when amdgpu wrote
 /// it, else [`fetch`] (cache, the device's table, regs/).
 fn device_bases(
-    host: &Host,
+    host: &Machine,
     db: &RegsDb,
     req: &BasesRequest,
     journal: &mut Journal,
@@ -556,7 +563,7 @@ fn device_bases(
 /// `regs bases`: the device's bases (or a dump's), resolved against regs/, optionally written as
 /// an overlay for `--regs DIR`. The caller renders the report.
 pub fn report(
-    host: &Host,
+    host: &Machine,
     db: &RegsDb,
     req: &BasesRequest,
     journal: &mut Journal,
@@ -621,7 +628,7 @@ pub fn report(
 }
 
 fn read_now(
-    host: &Host,
+    host: &Machine,
     dev: &Device,
     asic: &Asic,
     bar: u8,
@@ -717,7 +724,13 @@ mod tests {
             lock_timeout: Duration::from_secs(1),
         };
         let db = RegsDb::load(&[]).unwrap();
-        let r = report(&Host::new(root.path()), &db, &req, &mut Journal::new(false)).unwrap();
+        let r = report(
+            &Machine::new(root.path()),
+            &db,
+            &req,
+            &mut Journal::new(false),
+        )
+        .unwrap();
         assert_eq!(r.source, BaseSource::SysfsIpDiscovery);
         assert_eq!(
             r.overlay.as_deref(),

@@ -13,8 +13,9 @@
 use serde::Serialize;
 
 use crate::amd::regs::{Asic, RegsDb};
+use crate::machine::Machine;
 use crate::pci::regs::PCI_VENDOR_ID_ATI;
-use crate::pci::{Device, Host};
+use crate::pci::Device;
 
 /// One line of `list`, and its JSON form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -42,7 +43,7 @@ fn is_amd_display(dev: &Device) -> bool {
     dev.vendor == PCI_VENDOR_ID_ATI && dev.class >> 16 == 0x03
 }
 
-fn device_mp1(host: &Host, dev: &Device) -> Option<String> {
+fn device_mp1(host: &Machine, dev: &Device) -> Option<String> {
     if !host.is_live() {
         return None;
     }
@@ -75,7 +76,7 @@ fn mode2_line(a: &Asic) -> String {
 }
 
 /// The note for `dev`, or None when it is not an AMD display function.
-pub fn describe(regs: &RegsDb, host: &Host, dev: &Device) -> Option<FamilyNote> {
+pub fn describe(regs: &RegsDb, host: &Machine, dev: &Device) -> Option<FamilyNote> {
     if !is_amd_display(dev) {
         return None;
     }

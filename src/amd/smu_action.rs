@@ -13,10 +13,11 @@ use crate::amd::regio::{Barrier, RegIo, RegPath};
 use crate::amd::regs::{RegsDb, ResolvedMailbox};
 use crate::amd::smu::{self, PmfwVersion, Reply, Smu};
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::journal::{Journal, Record};
 use crate::pci::mmio::{self, BarMap};
 use crate::pci::session::{self, Session, SessionOptions};
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 /// What `resetlab smu` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -108,7 +109,7 @@ pub struct SmuReport {
 
 /// Runs one `smu` action against the device `bdf` of `topo`, in a session.
 pub fn execute(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     topo: &mut Topology,
     bdf: &Bdf,
@@ -259,7 +260,7 @@ pub fn execute(
 
 #[allow(clippy::too_many_arguments)]
 fn act(
-    host: &Host,
+    host: &Machine,
     asic: &crate::amd::regs::Asic,
     mp1: Option<&str>,
     (bar, map): (u8, Result<BarMap>),

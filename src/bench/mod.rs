@@ -38,7 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
-use crate::pci::{Bdf, Host, Topology};
+use crate::machine::Machine;
+use crate::pci::{Bdf, Topology};
 use crate::reset::engine::{run_chain, MethodRun, Phases};
 use crate::reset::{Analysis, Configs, Journal, MethodSpec, ResetOptions, METHODS};
 
@@ -296,7 +297,7 @@ pub const FORCED_NOT_BY_DEFAULT: &[&str] = &["d3cold"];
 /// `include_forced`) those it accepts only with `--force`, marked forced
 /// (except [`FORCED_NOT_BY_DEFAULT`]).
 pub fn device_methods(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     bdf: &Bdf,
     include_forced: bool,
@@ -432,7 +433,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 /// Runs the plan, recording as it goes; returns the trials and the final
 /// meta (also written). Stops early only when the device is gone.
 pub fn run(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     plan: &Plan,
     rec: &mut Recorder,
@@ -512,7 +513,7 @@ fn t_label(plan: &Plan, row: &twin_vm::Row) -> String {
 /// One trial; also returns the time spent outside the harness (engine,
 /// commands).
 fn trial(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     plan: &Plan,
     m: &Planned,

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pci::{Bdf, Host};
+use crate::pci::Bdf;
+
+use crate::machine::Machine;
 
 /// Firmware versions; "unknown" where nothing readable says.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,7 +35,7 @@ fn read_trim(p: &Path) -> Option<String> {
 
 /// The firmware of `dev` as sysfs shows it (under the host's sysfs root, so a
 /// twin or snapshot reports its own, or "unknown").
-pub fn firmware(host: &Host, dev: &Bdf) -> Firmware {
+pub fn firmware(host: &Machine, dev: &Bdf) -> Firmware {
     let vbios = read_trim(&host.device_dir(dev).join("vbios_version"));
     let dmi = host.sysfs.join("class/dmi/id");
     let bios =
@@ -50,7 +52,7 @@ pub fn firmware(host: &Host, dev: &Bdf) -> Firmware {
 
 /// The kernel release of the machine the trials ran on (`uname -r`; a twin's is the one
 /// beside its tree).
-pub fn kernel_release(host: &Host) -> String {
+pub fn kernel_release(host: &Machine) -> String {
     host.kernel_release().unwrap_or_else(|| UNKNOWN.into())
 }
 

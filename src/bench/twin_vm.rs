@@ -24,7 +24,7 @@ use crate::amd::regs::RegsDb;
 use crate::error::Result;
 use crate::hook::policy::Phase;
 use crate::hook::run::{HookOptions, PhaseRunner};
-use crate::pci::Host;
+use crate::machine::Machine;
 use crate::reset::engine::run_chain;
 use crate::reset::Journal;
 use crate::sim::qemu::{Exit, FakeQemu, Guest, VmOptions};
@@ -98,7 +98,7 @@ fn start(tv: &TwinVm) -> (Option<FakeQemu>, Step) {
 /// One trial of `row`; also returns the time spent in the hook, QEMU and the engine.
 #[allow(clippy::too_many_arguments)]
 pub fn trial(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     plan: &Plan,
     tv: &TwinVm,

@@ -17,7 +17,7 @@ use crate::hook::log::Logger;
 use crate::hook::policy::Phase;
 use crate::hook::run::{HookOptions, PhaseRunner};
 use crate::hook::status::{status, StatusReport};
-use crate::pci::Host;
+use crate::machine::Machine;
 
 /// How long past the phase's budget the watchdog lets the hook run before it gives up on it.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(2);
@@ -147,7 +147,7 @@ pub struct StatusArgs {
 
 /// The machine's paths (a twin's beside its tree, so it never reads this machine's Proxmox
 /// config), with what the flags name instead.
-fn options(host: &Host, p: &HookPaths) -> HookOptions {
+fn options(host: &Machine, p: &HookPaths) -> HookOptions {
     let mut o = HookOptions::on(host);
     if let Some(d) = &p.pve_config {
         o.pve_root = d.clone();
@@ -169,7 +169,7 @@ fn options(host: &Host, p: &HookPaths) -> HookOptions {
 /// `--sim` and snapshot files go through [`Ctx`].
 pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
     // A phase runs with SIGPIPE ignored from the start (`super::hook_mode`).
-    let host = Host::from_flag(cli.sysfs.as_deref());
+    let host = Machine::from_flag(cli.sysfs.as_deref());
     let root = &host.sysfs;
     if cli.sim || root.is_file() {
         let ctx = Ctx::new(cli)?;
@@ -193,7 +193,7 @@ pub fn writes(args: &HookArgs) -> bool {
     !matches!(&args.cmd, Some(HookCmd::Status(_)))
 }
 
-pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
+pub fn run(host: &Machine, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
     if writes(args) {
         host.check_writable()?;
     }
@@ -228,7 +228,7 @@ pub fn run(host: &Host, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result
     }
 }
 
-fn run_dry(host: &Host, json: bool, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i32> {
+fn run_dry(host: &Machine, json: bool, paths: &HookPaths, vmid: u32, phase: Phase) -> Result<i32> {
     let mut opts = options(host, paths);
     opts.stderr = false;
     let r = status(host, &opts, vmid)?;
@@ -264,7 +264,7 @@ fn run_dry(host: &Host, json: bool, paths: &HookPaths, vmid: u32, phase: Phase) 
 }
 
 fn run_phase(
-    host: &Host,
+    host: &Machine,
     regs: &[PathBuf],
     json: bool,
     paths: &HookPaths,
@@ -348,7 +348,7 @@ fn run_phase(
 /// `RESETLAB_TWIN_RUN_CHAINED=1` says the test made it safe.
 #[allow(clippy::too_many_arguments)]
 fn run_chained(
-    host: &Host,
+    host: &Machine,
     pve_root: &std::path::Path,
     log: &mut Logger,
     vmid: u32,
@@ -426,7 +426,7 @@ fn run_chained(
     }
 }
 
-fn run_status(host: &Host, json: bool, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
+fn run_status(host: &Machine, json: bool, paths: &HookPaths, a: &StatusArgs) -> Result<i32> {
     let mut opts = options(host, paths);
     opts.stderr = false;
     let r = status(host, &opts, a.vmid)?;
@@ -541,7 +541,7 @@ pub fn print_status(r: &StatusReport) {
     }
 }
 
-fn qm_to_run(host: &Host, a: &QmArgs) -> Option<PathBuf> {
+fn qm_to_run(host: &Machine, a: &QmArgs) -> Option<PathBuf> {
     match (&a.qm, a.print_only) {
         (Some(q), _) => Some(q.clone()),
         (None, true) => None,
@@ -550,7 +550,7 @@ fn qm_to_run(host: &Host, a: &QmArgs) -> Option<PathBuf> {
     }
 }
 
-fn run_install(host: &Host, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
+fn run_install(host: &Machine, json: bool, paths: &HookPaths, a: &InstallArgs) -> Result<i32> {
     let qm = qm_to_run(host, &a.qm);
     // A twin's snippets directories live beneath its root, never on this machine.
     let root = host.moved_root();
@@ -682,7 +682,7 @@ fn print_install(r: &InstallReport) {
     }
 }
 
-fn run_uninstall(host: &Host, json: bool, paths: &HookPaths, a: &UninstallArgs) -> Result<i32> {
+fn run_uninstall(host: &Machine, json: bool, paths: &HookPaths, a: &UninstallArgs) -> Result<i32> {
     let qm = qm_to_run(host, &a.qm);
     let root = host.moved_root();
     let etc = host.resetlab_etc();

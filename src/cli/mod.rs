@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::error::{exit, Error, Result};
-use crate::pci::{Bdf, Device, Host, IdSelector, SlotSelector, Topology};
+use crate::machine::Machine;
+use crate::pci::{Bdf, Device, IdSelector, SlotSelector, Topology};
 
 pub mod bench;
 mod doctor;
@@ -188,7 +189,7 @@ pub fn select<'t>(
 
 /// What a command runs against; holds the twin or unpacked snapshot alive.
 pub struct Ctx {
-    pub host: Host,
+    pub host: Machine,
     pub json: bool,
     pub regs: crate::amd::regs::RegsDb,
     _twin: Option<crate::sim::Twin>,
@@ -208,19 +209,19 @@ impl Ctx {
                 gpu.as_ref(),
             )?;
             return Ok(Ctx {
-                host: Host::new(&twin.sysfs),
+                host: Machine::new(&twin.sysfs),
                 json: cli.json,
                 regs,
                 _twin: Some(twin),
                 _snapshot: None,
             });
         }
-        let path = Host::from_flag(cli.sysfs.as_deref()).sysfs;
+        let path = Machine::from_flag(cli.sysfs.as_deref()).sysfs;
         let meta = std::fs::metadata(&path).map_err(|e| Error::io("open sysfs root", &path, e))?;
         if meta.is_file() {
             let un = crate::snapshot::unpack(&path)?;
             return Ok(Ctx {
-                host: Host::snapshot(&un.sysfs),
+                host: Machine::snapshot(&un.sysfs),
                 json: cli.json,
                 regs,
                 _twin: None,
@@ -228,7 +229,7 @@ impl Ctx {
             });
         }
         Ok(Ctx {
-            host: Host::new(path),
+            host: Machine::new(path),
             json: cli.json,
             regs,
             _twin: None,
@@ -293,7 +294,7 @@ impl Cmd {
 /// Refuses a writing command on a snapshot, before anything runs; for one
 /// that may write, first puts back what an interrupted run left changed
 /// host-wide (`drivers_autoprobe`, see `reset::autoprobe`).
-pub fn check_writable(host: &Host, cmd: &Cmd) -> Result<()> {
+pub fn check_writable(host: &Machine, cmd: &Cmd) -> Result<()> {
     if !cmd.writes() {
         return Ok(());
     }
@@ -342,7 +343,7 @@ fn run(cli: Cli) -> Result<i32> {
                 "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
             ));
         }
-        return release::run(a, &Host::from_flag(cli.sysfs.as_deref()), cli.json);
+        return release::run(a, &Machine::from_flag(cli.sysfs.as_deref()), cli.json);
     }
     let ctx = Ctx::new(&cli)?;
     check_writable(&ctx.host, &cli.cmd)?;

@@ -8,7 +8,7 @@ use crate::amd::bases::{self, BasesReport};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Result};
 use crate::journal::Journal;
-use crate::pci::Host;
+use crate::machine::Machine;
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
@@ -76,7 +76,7 @@ pub struct Row {
     files: Vec<String>,
 }
 
-pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Host, json: bool) -> Result<i32> {
+pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Machine, json: bool) -> Result<i32> {
     let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {

@@ -10,7 +10,7 @@ use crate::amd::vbios::{
     DeviceRom, DumpReport, RomDiff, RomInfo, RomRead, VfctOptions,
 };
 use crate::error::{exit, Error, Result};
-use crate::pci::Host;
+use crate::machine::Machine;
 
 #[derive(Debug, clap::Args)]
 pub struct VbiosArgs {
@@ -71,7 +71,7 @@ pub struct CheckArgs {
 /// Exit codes: 0 all good; 1 (`exit::FAILED`) when an image or file is invalid, or when two
 /// checked files differ (like cmp(1)); errors (unreadable or structurally broken table) are
 /// returned for the caller to map.
-pub fn run(args: &VbiosArgs, host: &Host, json: bool) -> Result<i32> {
+pub fn run(args: &VbiosArgs, host: &Machine, json: bool) -> Result<i32> {
     match &args.cmd {
         VbiosCmd::Dump(d) => match &d.from_rom {
             Some(dev) => dump_from_rom(d, dev, host, json),
@@ -283,7 +283,7 @@ fn print_atom(a: &AtomInfo, ind: &str) {
     }
 }
 
-fn dump_from_rom(d: &DumpArgs, dev: &str, host: &Host, json: bool) -> Result<i32> {
+fn dump_from_rom(d: &DumpArgs, dev: &str, host: &Machine, json: bool) -> Result<i32> {
     let bdf: crate::pci::Bdf = dev.parse()?;
     let mut journal = crate::journal::Journal::new(d.dry_run);
     let opts = RomRead {
@@ -476,7 +476,7 @@ mod tests {
             &VbiosArgs {
                 cmd: VbiosCmd::Dump(d),
             },
-            &Host::new(sysfs),
+            &Machine::new(sysfs),
             json,
         )
     }
@@ -490,7 +490,7 @@ mod tests {
                     strings: true,
                 }),
             },
-            &Host::new("/nonexistent-sysfs"),
+            &Machine::new("/nonexistent-sysfs"),
             json,
         )
     }
@@ -597,9 +597,9 @@ mod tests {
     }
 
     /// The twin with a ROM behind the iGPU's `rom` attribute.
-    fn rom_twin() -> (crate::sim::Twin, Host, PathBuf) {
+    fn rom_twin() -> (crate::sim::Twin, Machine, PathBuf) {
         let t = crate::sim::Twin::new().unwrap();
-        let host = Host::new(&t.sysfs);
+        let host = Machine::new(&t.sysfs);
         let rom = host.device_dir(&"c5:00.0".parse().unwrap()).join("rom");
         fs::write(&rom, build_rom(0x1002, 0x1900, false)).unwrap();
         (t, host, rom)

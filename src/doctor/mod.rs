@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::machine::Machine;
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 use crate::pve::{self, VmConfig};
 
 mod boot;
@@ -242,7 +242,7 @@ pub struct VmFacts {
 #[derive(Debug)]
 pub struct DoctorCtx {
     pub opts: DoctorOptions,
-    pub host: Host,
+    pub host: Machine,
     pub cmdline: Result<Cmdline, String>,
     /// `<root>/proc/sys/kernel/osrelease`.
     pub release: Option<String>,

@@ -18,11 +18,12 @@ use super::resolve::{BarInfo, BarReg, FieldInfo, Op, Plan, PlanStep, RegInfo, Re
 use crate::amd::regs::{Asic, RegsDb};
 use crate::amd::smu::Smu;
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::caps::Caps;
 use crate::pci::config::{read_width, ConfigAccess, SysfsConfig};
 use crate::pci::mmio::{self, Access, BarMap, SystemFiles};
 use crate::pci::session::{config_for_writes, Session, SessionOptions};
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 use crate::reset::engine::run_chain_in_session;
 use crate::reset::{parse_chain, parse_method, Journal, ResetOptions};
 
@@ -165,7 +166,7 @@ fn reg_name(r: &BarReg) -> String {
 }
 
 struct Runner<'a> {
-    host: &'a Host,
+    host: &'a Machine,
     regs: &'a RegsDb,
     dev: Device,
     asic: Option<&'a Asic>,
@@ -484,7 +485,7 @@ fn check_width(r: &BarReg) -> Result<()> {
 /// Runs `plan` on `dev` for real (the caller has resolved it; a dry run is
 /// the plan itself). Stops at the first failing step.
 pub fn run(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     dev: &Device,
     plan: &Plan,

@@ -2,7 +2,7 @@
 //! kernel's own PCI lines, as the field report's script did with `echo … > /dev/kmsg`) and to
 //! stderr (which Proxmox shows in the task log).
 //!
-//! `/dev/kmsg` comes from [`Host::dev`]: for a twin or snapshot root that is `<root>/dev/kmsg`,
+//! `/dev/kmsg` comes from [`Machine::dev`](crate::machine::Machine::dev): for a twin or snapshot root that is `<root>/dev/kmsg`,
 //! a regular file if a test made one, else absent (then only stderr gets the line). The machine's
 //! own `/dev/kmsg` is used only with the live `/sys`.
 
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::pci::Host;
+use crate::machine::Machine;
 
 /// The most a line may carry: `devkmsg_write` (kernel/printk/printk.c) refuses a write longer
 /// than `PRINTKRB_RECORD_MAX` (1024) with EINVAL; keep well below it.
@@ -77,7 +77,7 @@ fn one_line(text: &str) -> String {
 
 impl Logger {
     /// `prefix` starts every line (`resetlab: VM 100 post-stop: `).
-    pub fn new(host: &Host, prefix: String, stderr: bool) -> Logger {
+    pub fn new(host: &Machine, prefix: String, stderr: bool) -> Logger {
         Logger {
             kmsg: Some(host.kmsg()),
             stderr,
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn lines_go_to_the_twins_kmsg_file_with_their_level() {
         let dir = tempfile::tempdir().unwrap();
-        let host = Host::new(dir.path().join("sys"));
+        let host = Machine::new(dir.path().join("sys"));
         std::fs::create_dir_all(&host.dev).unwrap();
         std::fs::write(host.dev.join("kmsg"), "").unwrap();
         let mut log = Logger::new(&host, "resetlab: VM 100 post-stop: ".into(), false);
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn an_absent_kmsg_is_tolerated_and_never_created() {
         let dir = tempfile::tempdir().unwrap();
-        let host = Host::new(dir.path().join("sys"));
+        let host = Machine::new(dir.path().join("sys"));
         let mut log = Logger::new(&host, String::new(), false);
         log.info("x");
         assert!(!host.dev.join("kmsg").exists());

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::pci::{Bdf, Device, Host};
+use crate::machine::Machine;
+use crate::pci::{Bdf, Device};
 use crate::pve::{PassedFunction, PciTarget};
 
 /// A Proxmox hookscript phase (pve-guest-common `PVE/GuestHelpers.pm` `exec_hookscript`;
@@ -203,7 +204,7 @@ const PCI_CLASS_MULTIMEDIA_HD_AUDIO: u32 = 0x0403; // include/linux/pci_ids.h
 
 impl DeviceInfo {
     /// `vendor`, `device`, `class` of `bdf`, as the PCI layer reads a device ([`Device::load`]).
-    pub fn read(host: &Host, bdf: Bdf) -> Result<DeviceInfo> {
+    pub fn read(host: &Machine, bdf: Bdf) -> Result<DeviceInfo> {
         Ok(DeviceInfo::of(&Device::load(host, bdf)?))
     }
 

@@ -12,8 +12,9 @@ use super::run::{
 };
 use super::state::{StateLookup, StateRecord, StateStore};
 use crate::error::Result;
+use crate::machine::Machine;
 use crate::pci::sysfs::link_name;
-use crate::pci::{Bdf, Host};
+use crate::pci::Bdf;
 use crate::pve::StorageConfig;
 
 /// The shim's marker line: a file in a snippets directory with it is resetlab's.
@@ -100,7 +101,7 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn hookscript_status(host: &Host, opts: &HookOptions, volid: &str) -> HookscriptStatus {
+fn hookscript_status(host: &Machine, opts: &HookOptions, volid: &str) -> HookscriptStatus {
     let path = StorageConfig::load(&opts.pve_root).and_then(|s| s.snippet_path(volid));
     // A twin's snippets live beneath its root, as `hook install` puts them there.
     let base = host.sysfs.parent().map(std::path::Path::to_path_buf);
@@ -133,7 +134,7 @@ fn hookscript_status(host: &Host, opts: &HookOptions, volid: &str) -> Hookscript
 
 /// What one action would do to one device now.
 fn would(
-    host: &Host,
+    host: &Machine,
     action: Action,
     d: &PlannedDevice,
     dev: Option<&DeviceStatus>,
@@ -182,7 +183,7 @@ fn would(
 
 /// Reads the VM's config, the policy and the state records; errors only when a file is
 /// unreadable or malformed.
-pub fn status(host: &Host, opts: &HookOptions, vmid: u32) -> Result<StatusReport> {
+pub fn status(host: &Machine, opts: &HookOptions, vmid: u32) -> Result<StatusReport> {
     // The hook goes on with the built-in defaults; status says what is wrong with the file.
     super::policy::Policy::load(&opts.policy)?;
     let setup = VmSetup::load(host, opts, vmid)?;

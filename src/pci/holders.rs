@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::pci::sysfs::Host;
+use crate::machine::Machine;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Holder {
@@ -88,7 +88,7 @@ impl OpenFiles {
     }
 
     /// Everything under `<dev>/vfio`, the VFIO group nodes.
-    pub fn scan_vfio(host: &Host) -> OpenFiles {
+    pub fn scan_vfio(host: &Machine) -> OpenFiles {
         Self::scan(&host.proc_root, &host.dev.join("vfio"))
     }
 

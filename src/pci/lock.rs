@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::bounded_read;
-use crate::pci::{Bdf, Host};
+use crate::pci::Bdf;
 
 /// A held lock; released on drop.
 pub struct DeviceLock {
@@ -29,7 +30,7 @@ pub struct DeviceLock {
 
 /// `<run>/resetlab/lock`: `/run/resetlab/lock` on the machine, beneath the
 /// twin's root for a twin (the paths of the package's tmpfiles.d entry).
-pub fn lock_dir(host: &Host) -> PathBuf {
+pub fn lock_dir(host: &Machine) -> PathBuf {
     host.lock_dir()
 }
 
@@ -83,7 +84,7 @@ fn own_dir(dir: &Path, mode_ok: fn(u32) -> bool, want: &str) -> Result<()> {
 
 /// Makes sure the lock directory is ours: `<run>/resetlab` owned by us and
 /// writable by nobody else, `<run>/resetlab/lock` owned by us, mode 0700.
-pub fn ensure_lock_dir(host: &Host) -> Result<PathBuf> {
+pub fn ensure_lock_dir(host: &Machine) -> Result<PathBuf> {
     let dir = lock_dir(host);
     let parent = dir.parent().unwrap_or(&dir).to_path_buf();
     if let Some(run) = parent.parent() {
@@ -139,7 +140,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
 
 /// Takes the lock of `bdf`, waiting at most `bound`. A read-only host (an
 /// unpacked snapshot) is refused here too: every path that writes takes it.
-pub fn lock(host: &Host, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
+pub fn lock(host: &Machine, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
     host.check_writable()?;
     let dir = ensure_lock_dir(host)?;
     let path = dir.join(format!("{bdf}.lock"));
@@ -185,9 +186,9 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn twin_host() -> (tempfile::TempDir, Host) {
+    fn twin_host() -> (tempfile::TempDir, Machine) {
         let dir = tempfile::tempdir().unwrap();
-        let host = Host::new(dir.path().join("sys"));
+        let host = Machine::new(dir.path().join("sys"));
         (dir, host)
     }
 

@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::journal::Journal;
 use crate::pci::regs::{Command, PCI_COMMAND};
-use crate::pci::{Bdf, Device, Host};
+use crate::pci::{Bdf, Device};
 
 /// Read-only or read-write mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub struct SystemFiles {
 
 impl SystemFiles {
     /// The live host's `/boot` and `/proc`; beside the tree for a twin or snapshot.
-    pub fn for_host(host: &Host) -> SystemFiles {
+    pub fn for_host(host: &Machine) -> SystemFiles {
         SystemFiles {
             boot: host.boot(),
             proc_root: host.kernel_proc(),

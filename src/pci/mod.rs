@@ -22,4 +22,4 @@ pub mod wait;
 
 pub use addr::{Bdf, Slot};
 pub use filter::{IdSelector, SlotSelector};
-pub use sysfs::{Device, Host, Topology};
+pub use sysfs::{Device, Topology};

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::machine::Machine;
 use crate::pci::journal::Journal;
 use crate::pci::sysfs::read_attr;
 use crate::pci::wait;
-use crate::pci::{Bdf, Device, Host};
+use crate::pci::{Bdf, Device};
 
 /// Wakes a runtime-suspended device and keeps it awake for the duration
 /// (`power/control=on`); returns what to put back (`None`: nothing to
@@ -42,7 +43,12 @@ pub fn wake(dev: &Device, journal: &mut Journal, bound: Duration) -> Result<Opti
 }
 
 /// Puts `power/control` back after [`wake`].
-pub fn unwake(host: &Host, journal: &mut Journal, bdf: &Bdf, prev: Option<String>) -> Result<()> {
+pub fn unwake(
+    host: &Machine,
+    journal: &mut Journal,
+    bdf: &Bdf,
+    prev: Option<String>,
+) -> Result<()> {
     if let Some(prev) = prev {
         let control = host.device_dir(bdf).join("power/control");
         journal.sysfs_write(Some(bdf), &control, &prev)?;

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::config::SysfsConfig;
 use crate::pci::holders::OpenFiles;
 use crate::pci::journal::Journal;
@@ -18,7 +19,7 @@ use crate::pci::lock::{lock, DeviceLock};
 use crate::pci::mmio::{self, Access, BarMap, SavedCommand, SystemFiles};
 use crate::pci::power;
 use crate::pci::sysfs::Parent;
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 /// Drivers that leave a function free for a reset: it is parked for passthrough.
 pub fn is_parking_driver(driver: Option<&str>) -> bool {
@@ -56,7 +57,7 @@ pub fn platform_function(dev: &Device) -> Option<&'static str> {
 /// holders are read afresh from `/proc` on every call, so a VM that opened a
 /// group since the last one is seen.
 pub fn guards(
-    host: &Host,
+    host: &Machine,
     topo: &Topology,
     dev: &Device,
     affects: &[Bdf],
@@ -236,7 +237,7 @@ impl SessionOptions {
 /// comment. The journal is the session's for its life: every write made in it
 /// goes there, and so does putting things back at the end.
 pub struct Session<'a> {
-    host: &'a Host,
+    host: &'a Machine,
     journal: &'a mut Journal,
     dev: Device,
     locked: Vec<Bdf>,
@@ -257,7 +258,7 @@ impl<'a> Session<'a> {
     /// wait), and the device awake for the duration. `topo` gets the re-read
     /// device.
     pub fn open(
-        host: &'a Host,
+        host: &'a Machine,
         topo: &mut Topology,
         bdf: &Bdf,
         affects: &[Bdf],
@@ -305,7 +306,7 @@ impl<'a> Session<'a> {
         guards(self.host, topo, dev, &affects, self.force)
     }
 
-    pub fn host(&self) -> &'a Host {
+    pub fn host(&self) -> &'a Machine {
         self.host
     }
 
@@ -414,20 +415,20 @@ mod tests {
         }
     }
 
-    fn twin() -> (Twin, Host, Topology) {
+    fn twin() -> (Twin, Machine, Topology) {
         let t = Twin::new().unwrap();
-        let host = Host::new(&t.sysfs);
+        let host = Machine::new(&t.sysfs);
         let topo = Topology::scan(&host).unwrap();
         (t, host, topo)
     }
 
-    fn command_of(host: &Host, b: &Bdf) -> u16 {
+    fn command_of(host: &Machine, b: &Bdf) -> u16 {
         let cfg = std::fs::read(host.device_dir(b).join("config")).unwrap();
         let o = PCI_COMMAND as usize;
         u16::from_le_bytes([cfg[o], cfg[o + 1]])
     }
 
-    fn set_command(host: &Host, b: &Bdf, v: u16) {
+    fn set_command(host: &Machine, b: &Bdf, v: u16) {
         let p = host.device_dir(b).join("config");
         let mut cfg = std::fs::read(&p).unwrap();
         let o = PCI_COMMAND as usize;
@@ -435,11 +436,11 @@ mod tests {
         std::fs::write(&p, cfg).unwrap();
     }
 
-    fn control(host: &Host, b: &Bdf) -> std::path::PathBuf {
+    fn control(host: &Machine, b: &Bdf) -> std::path::PathBuf {
         host.device_dir(b).join("power/control")
     }
 
-    fn control_of(host: &Host, b: &Bdf) -> String {
+    fn control_of(host: &Machine, b: &Bdf) -> String {
         std::fs::read_to_string(control(host, b))
             .unwrap()
             .trim()
@@ -536,7 +537,7 @@ mod tests {
     #[test]
     fn a_snapshot_is_refused_but_a_dry_run_of_it_is_not() {
         let t = Twin::new().unwrap();
-        let host = Host::snapshot(&t.sysfs);
+        let host = Machine::snapshot(&t.sysfs);
         let mut topo = Topology::scan(&host).unwrap();
         let mut j = Journal::new(false);
         let e = Session::open(&host, &mut topo, &gpu(), &[], &opts(false), &mut j)

@@ -10,15 +10,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::addr::Bdf;
 use crate::pci::config::{ConfigAccess, SysfsConfig};
 use crate::pci::resource::{self, Resource};
 
-/// Where the tree is: the sysfs root of the [`Machine`](crate::machine::Machine).
-pub use crate::machine::Machine as Host;
-
 /// The PCI part of a machine's sysfs.
-impl Host {
+impl Machine {
     pub fn devices_dir(&self) -> PathBuf {
         self.sysfs.join("bus/pci/devices")
     }
@@ -207,7 +205,7 @@ impl Device {
     /// Reads one device's attributes. `vendor`, `device` and `class` must be
     /// there and parse; every other attribute is optional, but an attribute
     /// that exists and cannot be read is an error naming it.
-    pub fn load(host: &Host, bdf: Bdf) -> Result<Device> {
+    pub fn load(host: &Machine, bdf: Bdf) -> Result<Device> {
         Self::load_cached(host, bdf, &mut BTreeMap::new())
     }
 
@@ -215,7 +213,7 @@ impl Device {
     /// a scan: every function on a bus lists the same parent, and re-reading
     /// it per function made a scan quadratic in the bus's size.
     fn load_cached(
-        host: &Host,
+        host: &Machine,
         bdf: Bdf,
         parents: &mut BTreeMap<PathBuf, Vec<Bdf>>,
     ) -> Result<Device> {
@@ -356,7 +354,7 @@ impl Topology {
     /// Reads every device. The bus may change under us (another resetlab
     /// remove-rescanning a function): a device that vanishes or cannot be
     /// read is recorded in `skipped` and the rest goes on.
-    pub fn scan(host: &Host) -> Result<Topology> {
+    pub fn scan(host: &Machine) -> Result<Topology> {
         let mut devices = BTreeMap::new();
         let mut skipped = BTreeMap::new();
         let mut parents = BTreeMap::new();
@@ -396,7 +394,7 @@ impl Topology {
 
     /// Re-reads one device (after a method that may have re-created it)
     /// without rescanning the tree.
-    pub fn reload(&mut self, host: &Host, bdf: &Bdf) -> Result<&Device> {
+    pub fn reload(&mut self, host: &Machine, bdf: &Bdf) -> Result<&Device> {
         let d = Device::load(host, *bdf)?;
         self.skipped.remove(bdf);
         self.devices.insert(*bdf, d);

@@ -10,17 +10,17 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::journal::Journal;
+use crate::machine::Machine;
 use crate::pci::sysfs::read_attr;
-use crate::pci::Host;
 
 /// The record's file name under `<run>/resetlab/`.
 pub const PENDING_NAME: &str = "autoprobe.pending";
 
-pub fn attr(host: &Host) -> PathBuf {
+pub fn attr(host: &Machine) -> PathBuf {
     host.sysfs.join("bus/pci/drivers_autoprobe")
 }
 
-pub fn pending_path(host: &Host) -> PathBuf {
+pub fn pending_path(host: &Machine) -> PathBuf {
     host.run.join("resetlab").join(PENDING_NAME)
 }
 
@@ -34,7 +34,7 @@ pub struct Gate {
 
 /// Turns autoprobe off if it is on (`None` when it was already off: nothing
 /// to put back). The record is on disk before the write is made.
-pub fn close(host: &Host, journal: &mut Journal) -> Result<Option<Gate>> {
+pub fn close(host: &Machine, journal: &mut Journal) -> Result<Option<Gate>> {
     let attr = attr(host);
     if read_attr(&attr)?.as_deref() != Some("1") {
         return Ok(None);
@@ -91,7 +91,7 @@ impl Drop for Gate {
     }
 }
 
-fn write_record(host: &Host, attr: &Path) -> Result<PathBuf> {
+fn write_record(host: &Machine, attr: &Path) -> Result<PathBuf> {
     // `<run>/resetlab` is checked as the lock directory's parent is: ours.
     crate::reset::lock::ensure_lock_dir(host)?;
     let path = pending_path(host);
@@ -134,7 +134,7 @@ fn owner_alive(text: &str) -> Option<u32> {
 }
 
 /// What a pending record says, for `doctor`: `None` when there is none.
-pub fn pending(host: &Host) -> Option<String> {
+pub fn pending(host: &Machine) -> Option<String> {
     let p = pending_path(host);
     let text = crate::pci::bounded_read::read_text_opt(&p, 4096)
         .ok()
@@ -156,7 +156,7 @@ pub fn pending(host: &Host) -> Option<String> {
 /// Puts back what an interrupted run left (its process is gone): writes 1 to
 /// `drivers_autoprobe` (journalled) and removes the record. Returns what it
 /// did, for a note.
-pub fn recover(host: &Host, journal: &mut Journal) -> Result<Option<String>> {
+pub fn recover(host: &Machine, journal: &mut Journal) -> Result<Option<String>> {
     let p = pending_path(host);
     let Some(text) = crate::pci::bounded_read::read_text_opt(&p, 4096)? else {
         return Ok(None);

@@ -17,12 +17,13 @@ use super::{
 };
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::caps::Decoded;
 use crate::pci::config::{ConfigAccess, MemConfig};
 use crate::pci::regs::*;
 use crate::pci::session::{config_for_writes, Session, SessionOptions};
 use crate::pci::sysfs::Parent;
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 /// Waking for the duration is the PCI layer's (the AMD register readers need it too).
 pub use crate::pci::power::{unwake, wake};
@@ -150,7 +151,7 @@ pub fn require_root(opts: &ResetOptions) -> Result<()> {
 /// ([`crate::pci::session::guards`]: platform function, VFIO holders, host
 /// driver), read afresh on every call.
 pub fn guards_for(
-    host: &Host,
+    host: &Machine,
     topo: &Topology,
     dev: &Device,
     affects: &[Bdf],
@@ -216,7 +217,7 @@ fn rrs_enabled(topo: &Topology, dev: &Device) -> bool {
 
 /// Runs a chain of methods on one device.
 pub fn run_chain(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     bdf: &Bdf,
     chain: &[MethodSpec],
@@ -233,7 +234,7 @@ pub fn run_chain(
 /// which may have re-created it). Opens the device session (root, guards,
 /// locks, wake) for the chain and closes it after.
 pub fn run_chain_in(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     mut topo: Topology,
     bdf: &Bdf,
@@ -347,7 +348,7 @@ pub fn run_chain_in_session(
 }
 
 fn run_one(
-    host: &Host,
+    host: &Machine,
     regs: &RegsDb,
     topo: &Topology,
     dev: &Device,

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::amd::regs::RegsDb;
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::caps::Decoded;
 use crate::pci::config::MemConfig;
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 pub use crate::journal::{self, Journal};
 
@@ -197,7 +198,7 @@ fn needs_more_than_header(bytes: &[u8]) -> bool {
 
 /// Everything a probe may look at.
 pub struct Analysis<'a> {
-    pub host: &'a Host,
+    pub host: &'a Machine,
     pub topo: &'a Topology,
     pub dev: &'a Device,
     pub configs: &'a Configs,
@@ -358,7 +359,7 @@ impl Outcome {
 
 /// Everything a method's `reset` may use. Every write goes through `journal`.
 pub struct ResetCtx<'a> {
-    pub host: &'a Host,
+    pub host: &'a Machine,
     pub topo: &'a Topology,
     pub dev: &'a Device,
     pub journal: &'a mut Journal,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::{is_parking_driver, wait, Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
 use crate::error::Result;
+use crate::machine::Machine;
 use crate::pci::sysfs::{link_name, read_attr, Parent};
-use crate::pci::{Bdf, Device, Host, Topology};
+use crate::pci::{Bdf, Device, Topology};
 
 pub const DEF: MethodDef = MethodDef {
     name: "remove_rescan",
@@ -21,7 +22,7 @@ pub const DEF: MethodDef = MethodDef {
 
 /// The rescan attribute of the bus `dev` sits on: the bridge's
 /// `pci_bus/<dddd:bb>/rescan`, else the global `/sys/bus/pci/rescan`.
-pub fn rescan_attr(host: &Host, topo: &Topology, dev: &Device) -> PathBuf {
+pub fn rescan_attr(host: &Machine, topo: &Topology, dev: &Device) -> PathBuf {
     if let Parent::Bridge(b) = &dev.parent {
         if let Some(bridge) = topo.get(b) {
             if let Some(bus) = &bridge.secondary_bus_dir {
@@ -101,7 +102,7 @@ struct Binding {
     driver_override: Option<String>,
 }
 
-fn exists(host: &Host, bdf: &Bdf) -> bool {
+fn exists(host: &Machine, bdf: &Bdf) -> bool {
     std::fs::symlink_metadata(host.device_dir(bdf)).is_ok()
 }
 

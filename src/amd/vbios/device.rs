@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::machine::Machine;
 use crate::pci::journal::Journal;
 use crate::pci::session::{self, Session, SessionOptions};
-use crate::pci::{Bdf, Host, Topology};
+use crate::pci::{Bdf, Topology};
 
 /// Whether the device an image names exists under `<sysfs>/bus/pci/devices/`, and its ids.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -205,7 +206,7 @@ pub struct RomRead {
 /// lock, awake): the enable and disable writes go through `journal` (in a dry
 /// run they are recorded and nothing is read).
 pub fn read_rom(
-    host: &Host,
+    host: &Machine,
     bdf: &Bdf,
     opts: &RomRead,
     journal: &mut Journal,

@@ -20,8 +20,9 @@ use super::policy::{self, Action, DeviceInfo, DeviceKind, Phase, PhasePolicy, Po
 use super::state::{DeviceState, StateLookup, StateRecord, StateStore};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Error, Result};
+use crate::machine::Machine;
 use crate::pci::sysfs::link_name;
-use crate::pci::{Bdf, Host, Topology};
+use crate::pci::{Bdf, Topology};
 use crate::pve::{self, PassedFunction, VmConfig};
 use crate::reset::engine::run_chain;
 use crate::reset::journal::Record;
@@ -85,7 +86,7 @@ pub struct HookOptions {
 
 impl HookOptions {
     /// Every path as `machine` has it: its `/etc/pve`, policy, state and sockets.
-    pub fn on(machine: &Host) -> HookOptions {
+    pub fn on(machine: &Machine) -> HookOptions {
         HookOptions {
             pve_root: machine.pve_etc(),
             policy: machine.policy_path(),
@@ -103,7 +104,7 @@ impl HookOptions {
     }
 
     /// The state directory for `host`: never the machine's `/run` for a twin or snapshot.
-    pub fn state_dir_for(&self, host: &Host) -> PathBuf {
+    pub fn state_dir_for(&self, host: &Machine) -> PathBuf {
         self.state_dir.clone().unwrap_or_else(|| host.state_dir())
     }
 }
@@ -125,7 +126,7 @@ pub struct VmSetup {
 
 impl VmSetup {
     /// Loads the policy, the VM config (with its mappings resolved) and the functions it passes.
-    pub fn load(host: &Host, opts: &HookOptions, vmid: u32) -> Result<VmSetup> {
+    pub fn load(host: &Machine, opts: &HookOptions, vmid: u32) -> Result<VmSetup> {
         // A policy this resetlab cannot read must not switch the hook off: missing functions
         // are still brought back, which is never wrong before a start or after a stop.
         let (policy, policy_error) = match Policy::load(&opts.policy) {
@@ -157,7 +158,7 @@ impl VmSetup {
     /// Resolves the VM's functions again against what is on the bus now: a whole-slot entry
     /// whose functions were all removed stands for function 0 until a rescan brings the slot
     /// back, then for every function of it.
-    pub fn refresh(&mut self, host: &Host, store: &StateStore) -> Result<()> {
+    pub fn refresh(&mut self, host: &Machine, store: &StateStore) -> Result<()> {
         let present = pve::present_functions(&host.sysfs)?;
         self.functions = self.config.functions(&present);
         self.add_remembered(store);
@@ -227,7 +228,7 @@ fn matches_target(t: &pve::PciTarget, bdf: Bdf) -> bool {
 
 /// Whether a function is on the bus (its `vendor` attribute is there: the kernel creates the
 /// attributes before it links the device into `bus/pci/devices`).
-pub fn is_present(host: &Host, bdf: Bdf) -> bool {
+pub fn is_present(host: &Machine, bdf: Bdf) -> bool {
     host.device_dir(&bdf).join("vendor").exists()
 }
 
@@ -246,7 +247,7 @@ pub struct PlannedDevice {
 /// The managed functions in the order the phase works on them: the policy's plan order for
 /// those on the bus, then the missing ones in the VM's order.
 pub fn plan_devices(
-    host: &Host,
+    host: &Machine,
     vm_policy: &VmPolicy,
     phase: Phase,
     managed: &[PassedFunction],
@@ -438,7 +439,7 @@ fn ms_int(d: Duration) -> u128 {
 /// Runs one phase. Construct with [`PhaseRunner::new`] (which loads everything and never
 /// fails), read [`PhaseRunner::budget`] to arm a watchdog, then [`PhaseRunner::run`].
 pub struct PhaseRunner<'a> {
-    host: &'a Host,
+    host: &'a Machine,
     /// `--regs` overlay directories; the register database is loaded only when a reset runs
     /// (parsing it is most of a no-op phase's own time).
     regs_dirs: Vec<PathBuf>,
@@ -459,7 +460,7 @@ pub struct PhaseRunner<'a> {
 
 impl<'a> PhaseRunner<'a> {
     pub fn new(
-        host: &'a Host,
+        host: &'a Machine,
         regs_dirs: Vec<PathBuf>,
         opts: HookOptions,
         vmid: u32,
