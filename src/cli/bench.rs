@@ -211,7 +211,7 @@ fn plan(ctx: &Ctx, args: &BenchArgs, bdf: Bdf) -> Result<Plan> {
                 forced: false,
             })
             .collect(),
-        None => bench::device_methods(&ctx.host, &ctx.regs, &bdf, args.force || twin.is_some())?,
+        None => bench::device_methods(&ctx.host, ctx.regs()?, &bdf, args.force || twin.is_some())?,
     };
     if methods.is_empty() {
         return Err(Error::failed(format!(
@@ -533,7 +533,7 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<i32> {
     };
     eprint!("{}", header(&meta, &plan, &dir));
     let mut rep = Reporter::new();
-    let r = bench::run(&ctx.host, &ctx.regs, &plan, &mut rec, meta, &mut |p| {
+    let r = bench::run(&ctx.host, ctx.regs()?, &plan, &mut rec, meta, &mut |p| {
         rep.on(p)
     });
     rep.finish();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 
-use super::{print_json, Cli, Ctx};
+use super::{print_json, Ctx};
 use crate::error::{exit, Result};
 use crate::hook::chain::{self, ChainOutcome, HookRecord};
 use crate::hook::install::{
@@ -164,36 +164,17 @@ fn options(host: &Machine, p: &HookPaths) -> HookOptions {
     o
 }
 
-/// Runs `hook` without the common context when it can: a hook phase loads the register
-/// database only if it resets something, and a live `/sys` or a directory needs no set-up.
-/// `--sim` and snapshot files go through [`Ctx`].
-pub fn run_cli(cli: &Cli, args: &HookArgs) -> Result<i32> {
-    // A phase runs with SIGPIPE ignored from the start (`super::hook_mode`).
-    let host = Machine::from_flag(cli.sysfs.as_deref());
-    let root = &host.sysfs;
-    if cli.sim || root.is_file() {
-        let ctx = Ctx::new(cli)?;
-        super::check_writable(&ctx.host, &cli.cmd)?;
-        return run(&ctx.host, &cli.regs, cli.json, args);
-    }
-    if !root.is_dir() {
-        return Err(crate::error::Error::io(
-            "open sysfs root",
-            root,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    super::check_writable(&host, &cli.cmd)?;
-    run(&host, &cli.regs, cli.json, args)
-}
-
 /// Whether the hook invocation writes: a phase (resets, state records, the
 /// log) or `install`; `status` only reads.
 pub fn writes(args: &HookArgs) -> bool {
     !matches!(&args.cmd, Some(HookCmd::Status(_)))
 }
 
-pub fn run(host: &Machine, regs: &[PathBuf], json: bool, args: &HookArgs) -> Result<i32> {
+/// A phase loads the register database only if it resets something (`ctx.regs_dirs` goes to
+/// the phase runner, which loads it then); a phase runs with SIGPIPE ignored from the start
+/// (`super::hook_mode`).
+pub fn run(ctx: &Ctx, args: &HookArgs) -> Result<i32> {
+    let (host, regs, json) = (&ctx.host, &ctx.regs_dirs, ctx.json);
     if writes(args) {
         host.check_writable()?;
     }

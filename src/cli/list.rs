@@ -113,7 +113,7 @@ pub fn list(ctx: &Ctx, args: &ListArgs) -> Result<i32> {
         .iter()
         .map(|d| d.bdf)
         .collect();
-    let reports: Vec<DeviceReport> = inventory::list(&ctx.host, &topo, &ctx.regs, false)
+    let reports: Vec<DeviceReport> = inventory::list(&ctx.host, &topo, ctx.regs()?, false)
         .into_iter()
         .filter(|r| keep.contains(&r.bdf))
         .collect();
@@ -163,7 +163,7 @@ fn terminal_width() -> usize {
 pub fn probe(ctx: &Ctx, args: &ProbeArgs) -> Result<i32> {
     let topo = Topology::scan(&ctx.host)?;
     let dev = args.dev.resolve(&topo)?;
-    let p = inventory::probe(&ctx.host, &topo, &ctx.regs, dev, args.force);
+    let p = inventory::probe(&ctx.host, &topo, ctx.regs()?, dev, args.force);
     if ctx.json {
         print_json(&p)?;
         return Ok(0);

@@ -187,58 +187,76 @@ pub fn select<'t>(
         .collect())
 }
 
-/// What a command runs against; holds the twin or unpacked snapshot alive.
+/// What a command runs against: the machine (live, a twin, an unpacked snapshot, which it
+/// holds alive), the output mode and the register database, loaded the first time a command
+/// asks for it (a hook phase that resets nothing never parses it).
 pub struct Ctx {
     pub host: Machine,
     pub json: bool,
-    pub regs: crate::amd::regs::RegsDb,
+    /// `--regs DIR`s, over the embedded database.
+    pub regs_dirs: Vec<PathBuf>,
+    regs: std::cell::OnceCell<crate::amd::regs::RegsDb>,
     _twin: Option<crate::sim::Twin>,
     _snapshot: Option<crate::snapshot::Unpacked>,
 }
 
 impl Ctx {
     pub fn new(cli: &Cli) -> Result<Ctx> {
-        let regs = crate::amd::regs::RegsDb::load(&cli.regs)?;
+        let mut ctx = Ctx {
+            host: Machine::live(),
+            json: cli.json,
+            regs_dirs: cli.regs.clone(),
+            regs: std::cell::OnceCell::new(),
+            _twin: None,
+            _snapshot: None,
+        };
         if cli.sim {
             let gpu = match &cli.sim_asic {
-                Some(name) => Some(crate::sim::family::TwinGpu::for_name(&regs, name)?),
+                Some(name) => Some(crate::sim::family::TwinGpu::for_name(ctx.regs()?, name)?),
                 None => None,
             };
             let twin = crate::sim::Twin::running_as(
                 crate::sim::profile::Profile::default(),
                 gpu.as_ref(),
             )?;
-            return Ok(Ctx {
-                host: Machine::new(&twin.sysfs),
-                json: cli.json,
-                regs,
-                _twin: Some(twin),
-                _snapshot: None,
-            });
+            ctx.host = Machine::new(&twin.sysfs);
+            ctx._twin = Some(twin);
+            return Ok(ctx);
         }
         let path = Machine::from_flag(cli.sysfs.as_deref()).sysfs;
         let meta = std::fs::metadata(&path).map_err(|e| Error::io("open sysfs root", &path, e))?;
         if meta.is_file() {
             let un = crate::snapshot::unpack(&path)?;
-            return Ok(Ctx {
-                host: Machine::snapshot(&un.sysfs),
-                json: cli.json,
-                regs,
-                _twin: None,
-                _snapshot: Some(un),
-            });
+            ctx.host = Machine::snapshot(&un.sysfs);
+            ctx._snapshot = Some(un);
+            return Ok(ctx);
         }
-        Ok(Ctx {
-            host: Machine::new(path),
-            json: cli.json,
-            regs,
+        ctx.host = Machine::new(path);
+        Ok(ctx)
+    }
+
+    /// `machine` as it is, with the embedded register database (for tests of a command).
+    #[cfg(test)]
+    pub fn on(machine: Machine, json: bool) -> Ctx {
+        Ctx {
+            host: machine,
+            json,
+            regs_dirs: vec![],
+            regs: std::cell::OnceCell::new(),
             _twin: None,
             _snapshot: None,
-        })
+        }
     }
-}
 
-impl Ctx {
+    /// The register database (embedded, with `--regs` over it), loaded once.
+    pub fn regs(&self) -> Result<&crate::amd::regs::RegsDb> {
+        if let Some(db) = self.regs.get() {
+            return Ok(db);
+        }
+        let db = crate::amd::regs::RegsDb::load(&self.regs_dirs)?;
+        Ok(self.regs.get_or_init(|| db))
+    }
+
     /// The twin's root directory when running with `--sim`.
     pub fn twin_root(&self) -> Option<&std::path::Path> {
         self._twin.as_ref().map(|t| t.root())
@@ -324,26 +342,19 @@ fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Sim(a) = &cli.cmd {
         return sim::run(a, cli.json);
     }
-    if let Cmd::Hook(a) = &cli.cmd {
-        return hook::run_cli(&cli, a);
-    }
     if let Cmd::Generate(a) = &cli.cmd {
         return generate::run(a);
     }
     if let Cmd::Schema { name } = &cli.cmd {
         return schema::run(name.as_deref());
     }
-    // The VM's monitor, not sysfs: no sysfs root to open.
-    if let Cmd::Release(a) = &cli.cmd {
-        if cli.sim {
-            // A fresh twin runs no VM, and its socket must never be looked for on this machine.
-            return Err(Error::parse(
-                "--sim",
-                "release",
-                "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
-            ));
-        }
-        return release::run(a, &Machine::from_flag(cli.sysfs.as_deref()), cli.json);
+    if matches!(cli.cmd, Cmd::Release(_)) && cli.sim {
+        // A fresh twin runs no VM, and its socket must never be looked for on this machine.
+        return Err(Error::parse(
+            "--sim",
+            "release",
+            "a fresh twin runs no VM: give --qmp SOCKET, or --sysfs with a twin whose fake QEMU runs and --vmid",
+        ));
     }
     let ctx = Ctx::new(&cli)?;
     check_writable(&ctx.host, &cli.cmd)?;
@@ -356,12 +367,12 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Sim(a) => sim::run(a, ctx.json),
         Cmd::Smu(a) => smu::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
-        Cmd::Regs(a) => regs::run(a, &cli.regs, &ctx.host, ctx.json),
-        Cmd::Vbios(a) => vbios::run(a, &ctx.host, ctx.json),
-        Cmd::Hook(a) => hook::run(&ctx.host, &cli.regs, ctx.json, a),
+        Cmd::Regs(a) => regs::run(&ctx, a),
+        Cmd::Vbios(a) => vbios::run(&ctx, a),
+        Cmd::Hook(a) => hook::run(&ctx, a),
         Cmd::Bench(a) => bench::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
-        Cmd::Release(a) => release::run(a, &ctx.host, ctx.json),
+        Cmd::Release(a) => release::run(&ctx, a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::Schema { name } => schema::run(name.as_deref()),
     }

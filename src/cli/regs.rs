@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::Ctx;
 use crate::amd::bases::{self, BasesReport};
 use crate::amd::regs::RegsDb;
 use crate::error::{exit, Result};
 use crate::journal::Journal;
-use crate::machine::Machine;
 
 #[derive(Debug, clap::Args)]
 pub struct RegsArgs {
@@ -76,7 +76,8 @@ pub struct Row {
     files: Vec<String>,
 }
 
-pub fn run(args: &RegsArgs, regs_dirs: &[PathBuf], host: &Machine, json: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &RegsArgs) -> Result<i32> {
+    let (regs_dirs, host, json) = (&ctx.regs_dirs[..], &ctx.host, ctx.json);
     let db = RegsDb::load(regs_dirs)?;
     match &args.cmd {
         RegsCmd::List => {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::print_json;
+use super::{print_json, Ctx};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::machine::Machine;
@@ -109,7 +109,8 @@ fn socket(args: &ReleaseArgs, machine: &Machine) -> Result<PathBuf> {
     Ok(machine.qmp_socket(vmid))
 }
 
-pub fn run(args: &ReleaseArgs, machine: &Machine, json: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &ReleaseArgs) -> Result<i32> {
+    let (machine, json) = (&ctx.host, ctx.json);
     let target = args.dev.as_deref().map(Target::parse).transpose()?;
     let socket = socket(args, machine)?;
     if !args.dry_run && !nix::unistd::geteuid().is_root() {

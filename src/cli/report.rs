@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<i32> {
         lock_timeout: Duration::from_millis(args.lock_timeout),
         force: args.force,
     };
-    let r = crate::report::write(&ctx.host, &ctx.regs, &opts)?;
+    let r = crate::report::write(&ctx.host, ctx.regs()?, &opts)?;
     if ctx.json {
         print_json(&r)?;
         return Ok(exit::OK);

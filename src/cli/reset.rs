@@ -165,10 +165,10 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
     let dev = args.dev.resolve(&topo)?;
     let chain = match &args.method {
         Some(m) => parse_chain(m)?,
-        None => default_chain(&ctx.regs, dev),
+        None => default_chain(ctx.regs()?, dev),
     };
     let opts = args.options();
-    validate_vendor_options(&ctx.regs, dev, &opts)?;
+    validate_vendor_options(ctx.regs()?, dev, &opts)?;
     let mut journal = Journal::new(opts.dry_run);
     if let Some(t) = &args.trace {
         journal = journal.with_trace(t)?;
@@ -177,7 +177,7 @@ pub fn run(ctx: &Ctx, args: &ResetArgs) -> Result<i32> {
     // The tree scanned above is the one the chain works on: one scan a command.
     let report = run_chain_in(
         &ctx.host,
-        &ctx.regs,
+        ctx.regs()?,
         topo,
         &bdf,
         &chain,

@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
     let mut journal = Journal::new(false);
     journal.method = "run: discovery table".into();
     let (regs, bases_note) =
-        match crate::amd::smu::target(&ctx.regs, dev, args.asic.as_deref(), args.bar)? {
+        match crate::amd::smu::target(ctx.regs()?, dev, args.asic.as_deref(), args.bar)? {
             Some((asic, bar)) => {
                 let found = if args.commit {
                     crate::amd::bases::fetch(
@@ -141,9 +141,9 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<i32> {
                         format!(" ({})", found.notes.join("; "))
                     }
                 );
-                (ctx.regs.with_asic(found.apply(asic)?), Some(note))
+                (ctx.regs()?.with_asic(found.apply(asic)?), Some(note))
             }
-            None => (ctx.regs.clone(), None),
+            None => (ctx.regs()?.clone(), None),
         };
     let resolver = DeviceResolver::for_device(&regs, dev, args.asic.as_deref(), args.bar)?;
     let plan = resolve(&exp, &resolver)?;

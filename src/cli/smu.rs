@@ -240,7 +240,7 @@ pub fn run(ctx: &Ctx, args: &SmuArgs) -> Result<i32> {
     .bdf;
     let report = smu_action::execute(
         &ctx.host,
-        &ctx.regs,
+        ctx.regs()?,
         &mut topo,
         &bdf,
         &args.request(),

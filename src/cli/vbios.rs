@@ -71,7 +71,8 @@ pub struct CheckArgs {
 /// Exit codes: 0 all good; 1 (`exit::FAILED`) when an image or file is invalid, or when two
 /// checked files differ (like cmp(1)); errors (unreadable or structurally broken table) are
 /// returned for the caller to map.
-pub fn run(args: &VbiosArgs, host: &Machine, json: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &VbiosArgs) -> Result<i32> {
+    let (host, json) = (&ctx.host, ctx.json);
     match &args.cmd {
         VbiosCmd::Dump(d) => match &d.from_rom {
             Some(dev) => dump_from_rom(d, dev, host, json),
@@ -85,7 +86,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     crate::pci::bounded_read::read_limited(path, crate::pci::bounded_read::BLOB_MAX)
 }
 
-use crate::cli::print_json;
+use crate::cli::{print_json, Ctx};
 
 /// `vbios dump --json`.
 #[derive(Serialize, schemars::JsonSchema)]
@@ -473,16 +474,16 @@ mod tests {
 
     fn run_dump(d: DumpArgs, sysfs: &Path, json: bool) -> Result<i32> {
         run(
+            &Ctx::on(Machine::new(sysfs), json),
             &VbiosArgs {
                 cmd: VbiosCmd::Dump(d),
             },
-            &Machine::new(sysfs),
-            json,
         )
     }
 
     fn run_check(file: PathBuf, file2: Option<PathBuf>, json: bool) -> Result<i32> {
         run(
+            &Ctx::on(Machine::new("/nonexistent-sysfs"), json),
             &VbiosArgs {
                 cmd: VbiosCmd::Check(CheckArgs {
                     file,
@@ -490,8 +491,6 @@ mod tests {
                     strings: true,
                 }),
             },
-            &Machine::new("/nonexistent-sysfs"),
-            json,
         )
     }
 
