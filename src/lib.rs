@@ -1,11 +1,13 @@
 //! resetlab: reset PCI devices from Linux userspace.
 //!
 //! Layers, top to bottom (data flows down, never back up):
-//! (the binary's `cli`) → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci`; `sim` is the
-//! twin. The command line (clap, the progress bar, rendering) lives in the binary, src/main.rs.
+//! (the binary's `cli`) → `hook`, `bench`, `experiment` → `reset` → `amd` → `pci` → `machine`
+//! (every root the program touches); `sim` is the twin. docs/architecture.md draws it
+//! whole. The command line (clap, the progress bar, rendering) lives in the binary, src/main.rs.
 
 pub mod amd;
 pub mod bench;
+pub mod bounded_read;
 pub mod cleanup;
 pub mod doctor;
 pub mod error;

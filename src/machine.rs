@@ -218,7 +218,7 @@ impl Machine {
     /// `uname -r`, when readable and not empty.
     pub fn kernel_release(&self) -> Option<String> {
         let p = self.osrelease_path();
-        crate::pci::bounded_read::read_text(&p, crate::pci::bounded_read::TEXT_FILE_MAX)
+        crate::bounded_read::read_text(&p, crate::bounded_read::TEXT_FILE_MAX)
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -326,10 +326,7 @@ impl Machine {
 
     /// The machine's host name (`/proc/sys/kernel/hostname`), bounded.
     pub fn hostname(&self) -> Result<String> {
-        crate::pci::bounded_read::read_text(
-            &self.hostname_path(),
-            crate::pci::bounded_read::TEXT_FILE_MAX,
-        )
+        crate::bounded_read::read_text(&self.hostname_path(), crate::bounded_read::TEXT_FILE_MAX)
     }
 }
 

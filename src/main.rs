@@ -5,8 +5,8 @@ mod cli;
 // The library's modules, so that `crate::pci`, `crate::reset`, … read the same in
 // the binary's `cli` as in the library.
 use resetlab::{
-    amd, bench, cleanup, doctor, error, experiment, hook, inventory, journal, machine, pci, pve,
-    qmp, report, reset, sim, snapshot, sys, text,
+    amd, bench, bounded_read, cleanup, doctor, error, experiment, hook, inventory, journal,
+    machine, pci, pve, qmp, report, reset, sim, snapshot, sys, text,
 };
 
 fn main() {

@@ -346,7 +346,7 @@ fn link_stays_inside(rel: &Path, target: &Path) -> bool {
 /// (no device nodes, FIFOs or hard links), and the archive is bounded in
 /// entries, member size and total size, so a bomb fails with a clear line.
 pub fn unpack(file: &Path) -> Result<Unpacked> {
-    let Some(f) = crate::pci::bounded_read::open_regular(file)? else {
+    let Some(f) = crate::bounded_read::open_regular(file)? else {
         return Err(Error::io(
             "open",
             file,
@@ -358,7 +358,7 @@ pub fn unpack(file: &Path) -> Result<Unpacked> {
         .read(&mut magic)
         .map_err(|e| Error::io("read", file, e))?;
     drop(f);
-    let f = crate::pci::bounded_read::open_regular(file)?
+    let f = crate::bounded_read::open_regular(file)?
         .ok_or_else(|| Error::io("open", file, io::Error::from(io::ErrorKind::NotFound)))?;
     let dir = crate::cleanup::temp_dir("resetlab-snapshot-")
         .map_err(|e| Error::io("create temp dir", std::env::temp_dir(), e))?;

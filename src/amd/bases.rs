@@ -571,8 +571,7 @@ pub fn report(
     let bdf = req.bdf;
     let found = match &req.blob {
         Some(f) => {
-            let bytes =
-                crate::pci::bounded_read::read_limited(f, crate::pci::bounded_read::BLOB_MAX)?;
+            let bytes = crate::bounded_read::read_limited(f, crate::bounded_read::BLOB_MAX)?;
             let mode = if req.lenient {
                 Mode::Lenient
             } else {

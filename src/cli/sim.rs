@@ -79,7 +79,7 @@ fn is_model_of(pid: i32, root: &Path) -> std::result::Result<(), String> {
     if !crate::machine::process_running(pid) {
         return Err(format!("no process {pid}"));
     }
-    let cmdline = crate::pci::bounded_read::read_limited(&proc_dir.join("cmdline"), 64 * 1024)
+    let cmdline = crate::bounded_read::read_limited(&proc_dir.join("cmdline"), 64 * 1024)
         .map_err(|_| format!("no process {pid}"))?;
     let args: Vec<String> = cmdline
         .split(|b| *b == 0)
@@ -224,7 +224,7 @@ pub fn run(args: &SimArgs, json: bool) -> Result<i32> {
         }
         SimCmd::Down { dir } => {
             let p = pidfile(dir);
-            let pid: i32 = crate::pci::bounded_read::read_text(&p, 64)?
+            let pid: i32 = crate::bounded_read::read_text(&p, 64)?
                 .trim()
                 .parse()
                 .map_err(|_| Error::parse("pid file", p.display().to_string(), "not a pid"))?;

@@ -83,7 +83,7 @@ pub fn run(ctx: &Ctx, args: &VbiosArgs) -> Result<i32> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    crate::pci::bounded_read::read_limited(path, crate::pci::bounded_read::BLOB_MAX)
+    crate::bounded_read::read_limited(path, crate::bounded_read::BLOB_MAX)
 }
 
 use crate::cli::{print_json, Ctx};

@@ -603,7 +603,7 @@ pub struct DiffRow {
 /// `run diff TRACE A B`: the registers whose values differ between the
 /// snapshots named A and B (the last of each name in the trace).
 pub fn diff(trace: &Path, a: &str, b: &str) -> Result<Vec<DiffRow>> {
-    let text = crate::pci::bounded_read::read_text(trace, crate::pci::bounded_read::TRACE_MAX)?;
+    let text = crate::bounded_read::read_text(trace, crate::bounded_read::TRACE_MAX)?;
     let mut snaps: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

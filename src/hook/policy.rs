@@ -484,8 +484,7 @@ fn newer_than_this(text: &str) -> Option<String> {
 impl Policy {
     /// Read the policy; a missing file is the built-in defaults.
     pub fn load(path: &Path) -> Result<Policy> {
-        match crate::pci::bounded_read::read_text_opt(path, crate::pci::bounded_read::TEXT_FILE_MAX)
-        {
+        match crate::bounded_read::read_text_opt(path, crate::bounded_read::TEXT_FILE_MAX) {
             Ok(Some(text)) => Self::parse(&text, path),
             Ok(None) => Ok(Policy::default()),
             Err(e) => Err(e),

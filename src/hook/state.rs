@@ -103,10 +103,7 @@ impl StateStore {
 
     pub fn read(&self, bdf: Bdf) -> StateLookup {
         let path = self.path_for(bdf);
-        let text = match crate::pci::bounded_read::read_text_opt(
-            &path,
-            crate::pci::bounded_read::ATTR_MAX,
-        ) {
+        let text = match crate::bounded_read::read_text_opt(&path, crate::bounded_read::ATTR_MAX) {
             Ok(Some(t)) => t,
             Ok(None) => return StateLookup::Missing,
             Err(e) => {

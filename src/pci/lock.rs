@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::bounded_read;
 use crate::error::{Error, Result};
 use crate::machine::Machine;
-use crate::pci::bounded_read;
 use crate::pci::Bdf;
 
 /// A held lock; released on drop.

@@ -4,7 +4,6 @@
 //! and the one bounded wait.
 
 pub mod addr;
-pub mod bounded_read;
 pub mod caps;
 pub mod config;
 pub mod filter;

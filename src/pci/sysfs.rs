@@ -97,8 +97,7 @@ pub struct Device {
 /// Reads a text attribute (bounded, never blocking on a FIFO or device);
 /// `Ok(None)` when it does not exist.
 pub fn read_attr(path: &Path) -> Result<Option<String>> {
-    let Some(bytes) = crate::pci::bounded_read::read_opt(path, crate::pci::bounded_read::ATTR_MAX)?
-    else {
+    let Some(bytes) = crate::bounded_read::read_opt(path, crate::bounded_read::ATTR_MAX)? else {
         return Ok(None);
     };
     let s = String::from_utf8_lossy(&bytes);

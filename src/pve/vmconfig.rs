@@ -267,8 +267,7 @@ impl VmConfig {
     /// Read and parse `<pve_root>/qemu-server/<vmid>.conf` (mappings unresolved).
     pub fn load(pve_root: &Path, vmid: u32) -> Result<VmConfig> {
         let path = Self::path_for(pve_root, vmid);
-        let text =
-            crate::pci::bounded_read::read_text(&path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
+        let text = crate::bounded_read::read_text(&path, crate::bounded_read::TEXT_FILE_MAX)?;
         Self::parse(&text, &path, vmid)
     }
 

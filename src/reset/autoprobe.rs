@@ -136,7 +136,7 @@ fn owner_alive(text: &str) -> Option<u32> {
 /// What a pending record says, for `doctor`: `None` when there is none.
 pub fn pending(host: &Machine) -> Option<String> {
     let p = pending_path(host);
-    let text = crate::pci::bounded_read::read_text_opt(&p, 4096)
+    let text = crate::bounded_read::read_text_opt(&p, 4096)
         .ok()
         .flatten()?;
     Some(match owner_alive(&text) {
@@ -158,7 +158,7 @@ pub fn pending(host: &Machine) -> Option<String> {
 /// did, for a note.
 pub fn recover(host: &Machine, journal: &mut Journal) -> Result<Option<String>> {
     let p = pending_path(host);
-    let Some(text) = crate::pci::bounded_read::read_text_opt(&p, 4096)? else {
+    let Some(text) = crate::bounded_read::read_text_opt(&p, 4096)? else {
         return Ok(None);
     };
     if owner_alive(&text).is_some() {

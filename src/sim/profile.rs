@@ -209,8 +209,7 @@ impl Profile {
     }
 
     pub fn load(path: &Path) -> Result<Profile> {
-        let text =
-            crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
+        let text = crate::bounded_read::read_text(path, crate::bounded_read::TEXT_FILE_MAX)?;
         let p = Self::parse(path, &text)?;
         // A bad IP name is an error at load, not a model that cannot start.
         p.discovery.spec().map_err(|e| Error::FileParse {

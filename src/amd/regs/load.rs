@@ -561,10 +561,7 @@ impl RegsDb {
             }
             paths.sort();
             for p in paths {
-                let t = crate::pci::bounded_read::read_text(
-                    &p,
-                    crate::pci::bounded_read::TEXT_FILE_MAX,
-                )?;
+                let t = crate::bounded_read::read_text(&p, crate::bounded_read::TEXT_FILE_MAX)?;
                 files.push((p, t));
             }
         }

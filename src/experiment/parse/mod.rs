@@ -301,6 +301,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Experiment> {
 
 /// Read and parse an experiment file.
 pub fn load(path: &Path) -> Result<Experiment> {
-    let text = crate::pci::bounded_read::read_text(path, crate::pci::bounded_read::TEXT_FILE_MAX)?;
+    let text = crate::bounded_read::read_text(path, crate::bounded_read::TEXT_FILE_MAX)?;
     parse(path, &text)
 }
