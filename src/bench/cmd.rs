@@ -131,17 +131,19 @@ pub fn run(template: &str, vars: &CmdVars, bound: Duration) -> Step {
             buf
         })
     });
-    let mut delay = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if t0.elapsed() >= bound => break None,
-            Ok(None) => {
-                std::thread::sleep(delay.min(bound.saturating_sub(t0.elapsed())));
-                delay = (delay * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Step::failed(ms(t0), format!("waiting for {line:?}: {e}")),
-        }
+    let waited = crate::pci::wait::poll_for(
+        bound.saturating_sub(t0.elapsed()),
+        Duration::from_micros(200),
+        Duration::from_millis(20),
+        || {
+            child
+                .try_wait()
+                .map_err(|e| Error::io("wait for", format!("{line:?}"), e))
+        },
+    );
+    let status = match waited {
+        Ok(s) => s,
+        Err(e) => return Step::failed(ms(t0), e.one_line()),
     };
     let Some(status) = status else {
         // The whole group: sh and whatever it started.

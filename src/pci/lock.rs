@@ -13,13 +13,14 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::bounded_read;
 use crate::error::{Error, Result};
 use crate::machine::Machine;
+use crate::pci::wait::poll_for;
 use crate::pci::Bdf;
 
 /// A held lock; released on drop.
@@ -144,41 +145,39 @@ pub fn lock(host: &Machine, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
     host.check_writable()?;
     let dir = ensure_lock_dir(host)?;
     let path = dir.join(format!("{bdf}.lock"));
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(5);
-    loop {
-        let file = open_lock_file(&path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut l) => {
-                let me = format!(
-                    "pid {} ({})",
-                    std::process::id(),
-                    std::env::args().collect::<Vec<_>>().join(" ")
-                );
-                // Ours (checked above): replacing the last holder's text is fine.
-                let _ = l.set_len(0);
-                let _ = l.seek(SeekFrom::Start(0));
-                let _ = l.write_all(me.as_bytes());
-                let _ = l.flush();
-                return Ok(DeviceLock { _lock: l, path });
+    // Never past the bound: a caller's deadline ends with it.
+    let got = poll_for(
+        bound,
+        Duration::from_millis(5),
+        Duration::from_millis(100),
+        || {
+            let file = open_lock_file(&path)?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => Ok(Some(l)),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                Err((_, e)) => Err(Error::io("flock", &path, e.into())),
             }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let spent = start.elapsed();
-                if spent >= bound {
-                    return Err(Error::refused(format!(
-                        "{bdf} is being reset by {} (lock {}); waited {} ms",
-                        holder(&path),
-                        path.display(),
-                        bound.as_millis()
-                    )));
-                }
-                // Never past the bound: a caller's deadline ends with it.
-                std::thread::sleep(delay.min(bound - spent));
-                delay = (delay * 2).min(Duration::from_millis(100));
-            }
-            Err((_, e)) => return Err(Error::io("flock", &path, e.into())),
-        }
-    }
+        },
+    )?;
+    let Some(mut l) = got else {
+        return Err(Error::refused(format!(
+            "{bdf} is being reset by {} (lock {}); waited {} ms",
+            holder(&path),
+            path.display(),
+            bound.as_millis()
+        )));
+    };
+    let me = format!(
+        "pid {} ({})",
+        std::process::id(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    // Ours (checked above): replacing the last holder's text is fine.
+    let _ = l.set_len(0);
+    let _ = l.seek(SeekFrom::Start(0));
+    let _ = l.write_all(me.as_bytes());
+    let _ = l.flush();
+    Ok(DeviceLock { _lock: l, path })
 }
 
 #[cfg(test)]

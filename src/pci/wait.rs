@@ -7,25 +7,38 @@ use crate::pci::config::ConfigAccess;
 use crate::pci::regs::*;
 
 /// Polls `f` until it returns `Some`, sleeping 1 ms at first and doubling up
-/// to `max_interval`, for at most `bound`.
+/// to `max_interval`, for at most `bound`; the timeout names `what` and the bound.
 pub fn poll<T>(
     what: &str,
     bound: Duration,
     max_interval: Duration,
-    mut f: impl FnMut() -> Result<Option<T>>,
+    f: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
+    poll_for(bound, Duration::from_millis(1), max_interval, f)?.ok_or_else(|| Error::Timeout {
+        what: what.to_string(),
+        bound_ms: bound.as_millis() as u64,
+    })
+}
+
+/// The one bounded wait under [`poll`], for a caller whose running out is not a timeout
+/// error (a lock wait ends in a refusal naming the holder, a power-state watch reports the
+/// deepest state it saw): calls `f` until it returns `Some`, sleeping `first` at first and
+/// doubling up to `max_interval`, and never sleeping past `bound`; `None` once it is spent.
+pub fn poll_for<T>(
+    bound: Duration,
+    first: Duration,
+    max_interval: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let start = Instant::now();
-    let mut delay = Duration::from_millis(1);
+    let mut delay = first;
     loop {
         if let Some(v) = f()? {
-            return Ok(v);
+            return Ok(Some(v));
         }
         let spent = start.elapsed();
         if spent >= bound {
-            return Err(Error::Timeout {
-                what: what.to_string(),
-                bound_ms: bound.as_millis() as u64,
-            });
+            return Ok(None);
         }
         std::thread::sleep(delay.min(bound - spent));
         delay = (delay * 2).min(max_interval);

@@ -3,11 +3,12 @@
 //! `firmware_node/power_resources_D3hot`) or on its parent port. The reset
 //! watches `power_state` (never `config`, whose read would wake the device).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Analysis, Managed, MethodDef, Outcome, ResetCtx, Verdict};
 use crate::error::{Error, Result};
 use crate::pci::sysfs::read_attr;
+use crate::pci::wait::poll_for;
 
 pub const DEF: MethodDef = MethodDef {
     name: "d3cold",
@@ -82,24 +83,20 @@ fn depth(state: &str) -> u8 {
 /// Watches `power_state` until `want`, bounded; returns the deepest state seen.
 fn watch(ctx: &ResetCtx, want: &str, bound: Duration) -> Result<(bool, String)> {
     let path = ctx.dev.dir.join("power_state");
-    let start = Instant::now();
     let mut deepest = String::from("D0");
-    let mut delay = Duration::from_millis(1);
-    loop {
-        let s = read_attr(&path)?.unwrap_or_default();
-        if depth(&s) > depth(&deepest) {
-            deepest = s.clone();
-        }
-        if s == want {
-            return Ok((true, deepest));
-        }
-        let spent = start.elapsed();
-        if spent >= bound {
-            return Ok((false, deepest));
-        }
-        std::thread::sleep(delay.min(bound - spent));
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
+    let reached = poll_for(
+        bound,
+        Duration::from_millis(1),
+        Duration::from_millis(50),
+        || {
+            let s = read_attr(&path)?.unwrap_or_default();
+            if depth(&s) > depth(&deepest) {
+                deepest = s.clone();
+            }
+            Ok((s == want).then_some(()))
+        },
+    )?;
+    Ok((reached.is_some(), deepest))
 }
 
 pub fn reset(ctx: &mut ResetCtx) -> Result<Outcome> {
