@@ -535,19 +535,21 @@ fn a_missed_post_stop_leaves_the_record_dirty_and_pre_start_resets() {
     assert!(!b.gpu_dirty());
 }
 
-#[test]
-fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
+/// The hook's bench on a twin whose GPU vanishes once removed (it never comes back).
+fn vanishing(policy: Option<&str>) -> Bench {
     let profile = Profile {
         device_fault: Fault::Vanish,
         ..Profile::default()
     };
-    let b = Bench::new(
-        profile,
-        Some(
-            "fail_start_on_error = true\n[chain]\namd_gpu = [\"remove_rescan\"]\n\
+    Bench::new(profile, policy)
+}
+
+#[test]
+fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
+    let b = vanishing(Some(
+        "fail_start_on_error = true\n[chain]\namd_gpu = [\"remove_rescan\"]\n\
              [phase.post-stop]\nbudget_s = 3\n[phase.pre-start]\nbudget_s = 2\n",
-        ),
-    );
+    ));
     b.phase_ok("post-start");
     let (code, v, err) = b.phase("post-stop");
     assert_eq!(code, Some(0), "post-stop never fails the hook: {err}");
@@ -589,17 +591,10 @@ fn a_device_that_never_comes_back_ends_post_stop_within_its_budget() {
 /// failure and where the chain stopped (the second method), not the first method twice.
 #[test]
 fn a_chain_that_loses_the_device_names_each_method_in_the_hook() {
-    let profile = Profile {
-        device_fault: Fault::Vanish,
-        ..Profile::default()
-    };
-    let b = Bench::new(
-        profile,
-        Some(
-            "[chain]\namd_gpu = [\"remove_rescan\", \"kernel\"]\n\
+    let b = vanishing(Some(
+        "[chain]\namd_gpu = [\"remove_rescan\", \"kernel\"]\n\
              [phase.post-stop]\nbudget_s = 3\n",
-        ),
-    );
+    ));
     b.phase_ok("post-start");
     let (code, v, err) = b.phase("post-stop");
     assert_eq!(code, Some(0), "{err}");

@@ -342,11 +342,10 @@ fn bad_method_names_are_one_line() {
     }
 }
 
-/// A chain with a budget: the method whose wait the budget cut says so, and the methods after it
-/// are listed as not started (the hook gives each device's chain what is left of its phase).
-#[test]
-fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
-    use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
+/// `remove_rescan → kernel` on c5:00.0 of a twin whose GPU vanishes once removed (it never
+/// comes back), through the library.
+fn vanishing_chain(opts: resetlab::reset::ResetOptions) -> resetlab::reset::engine::ChainReport {
+    use resetlab::reset::{engine::run_chain, parse_method, Journal};
     let t = Twin::running(Profile {
         device_fault: resetlab::sim::profile::Fault::Vanish,
         ..Profile::default()
@@ -359,12 +358,17 @@ fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
         parse_method("remove_rescan").unwrap(),
         parse_method("kernel").unwrap(),
     ];
-    let opts = ResetOptions {
+    run_chain(&host, &regs, &bdf, &chain, &opts, &mut Journal::new(false)).unwrap()
+}
+
+/// A chain with a budget: the method whose wait the budget cut says so, and the methods after it
+/// are listed as not started (the hook gives each device's chain what is left of its phase).
+#[test]
+fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
+    let r = vanishing_chain(resetlab::reset::ResetOptions {
         budget: Some(std::time::Duration::from_millis(300)),
-        ..ResetOptions::default()
-    };
-    let mut journal = Journal::new(false);
-    let r = run_chain(&host, &regs, &bdf, &chain, &opts, &mut journal).unwrap();
+        ..Default::default()
+    });
     assert!(!r.success);
     assert_eq!(r.budget_ms, Some(300));
     assert_eq!(r.runs.len(), 1, "{:?}", r.runs);
@@ -384,24 +388,10 @@ fn a_chain_budget_cuts_its_waits_and_starts_no_method_once_spent() {
 /// which lost the first methods' results).
 #[test]
 fn a_chain_that_loses_its_device_keeps_the_runs_before_and_says_where_it_stopped() {
-    use resetlab::reset::{engine::run_chain, parse_method, Journal, ResetOptions};
-    let t = Twin::running(Profile {
-        device_fault: resetlab::sim::profile::Fault::Vanish,
-        ..Profile::default()
-    })
-    .unwrap();
-    let host = resetlab::machine::Machine::new(&t.sysfs);
-    let regs = resetlab::amd::regs::RegsDb::embedded().unwrap();
-    let bdf: resetlab::pci::Bdf = "c5:00.0".parse().unwrap();
-    let chain = [
-        parse_method("remove_rescan").unwrap(),
-        parse_method("kernel").unwrap(),
-    ];
-    let opts = ResetOptions {
+    let r = vanishing_chain(resetlab::reset::ResetOptions {
         wait_timeout: std::time::Duration::from_millis(300),
-        ..ResetOptions::default()
-    };
-    let r = run_chain(&host, &regs, &bdf, &chain, &opts, &mut Journal::new(false)).unwrap();
+        ..Default::default()
+    });
     assert!(!r.success);
     assert_eq!(r.runs.len(), 1, "{:?}", r.runs);
     assert_eq!(r.runs[0].method, "remove_rescan");
