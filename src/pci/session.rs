@@ -564,7 +564,9 @@ mod tests {
             .config_write(&gpu(), &mut cfg, PCI_COMMAND, 2, 0x6)
             .unwrap();
         // The handle could not take a write if the journal tried one.
-        assert!(crate::pci::config::ConfigAccess::write(&mut cfg, PCI_COMMAND, &[6, 0]).is_err());
+        let e =
+            crate::pci::config::ConfigAccess::write(&mut cfg, PCI_COMMAND, &[6, 0]).unwrap_err();
+        assert!(e.to_string().contains("was opened read-only"), "{e}");
         assert!(s.keep_memory_decoding().unwrap());
         s.close().unwrap();
         assert_eq!(command_of(&host, &gpu()), 0);
