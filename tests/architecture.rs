@@ -216,3 +216,22 @@ fn only_the_twin_writes_a_bar_without_the_journal() {
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+#[test]
+fn assertions_say_which_error() {
+    // `assert!(x.is_err())` passes for any error, the wrong one too: a test names the error
+    // (its kind or message) or unwraps the value it expects.
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    // Spelt in pieces, so this test's own lines are not what it looks for.
+    let assert = concat!("assert", "!(");
+    let bare = [concat!(".is_", "err())"), concat!(".is_", "ok())")];
+    let mut bad = vec![];
+    for (p, t) in sources(&src()).into_iter().chain(sources(&tests)) {
+        for (n, l) in code_lines(&t) {
+            if l.contains(assert) && bare.iter().any(|b| l.contains(b)) {
+                bad.push(format!("{}:{n}: {}", p.display(), l.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "bare is_err()/is_ok() assertions: {bad:#?}");
+}
