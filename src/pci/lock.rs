@@ -145,6 +145,10 @@ pub fn lock(host: &Machine, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
     host.check_writable()?;
     let dir = ensure_lock_dir(host)?;
     let path = dir.join(format!("{bdf}.lock"));
+    // Between tries the last try's file stays open, as it did before the wait was `poll_for`:
+    // a waiter shows in /proc/<pid>/fd as holding the lock file (which is how a test, or an
+    // admin, sees who waits). Each try opens it afresh, with its checks.
+    let mut waiting: Option<File> = None;
     // Never past the bound: a caller's deadline ends with it.
     let got = poll_for(
         bound,
@@ -154,11 +158,15 @@ pub fn lock(host: &Machine, bdf: &Bdf, bound: Duration) -> Result<DeviceLock> {
             let file = open_lock_file(&path)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => Ok(Some(l)),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    waiting = Some(f);
+                    Ok(None)
+                }
                 Err((_, e)) => Err(Error::io("flock", &path, e.into())),
             }
         },
     )?;
+    drop(waiting);
     let Some(mut l) = got else {
         return Err(Error::refused(format!(
             "{bdf} is being reset by {} (lock {}); waited {} ms",
